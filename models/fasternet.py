@@ -1,0 +1,137 @@
+"""FasterNet pieces (Chen et al., CVPR 2023): partial convolution and the blocks built on it.
+
+PConv convolves only the first c/n_div channels and passes the rest through, so it does a
+fraction of a dense 3x3 conv's FLOPs while touching few bytes — the point of the design is a
+higher achieved FLOPS than depthwise convs give.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.common import C3, Conv
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"GELU": nn.GELU, "ReLU": nn.ReLU, "SiLU": nn.SiLU}
+PCONV_MODES = ("auto", "split_cat", "slicing")
+
+
+def activation_from_name(act: str | nn.Module) -> nn.Module:
+    """YAML names an activation by string ('GELU', 'ReLU', 'SiLU'); resolve it without eval."""
+    if isinstance(act, nn.Module):
+        return act
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}, expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[act]()
+
+
+class PConv(nn.Module):
+    """Partial 3x3 conv over the first c // n_div channels; the others pass through unchanged.
+
+    `forward_mode`: 'auto' uses split→conv→cat while training or tracing/exporting (autograd- and
+    exporter-friendly) and in-place slicing on a clone in eval (no concat copy); 'split_cat' or
+    'slicing' force one path. Both give identical outputs.
+    """
+
+    def __init__(self, c: int, n_div: int = 4, k: int = 3):
+        super().__init__()
+        if n_div < 1 or c // n_div < 1:
+            raise ValueError(f"PConv needs c // n_div >= 1, got c={c}, n_div={n_div}")
+        self.dim_conv = c // n_div
+        self.dim_untouched = c - self.dim_conv
+        self.conv = nn.Conv2d(self.dim_conv, self.dim_conv, k, 1, k // 2, bias=False)
+        self.forward_mode = "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.forward_mode not in PCONV_MODES:
+            raise ValueError(f"PConv.forward_mode must be one of {PCONV_MODES}, got {self.forward_mode!r}")
+        if self._uses_split_cat():
+            return self.forward_split_cat(x)
+        return self.forward_slicing(x)
+
+    def _uses_split_cat(self) -> bool:
+        if self.forward_mode != "auto":
+            return self.forward_mode == "split_cat"
+        return self.training or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+    def forward_split_cat(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = torch.split(x, [self.dim_conv, self.dim_untouched], dim=1)
+        return torch.cat((self.conv(x1), x2), 1)
+
+    def forward_slicing(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()  # keep the caller's tensor (the residual branch) intact
+        x[:, : self.dim_conv] = self.conv(x[:, : self.dim_conv])
+        return x
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a whole residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class FasterNetBlock(nn.Module):
+    """PConv → 1x1 (c → c·mlp_ratio) + BN + act → 1x1 back to c → residual add."""
+
+    def __init__(self, c: int, n_div: int = 4, mlp_ratio: float = 2, act: str | nn.Module = "GELU",
+                 drop_path: float = 0.0, layer_scale: float = 0.0):
+        super().__init__()
+        hidden = int(c * mlp_ratio)
+        self.pconv = PConv(c, n_div)
+        self.mlp = nn.Sequential(Conv(c, hidden, 1, act=activation_from_name(act)),
+                                 nn.Conv2d(hidden, c, 1, bias=False))
+        self.drop_path = DropPath(drop_path)
+        self.layer_scale = nn.Parameter(layer_scale * torch.ones(c, 1, 1)) if layer_scale > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(self.pconv(x))
+        if self.layer_scale is not None:
+            y = self.layer_scale * y
+        return x + self.drop_path(y)
+
+
+class C3Faster(C3):
+    """C3 whose bottlenecks are FasterNet blocks (SiLU), so a YAML can swap `C3` → `C3Faster` in place.
+
+    `shortcut` and `g` keep C3's signature; a FasterNet block is always residual and has no groups.
+    """
+
+    def make_blocks(self, c: int, n: int, shortcut: bool, g: int) -> nn.Sequential:
+        return nn.Sequential(*(FasterNetBlock(c, n_div=4, mlp_ratio=2, act=nn.SiLU()) for _ in range(n)))
+
+
+class PatchEmbed(Conv):
+    """FasterNet stem: non-overlapping patch x patch conv with stride patch, then BN, no activation."""
+
+    def __init__(self, c1: int, c2: int, patch: int = 4):
+        super().__init__(c1, c2, k=patch, s=patch, p=0, act=False)
+
+
+class PatchMerging(Conv):
+    """FasterNet downsampler between stages: k x k conv with stride k (default 2), then BN."""
+
+    def __init__(self, c1: int, c2: int, k: int = 2):
+        super().__init__(c1, c2, k=k, s=k, p=0, act=False)
+
+
+class FasterNetStage(nn.Module):
+    """`n` FasterNet blocks at constant width — one stage of a FasterNet backbone."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, act: str = "GELU", n_div: int = 4, mlp_ratio: float = 2,
+                 drop_path: float = 0.0, layer_scale: float = 0.0):
+        super().__init__()
+        if c1 != c2:
+            raise ValueError(f"FasterNetStage keeps its width: input has {c1} channels, output asks for {c2}")
+        self.m = nn.Sequential(*(FasterNetBlock(c2, n_div, mlp_ratio, act, drop_path, layer_scale)
+                                 for _ in range(n)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x)

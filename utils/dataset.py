@@ -1,0 +1,569 @@
+"""Datasets the YOLOv5 way: data YAML → image files → verified labels (cached) → batches.
+
+Bad samples are reported one line each and skipped, so one broken file never stops a training run;
+only a dataset with nothing usable left is fatal. The label cache is a numpy .npz read with
+allow_pickle=False and trusted only if its version and the hash of the file list match.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from utils import augment
+from utils.errors import UserInputError
+from utils.log import LOGGER
+
+IMG_FORMATS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+CACHE_VERSION = "pconv-yolo-labels-1"
+MIN_IMAGE_SIDE = 10
+COORD_TOLERANCE = 1e-3  # overshoot of a normalised coordinate that is clipped instead of rejected
+SPLITS = ("train", "val", "test")
+
+
+# ----------------------------------------------------------------------------------------- data YAML
+def check_dataset(path: str | Path) -> dict:
+    """Load and validate a YOLOv5 data YAML; return it with absolute split paths, names list and nc.
+
+    Each of train/val/test may be a folder, a .txt list of images, an image, or a list of those;
+    relative entries resolve against `path:` which itself resolves against the YAML's folder.
+    """
+    yaml_file = Path(path)
+    if not yaml_file.is_file():
+        raise UserInputError(f"{path}: data YAML not found")
+    try:
+        data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{yaml_file}: not valid YAML ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{yaml_file}: expected a mapping with train/val/names keys")
+    missing = [k for k in ("train", "val") if not data.get(k)]
+    if "names" not in data and "nc" not in data:
+        missing.append("names")
+    if missing:
+        raise UserInputError(f"{yaml_file}: missing key(s) {', '.join(missing)}")
+
+    names = _parse_names(data.get("names"), data.get("nc"), yaml_file)
+    root = Path(data.get("path") or "")
+    if not root.is_absolute():
+        root = (yaml_file.parent / root).resolve()
+    out = dict(data)
+    for split in SPLITS:
+        entry = data.get(split)
+        if not entry:
+            out[split] = None
+            continue
+        entries = entry if isinstance(entry, list) else [entry]
+        resolved = []
+        for e in entries:
+            p = Path(str(e))
+            p = p if p.is_absolute() else root / p
+            if not p.exists():
+                raise UserInputError(f"{yaml_file}: {split} path '{e}' does not exist (looked for {p})")
+            resolved.append(str(p.resolve()))
+        out[split] = resolved
+    out.update(names=names, nc=len(names), yaml_file=str(yaml_file.resolve()), path=str(root))
+    return out
+
+
+def _parse_names(names: object, nc: object, yaml_file: Path) -> list[str]:
+    """names may be a list or {id: name} with ids 0..n-1; nc (if given) must agree."""
+    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
+        raise UserInputError(f"{yaml_file}: nc must be a positive integer, got {nc!r}")
+    if names is None:
+        return [f"class{i}" for i in range(nc)]
+    if isinstance(names, dict):
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise UserInputError(f"{yaml_file}: names keys must be integer class ids") from None
+        if ids != list(range(len(ids))):
+            raise UserInputError(f"{yaml_file}: names ids must be 0..{len(ids) - 1} without gaps")
+        names = [names[k] if k in names else names[str(k)] for k in ids]
+    if not isinstance(names, list) or not names:
+        raise UserInputError(f"{yaml_file}: names must be a non-empty list or {{id: name}} mapping")
+    if nc is not None and nc != len(names):
+        raise UserInputError(f"{yaml_file}: nc is {nc} but names lists {len(names)} classes")
+    return [str(n) for n in names]
+
+
+# ------------------------------------------------------------------------------------ file discovery
+def find_image_files(sources: str | Path | list) -> list[str]:
+    """Images under folders (recursive, extension case-insensitive), in .txt lists, or given directly."""
+    sources = sources if isinstance(sources, (list, tuple)) else [sources]
+    files: list[str] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            files += [str(f) for f in p.rglob("*") if f.suffix.lower() in IMG_FORMATS and f.is_file()]
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+                line = line.strip()
+                if line:
+                    f = Path(line)
+                    files.append(str(f if f.is_absolute() else (p.parent / f).resolve()))
+        elif p.is_file() and p.suffix.lower() in IMG_FORMATS:
+            files.append(str(p))
+        else:
+            raise UserInputError(f"{src}: not an image folder, image list (.txt) or image file")
+    return sorted(set(f for f in files if Path(f).suffix.lower() in IMG_FORMATS))
+
+
+def image_to_label_path(im_file: str) -> str:
+    """YOLOv5's rule: the last /images/ becomes /labels/ and the extension becomes .txt."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    head, sep, tail = im_file.rpartition(sa)
+    base = f"{head}{sb}{tail}" if sep else im_file
+    return str(Path(base).with_suffix(".txt"))
+
+
+# -------------------------------------------------------------------------------- label verification
+@dataclass
+class VerificationReport:
+    """What the scan found: counts per outcome and one line per problem file (file: reason)."""
+
+    found: int = 0
+    missing: int = 0
+    empty: int = 0
+    corrupt: int = 0
+    duplicate: int = 0
+    orphan: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.found} labels found, {self.missing} missing, {self.empty} empty, "
+                f"{self.corrupt} corrupt (skipped), {self.duplicate} with duplicate rows removed, "
+                f"{self.orphan} labels without image")
+
+
+def verify_sample(args: tuple[str, str, int]) -> tuple:
+    """Check one image + label pair; runs in a worker process.
+
+    Returns (im_file, labels (n,5) float32 or None if corrupt, (w, h), status, message) with status
+    one of found / missing / empty / corrupt, and found-with-duplicates reported in the message.
+    """
+    im_file, lb_file, nc = args
+    try:
+        with Image.open(im_file) as im:
+            im.load()  # decodes every byte: truncated files fail here, not mid-training
+            w, h = ImageOps.exif_transpose(im).size if im.getexif().get(0x0112, 1) > 1 else im.size
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        return im_file, None, (0, 0), "corrupt", f"{im_file}: image unreadable ({_short(e)}), skipped"
+    if w < MIN_IMAGE_SIDE or h < MIN_IMAGE_SIDE:
+        return im_file, None, (w, h), "corrupt", f"{im_file}: image {w}x{h} smaller than {MIN_IMAGE_SIDE} px, skipped"
+
+    if not os.path.isfile(lb_file):
+        return im_file, np.zeros((0, 5), np.float32), (w, h), "missing", ""
+    try:
+        text = Path(lb_file).read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return im_file, None, (w, h), "corrupt", f"{lb_file}: label file is not UTF-8 text, image skipped"
+    except OSError as e:
+        return im_file, None, (w, h), "corrupt", f"{lb_file}: label unreadable ({_short(e)}), image skipped"
+    rows, problem = _parse_label_text(text, nc)
+    if problem:
+        return im_file, None, (w, h), "corrupt", f"{lb_file}: {problem}, image skipped"
+    if not len(rows):
+        return im_file, rows, (w, h), "empty", ""
+    _, first = np.unique(rows, axis=0, return_index=True)
+    if len(first) < len(rows):
+        n_dup = len(rows) - len(first)
+        return im_file, rows[np.sort(first)], (w, h), "found", f"{lb_file}: {n_dup} duplicate rows removed"
+    return im_file, rows, (w, h), "found", ""
+
+
+def _parse_label_text(text: str, nc: int) -> tuple[np.ndarray, str]:
+    """Rows 'cls cx cy w h' (or 'cls x1 y1 x2 y2 ...' polygons → box) → (n,5) float32, or a problem."""
+    boxes = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            values = [float(v) for v in parts]
+        except ValueError:
+            return np.zeros((0, 5), np.float32), f"line {lineno}: non-numeric value"
+        n = len(values)
+        if n != 5 and (n < 7 or n % 2 == 0):
+            return np.zeros((0, 5), np.float32), f"line {lineno}: {n} columns, expected 5 (cls cx cy w h) or a polygon"
+        if not all(math.isfinite(v) for v in values):
+            return np.zeros((0, 5), np.float32), f"line {lineno}: NaN or infinite value"
+        cls = values[0]
+        if cls != int(cls) or not 0 <= cls < nc:
+            return np.zeros((0, 5), np.float32), f"line {lineno}: class id {parts[0]} outside [0, {nc - 1}]"
+        coords = np.array(values[1:], dtype=np.float64)
+        if (coords < -COORD_TOLERANCE).any() or (coords > 1 + COORD_TOLERANCE).any():
+            return np.zeros((0, 5), np.float32), f"line {lineno}: coordinates not normalised to [0, 1]"
+        if n == 5:
+            cx, cy, bw, bh = coords
+            x1, y1, x2, y2 = cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2
+        else:
+            xs, ys = coords[0::2], coords[1::2]
+            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
+        x1, x2 = np.clip((x1, x2), 0, 1)
+        y1, y2 = np.clip((y1, y2), 0, 1)
+        if x2 - x1 <= 0 or y2 - y1 <= 0:
+            return np.zeros((0, 5), np.float32), f"line {lineno}: zero-area box"
+        boxes.append((cls, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1))
+    return np.array(boxes, dtype=np.float32).reshape(-1, 5), ""
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+
+
+def files_hash(files: list[str]) -> str:
+    """Hash of paths, sizes and mtimes: any added, removed, or edited file invalidates the cache."""
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}\0missing\n".encode())
+    return h.hexdigest()
+
+
+def cache_path_for(label_files: list[str]) -> Path:
+    """labels/train/a.txt → labels/train.pconv.cache: beside the label folder like YOLOv5's train.cache,
+    but a different name, so neither project overwrites the other's cache."""
+    return Path(label_files[0]).parent.with_suffix(".pconv.cache")
+
+
+def load_label_cache(path: Path, expected_hash: str) -> dict | None:
+    """Return the cache if it is ours, intact and current; anything else means rebuild (never trusted)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["version"]) != CACHE_VERSION or str(z["hash"]) != expected_hash:
+                return None
+            data = {k: z[k] for k in ("im_files", "labels", "counts", "shapes", "status", "messages", "report")}
+        n = len(data["im_files"])
+        if len(data["counts"]) != n or len(data["shapes"]) != n or data["counts"].sum() != len(data["labels"]):
+            return None
+        return data
+    except Exception:  # a foreign or corrupt file of any kind only means "rebuild"
+        return None
+
+
+def save_label_cache(path: Path, hash_: str, data: dict) -> None:
+    """Write atomically; an unwritable label folder only costs a rescan next time."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:  # a file object, so numpy does not append .npz
+            np.savez(f, version=np.array(CACHE_VERSION), hash=np.array(hash_), **data)
+        os.replace(tmp, path)
+    except OSError as e:
+        LOGGER.warning(f"WARNING: label cache not written, {path.parent} is not writable ({_short(e)})")
+        tmp.unlink(missing_ok=True)
+
+
+def scan_labels(im_files: list[str], label_files: list[str], nc: int, prefix: str = "",
+                workers: int = 2) -> tuple[list[str], list[np.ndarray], np.ndarray, VerificationReport]:
+    """Verify every sample (cache first), log the report, and return only the usable samples."""
+    cache_file = cache_path_for(label_files)
+    orphans = _orphan_labels(label_files)
+    h = files_hash(im_files + label_files + orphans) + f"-nc{nc}"
+    cached = load_label_cache(cache_file, h)
+    if cached is None:
+        cached = _scan(im_files, label_files, nc, prefix, workers)
+        save_label_cache(cache_file, h, cached)
+    else:
+        LOGGER.info(f"{prefix}labels from cache {cache_file}")
+
+    status = cached["status"].tolist()
+    messages = cached["messages"].tolist()
+    report = VerificationReport(*(int(x) for x in cached["report"]))
+    report.orphan = len(orphans)
+    report.messages = [m for m in messages if m] + [f"{f}: label without image, ignored" for f in orphans]
+    splits = np.cumsum(cached["counts"])[:-1]
+    all_labels = np.split(cached["labels"].astype(np.float32), splits)
+    keep = [i for i, s in enumerate(status) if s != "corrupt"]
+    LOGGER.info(f"{prefix}{report.summary()}")
+    for m in report.messages:
+        LOGGER.warning(f"{prefix}WARNING: {m}")
+    if not keep:
+        raise UserInputError(f"{prefix}{Path(im_files[0]).parent}: no valid images among {len(im_files)} "
+                             f"({report.corrupt} corrupt); see the warnings above")
+    files = [str(cached["im_files"][i]) for i in keep]
+    return files, [all_labels[i] for i in keep], cached["shapes"][keep].astype(np.int64), report
+
+
+def _scan(im_files: list[str], label_files: list[str], nc: int, prefix: str, workers: int) -> dict:
+    """Run verify_sample over all pairs in worker processes, with a progress bar."""
+    args = [(f, lb, nc) for f, lb in zip(im_files, label_files)]
+    desc = f"{prefix}Scanning {Path(label_files[0]).parent}"
+    if workers > 1 and len(args) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(args))) as ex:
+            results = list(tqdm(ex.map(verify_sample, args, chunksize=8), total=len(args), desc=desc))
+    else:
+        results = [verify_sample(a) for a in tqdm(args, desc=desc)]
+    labels = [r[1] if r[1] is not None else np.zeros((0, 5), np.float32) for r in results]
+    status = [r[3] for r in results]
+    report = [sum(s == k for s in status) for k in ("found", "missing", "empty", "corrupt")]
+    report.append(sum("duplicate rows removed" in r[4] for r in results))
+    return dict(
+        im_files=np.array(im_files),
+        labels=np.concatenate(labels, 0) if labels else np.zeros((0, 5), np.float32),
+        counts=np.array([len(lb) for lb in labels], dtype=np.int64),
+        shapes=np.array([r[2] for r in results], dtype=np.int64).reshape(-1, 2),
+        status=np.array(status),
+        messages=np.array([r[4] for r in results]),
+        report=np.array(report, dtype=np.int64),
+    )
+
+
+def _orphan_labels(label_files: list[str]) -> list[str]:
+    """Label files in the scanned label folders that no image points at (often a renamed image)."""
+    expected = set(label_files)
+    folders = {Path(f).parent for f in label_files}
+    return sorted(str(p) for d in folders if d.is_dir() for p in d.glob("*.txt") if str(p) not in expected)
+
+
+# ------------------------------------------------------------------------------------------ dataset
+class YOLODataset(Dataset):
+    """Verified images + labels; yields (img uint8 CHW RGB, labels (n,6), path, shapes) per sample."""
+
+    def __init__(
+        self,
+        path: str | list,
+        imgsz: int = 640,
+        batch_size: int = 16,
+        augment: bool = False,
+        hyp: dict | None = None,
+        rect: bool = False,
+        cache: str | None = None,
+        single_cls: bool = False,
+        stride: int = 32,
+        pad: float = 0.0,
+        prefix: str = "",
+        nc: int = 80,
+        seed: int = 0,
+        workers: int = 2,
+    ):
+        self.imgsz = imgsz
+        self.augment = augment
+        self.hyp = hyp or {}
+        self.rect = rect
+        self.stride = stride
+        self.seed = seed
+        self.mosaic = augment and not rect and self.hyp.get("mosaic", 0) > 0
+        self.mosaic_border = (-imgsz // 2, -imgsz // 2)
+        self._rng_key: tuple | None = None
+        self._rng: np.random.Generator | None = None
+
+        im_files = find_image_files(path)
+        if not im_files:
+            raise UserInputError(f"{prefix}{path}: no images found (looked for {', '.join(sorted(IMG_FORMATS))})")
+        label_files = [image_to_label_path(f) for f in im_files]
+        self.im_files, self.labels, self.shapes, self.report = scan_labels(
+            im_files, label_files, nc, prefix, workers)
+        self.label_files = [image_to_label_path(f) for f in self.im_files]
+        if single_cls:
+            for lb in self.labels:
+                lb[:, 0] = 0
+        self.batch_shapes = None
+        if rect:
+            self._sort_for_rect(batch_size, pad)
+
+        self.ims: list[np.ndarray | None] = [None] * len(self.im_files)
+        self.npy_files = [str(Path(f).with_suffix(".npy")) for f in self.im_files]
+        if cache:
+            self._cache_images(cache, prefix)
+
+    def __len__(self) -> int:
+        return len(self.im_files)
+
+    def _sort_for_rect(self, batch_size: int, pad: float) -> None:
+        """Sort by aspect ratio so each batch shares one small letterbox shape (a stride multiple)."""
+        ar = self.shapes[:, 1] / self.shapes[:, 0]  # h / w
+        order = ar.argsort()
+        self.im_files = [self.im_files[i] for i in order]
+        self.labels = [self.labels[i] for i in order]
+        self.shapes = self.shapes[order]
+        ar = ar[order]
+        bi = np.arange(len(ar)) // batch_size
+        shapes = []
+        for b in range(bi[-1] + 1):
+            ari = ar[bi == b]
+            lo, hi = ari.min(), ari.max()
+            shapes.append([hi, 1] if hi < 1 else [1, 1 / lo] if lo > 1 else [1, 1])
+        self.batch_shapes = (np.ceil(np.array(shapes) * self.imgsz / self.stride + pad) * self.stride).astype(int)
+        self.batch_index = bi
+
+    def _cache_images(self, cache: str, prefix: str) -> None:
+        """'ram' keeps resized images in memory; 'disk' writes full-size .npy beside each image."""
+        if cache not in ("ram", "disk"):
+            raise UserInputError(f"--cache: expected 'ram' or 'disk', got {cache!r}")
+        fn = self._cache_to_disk if cache == "disk" else self.load_image
+        nbytes = 0
+        with ThreadPool(min(8, os.cpu_count() or 1)) as pool:
+            for i, x in enumerate(tqdm(pool.imap(fn, range(len(self))), total=len(self),
+                                       desc=f"{prefix}Caching images ({cache})")):
+                if cache == "ram":
+                    self.ims[i] = x[0]
+                    nbytes += x[0].nbytes
+        if cache == "ram":
+            LOGGER.info(f"{prefix}cached {len(self)} images in RAM ({nbytes / 1e9:.2f} GB)")
+
+    def _cache_to_disk(self, i: int) -> None:
+        f = Path(self.npy_files[i])
+        if not f.exists():
+            try:
+                np.save(f, self._read(self.im_files[i]), allow_pickle=False)
+            except OSError as e:
+                LOGGER.warning(f"WARNING: {f}: image cache not written ({_short(e)})")
+
+    @staticmethod
+    def _read(path: str) -> np.ndarray:
+        im = cv2.imread(path, cv2.IMREAD_COLOR)  # applies EXIF orientation, drops alpha, 16→8 bit
+        if im is None:
+            raise UserInputError(f"{path}: image could not be decoded by OpenCV")
+        return im
+
+    def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        """Image i (BGR) resized so its long side is imgsz; returns it, (h0, w0) and (h, w)."""
+        im = self.ims[i]
+        if im is not None:
+            w0, h0 = self.shapes[i]
+            return im, (int(h0), int(w0)), im.shape[:2]
+        npy = self.npy_files[i]
+        im = np.load(npy, allow_pickle=False) if os.path.isfile(npy) else self._read(self.im_files[i])
+        h0, w0 = im.shape[:2]
+        r = self.imgsz / max(h0, w0)
+        if r != 1:
+            interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
+            im = cv2.resize(im, (max(1, round(w0 * r)), max(1, round(h0 * r))), interpolation=interp)
+        return im, (h0, w0), im.shape[:2]
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """Per-process generator: seeded from the loader's per-worker seed, so runs are reproducible."""
+        info = torch.utils.data.get_worker_info()
+        key = (os.getpid(), info.seed if info else self.seed)
+        if key != self._rng_key:
+            self._rng_key, self._rng = key, np.random.default_rng(key[1] % 2**63)
+        return self._rng
+
+    def __getitem__(self, index: int):
+        rng, hyp = self.rng, self.hyp
+        if self.mosaic and rng.random() < hyp.get("mosaic", 0):
+            im, labels = self._load_mosaic(index, rng)
+            shapes = None
+            if rng.random() < hyp.get("mixup", 0):
+                im2, labels2 = self._load_mosaic(int(rng.integers(len(self))), rng)
+                im, labels = augment.mixup(im, labels, im2, labels2, rng)
+        else:
+            im, (h0, w0), (h, w) = self.load_image(index)
+            shape = self.batch_shapes[self.batch_index[index]] if self.rect else self.imgsz
+            im, (rx, ry), (padw, padh) = augment.letterbox(im, shape, auto=False, scaleup=self.augment)
+            shapes = ((h0, w0), ((h * ry / h0, w * rx / w0), (padw, padh)))
+            lb = self.labels[index]
+            labels = np.concatenate((lb[:, :1], augment.xywhn_to_xyxy(lb[:, 1:], rx * w, ry * h, padw, padh)), 1)
+            if self.augment:
+                im, labels = augment.random_perspective(im, labels, rng, **self._affine_hyp())
+
+        labels_n = np.concatenate((labels[:, :1], augment.xyxy_to_xywhn(labels[:, 1:5], im.shape[1], im.shape[0])), 1)
+        if self.augment:
+            augment.augment_hsv(im, rng, hyp.get("hsv_h", 0), hyp.get("hsv_s", 0), hyp.get("hsv_v", 0))
+            if rng.random() < hyp.get("flipud", 0):
+                im, labels_n = augment.flip_ud(im, labels_n)
+            if rng.random() < hyp.get("fliplr", 0):
+                im, labels_n = augment.flip_lr(im, labels_n)
+
+        out = torch.zeros((len(labels_n), 6))
+        out[:, 1:] = torch.from_numpy(labels_n.astype(np.float32))
+        img = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])  # HWC BGR → CHW RGB
+        return torch.from_numpy(img), out, self.im_files[index], shapes
+
+    def _affine_hyp(self) -> dict:
+        keys = ("degrees", "translate", "scale", "shear", "perspective")
+        return {k: self.hyp.get(k, 0.0) for k in keys}
+
+    def _load_mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Mosaic of this image + 3 random ones, then the random affine that crops it to imgsz."""
+        indices = [index] + [int(i) for i in rng.integers(len(self), size=3)]
+        ims, lbs = [], []
+        for i in indices:
+            im, _, (h, w) = self.load_image(i)
+            lb = self.labels[i]
+            ims.append(im)
+            lbs.append(np.concatenate((lb[:, :1], augment.xywhn_to_xyxy(lb[:, 1:], w, h)), 1))
+        canvas, labels = augment.mosaic4(ims, lbs, self.imgsz, rng)
+        return augment.random_perspective(canvas, labels, rng, border=self.mosaic_border, **self._affine_hyp())
+
+    @staticmethod
+    def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str], list]:
+        """Stack images; targets get their image index in column 0."""
+        imgs, labels, paths, shapes = zip(*batch)
+        for i, lb in enumerate(labels):
+            lb[:, 0] = i
+        return torch.stack(imgs, 0), torch.cat(labels, 0), list(paths), list(shapes)
+
+
+# ---------------------------------------------------------------------------------------- dataloader
+def _worker_init(worker_id: int) -> None:
+    """OpenCV's own thread pool inside every loader worker just oversubscribes the cores."""
+    cv2.setNumThreads(0)
+
+
+def create_dataloader(
+    path: str | list,
+    imgsz: int,
+    batch_size: int,
+    stride: int,
+    hyp: dict | None = None,
+    augment: bool = False,
+    cache: str | None = None,
+    pad: float = 0.0,
+    rect: bool = False,
+    rank: int = -1,
+    workers: int = 8,
+    shuffle: bool = False,
+    seed: int = 0,
+    single_cls: bool = False,
+    prefix: str = "",
+    nc: int = 80,
+) -> tuple[DataLoader, YOLODataset]:
+    """Build the dataset and a seeded DataLoader (DistributedSampler when rank != -1).
+
+    `batch_size` is per process. Same seed → same batches (shuffle order, mosaic picks, augment
+    draws). Under DDP call `loader.sampler.set_epoch(epoch)` each epoch, as with any DistributedSampler.
+    Workers are persistent, so epochs after the first start without a fork.
+    """
+    if rect and shuffle:
+        LOGGER.warning(f"{prefix}WARNING: --rect is incompatible with shuffle, shuffle disabled")
+        shuffle = False
+    ndev = max(torch.cuda.device_count(), 1)
+    nw = min((os.cpu_count() or 1) // ndev, batch_size if batch_size > 1 else 0, workers)
+    dataset = YOLODataset(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, cache=cache,
+                          single_cls=single_cls, stride=stride, pad=pad, prefix=prefix, nc=nc, seed=seed,
+                          workers=max(nw, 1))
+    batch_size = min(batch_size, len(dataset))
+    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed + max(rank, 0))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        num_workers=nw,
+        sampler=sampler,
+        pin_memory=torch.cuda.is_available(),
+        collate_fn=YOLODataset.collate_fn,
+        worker_init_fn=_worker_init,
+        persistent_workers=nw > 0,
+        generator=generator,
+    )
+    return loader, dataset

@@ -1,0 +1,371 @@
+"""Validate a detector on a dataset split: mAP50, mAP50-95, P, R, confusion matrix, curves, speed.
+
+Usage (yolov5's flags):
+    python val.py --weights runs/train/exp/weights/best.pt --data data/coco8.yaml --imgsz 640
+    python val.py --weights yolov5n.onnx --data coco128.yaml --save-json --verbose
+
+Also called by train.py once per epoch with the live EMA model: `run(data=data_dict, model=ema,
+dataloader=val_loader, compute_loss=loss, save_dir=..., plots=...)`, which returns yolov5's triple
+((mp, mr, map50, map, box_loss, obj_loss, cls_loss), per-class mAP50-95, (pre, inference, NMS) ms).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.backends import Backend, load_backend
+from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywhn
+from utils.cli import run_cli
+from utils.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
+from utils.dataset import check_dataset, create_dataloader
+from utils.errors import UserInputError
+from utils.log import LOGGER
+from utils.metric_plots import plot_ap_curves, plot_confusion_matrix
+from utils.metrics import IOU_THRESHOLDS, APResult, ConfusionMatrix, ap_per_class, match_predictions
+from utils.runs import increment_path
+from utils.torch_utils import select_device
+from utils.tta import predict_augmented
+
+ROOT = Path(__file__).resolve().parent
+TASKS = ("train", "val", "test", "speed")
+PLOTTED_BATCHES = 3  # val_batch0..2 label / prediction mosaics, as yolov5
+TABLE_HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
+TABLE_ROW = "%22s" + "%11i" * 2 + "%11.3g" * 4
+
+
+def round_imgsz_to_stride(imgsz: int, stride: int, flag: str = "--imgsz") -> int:
+    """The smallest multiple of the model stride ≥ imgsz; a warning says when it had to round up."""
+    if imgsz <= 0:
+        raise UserInputError(f"{flag} {imgsz}: must be a positive number of pixels")
+    rounded = int(math.ceil(imgsz / stride) * stride)
+    if rounded != imgsz:
+        LOGGER.warning(f"WARNING: {flag} {imgsz} must be a multiple of max stride {stride}, updating to {rounded}")
+    return rounded
+
+
+def load_weights(weights: str | Path, device: torch.device, half: bool) -> Backend:
+    """The one place val opens a model file, so every format detect supports validates the same way."""
+    return load_backend(weights, device, fp16=half)
+
+
+class _Timer:
+    """Accumulated wall time of a code block; synchronises CUDA so GPU work is counted where it happens."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.total = device, 0.0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.total += time.perf_counter() - self.start
+
+
+def _split_paths(data: dict, task: str) -> list[str]:
+    split = task if task in ("train", "val", "test") else "val"
+    paths = data.get(split)
+    if not paths:
+        raise UserInputError(f"{data.get('yaml_file', '--data')}: no '{split}' split to validate on "
+                             f"(add `{split}: <images folder or list>` or pick another --task)")
+    return paths
+
+
+def _coco_annotations(data: dict, coco_json: str | None) -> Path | None:
+    """Annotation file for pycocotools: --coco-json, else the data YAML's `coco_json:` (relative to its `path:`)."""
+    if coco_json:
+        path = Path(coco_json)
+        flag = "--coco-json"
+    elif data.get("coco_json"):
+        path = Path(data["coco_json"])
+        path = path if path.is_absolute() else Path(data.get("path", ".")) / path
+        flag = f"{data.get('yaml_file', 'data YAML')}: coco_json"
+    else:
+        return None
+    if not path.is_file():
+        raise UserInputError(f"{flag}: COCO annotation file {path} not found")
+    return path
+
+
+def _save_txt(predn: torch.Tensor, shape0: tuple[int, int], save_conf: bool, path: Path) -> None:
+    """yolov5 label lines `cls cx cy w h [conf]`, normalised to the original image."""
+    h0, w0 = shape0
+    xywhn = xyxy_to_xywhn(predn[:, :4], w=w0, h=h0)
+    with open(path, "a") as f:
+        for box, conf, cls in zip(xywhn.tolist(), predn[:, 4].tolist(), predn[:, 5].tolist()):
+            row = (int(cls), *box, conf) if save_conf else (int(cls), *box)
+            f.write(("%g " * len(row)).rstrip() % row + "\n")
+
+
+def _predictions_as_targets(preds: list[torch.Tensor], max_boxes: int = 15) -> torch.Tensor:
+    """NMS outputs as plot rows [img_idx, cls, cx, cy, w, h, conf] in letterboxed pixels."""
+    rows = []
+    for i, det in enumerate(preds):
+        det = det[:max_boxes].cpu()
+        box = det[:, :4].clone()
+        box[:, 2:] -= box[:, :2]
+        box[:, :2] += box[:, 2:] / 2
+        rows.append(torch.cat((torch.full((len(det), 1), i), det[:, 5:6], box, det[:, 4:5]), 1))
+    return torch.cat(rows, 0) if rows else torch.zeros((0, 7))
+
+
+def _plot_batch(im: torch.Tensor, targets: torch.Tensor, paths: list[str], fname: Path, names: list[str]) -> None:
+    from utils.plots import plot_images  # the data engineer's mosaics; imported late to keep val light
+
+    plot_images(im, targets, paths, fname, names)
+
+
+def _print_results(result: APResult, seen: int, nt: np.ndarray, images_per_class: np.ndarray,
+                   names: list[str], per_class: bool) -> None:
+    LOGGER.info(TABLE_HEADER)
+    LOGGER.info(TABLE_ROW % ("all", seen, nt.sum(), result.mp, result.mr, result.map50, result.map))
+    if nt.sum() == 0:
+        LOGGER.warning("WARNING: no labels found in the validation set, cannot compute metrics without labels")
+    if per_class:
+        for i, c in enumerate(result.classes):
+            LOGGER.info(TABLE_ROW % (names[c], images_per_class[c], nt[c], result.p[i], result.r[i],
+                                     result.ap50[i], result.ap50_95[i]))
+
+
+def run(
+    data: str | Path | dict = ROOT / "data/coco8.yaml",
+    weights: str | Path | None = None,
+    batch_size: int = 32,
+    imgsz: int = 640,
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.6,
+    max_det: int = 300,
+    task: str = "val",
+    device: str = "",
+    workers: int = 8,
+    single_cls: bool = False,
+    augment: bool = False,
+    verbose: bool = False,
+    save_txt: bool = False,
+    save_conf: bool = False,
+    save_json: bool = False,
+    coco_json: str | None = None,
+    project: str | Path = ROOT / "runs/val",
+    name: str = "exp",
+    exist_ok: bool = False,
+    half: bool = False,
+    model: torch.nn.Module | None = None,
+    dataloader: Any = None,
+    save_dir: str | Path = "",
+    plots: bool = True,
+    compute_loss: Any = None,
+) -> tuple[tuple[float, ...], np.ndarray, tuple[float, float, float]]:
+    """Validate `weights` (CLI) or a live `model` (training) and return yolov5's (results, maps, times)."""
+    if task not in TASKS:
+        raise UserInputError(f"--task {task}: expected one of {', '.join(TASKS)}")
+    training = model is not None
+    if training:  # called by train.py: the model is a live DetectionModel, the loader already built
+        device = next(model.parameters()).device
+        half &= device.type != "cpu"
+        was_training = model.training
+        model.half() if half else model.float()
+        model.eval()
+        forward_model, stride, dynamic = model, int(max(model.stride)), True
+        names = list(model.names)
+        save_dir = Path(save_dir)
+        weights_stem = "last"
+    else:
+        if weights is None:
+            raise UserInputError("--weights: give a model file to validate (.pt, .torchscript, .onnx or .tflite)")
+        device = select_device(device, batch_size)
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+        backend = load_weights(weights, device, half)
+        half = backend.fp16
+        forward_model, stride, dynamic = backend, backend.stride, backend.dynamic
+        names = list(backend.names)
+        weights_stem = Path(weights).stem
+        if dynamic:
+            imgsz = round_imgsz_to_stride(imgsz, stride)
+        else:
+            fixed = backend.imgsz
+            if fixed[0] != fixed[1]:
+                raise UserInputError(f"--weights {weights}: exported at {fixed[1]}x{fixed[0]}; val needs a "
+                                     f"square input, re-export with a single --imgsz")
+            if imgsz != fixed[0]:
+                LOGGER.warning(f"WARNING: --imgsz {imgsz}: {Path(weights).name} takes {fixed[0]} only, using that")
+            imgsz = fixed[0]
+        if augment and not dynamic:
+            raise UserInputError(f"--augment: {Path(weights).name} has a fixed input size; TTA needs a .pt model")
+
+    data = data if isinstance(data, dict) else check_dataset(data)
+    nc = 1 if single_cls else int(data["nc"])
+    data_names = ["item"] if single_cls else list(data["names"])
+    if not names:
+        names = data_names
+    if not single_cls and len(names) != nc:
+        raise UserInputError(f"--weights {weights}: model has {len(names)} classes but {data.get('yaml_file')} "
+                             f"has {nc}; pass the data YAML the model was trained on")
+    names = data_names if single_cls else names
+    cat_ids = category_ids(list(data["names"]))
+
+    if not training:
+        if task == "speed":
+            conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
+        pad, rect = (0.0, False) if task == "speed" or not dynamic else (0.5, True)
+        dataloader = create_dataloader(_split_paths(data, task), imgsz, batch_size, stride, pad=pad, rect=rect,
+                                       workers=workers, single_cls=single_cls, prefix=f"{task}: ", nc=nc)[0]
+        if device.type != "cpu":
+            forward_model.warmup((imgsz, imgsz))
+
+    timers = [_Timer(device), _Timer(device), _Timer(device)]  # pre-process, inference, NMS
+    confusion = ConfusionMatrix(nc=nc)
+    loss = torch.zeros(3, device=device)
+    stats: list[tuple] = []
+    json_rows: list[dict] = []
+    seen = 0
+    pbar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
+    for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
+        with timers[0]:
+            im = im.to(device, non_blocking=True)
+            im = (im.half() if half else im.float()) / 255
+            targets = targets.to(device)
+            nb, _, height, width = im.shape
+        with timers[1], torch.inference_mode():
+            if augment:
+                preds, train_out = predict_augmented(forward_model, im, stride), None
+            elif compute_loss is not None:
+                preds, train_out = forward_model(im, raw=True)
+            else:
+                preds, train_out = forward_model(im), None
+        if compute_loss is not None and train_out is not None:
+            with torch.inference_mode():
+                loss += compute_loss([t.float() for t in train_out], targets)[1]
+        targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
+        with timers[2]:
+            preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True,
+                                        agnostic=single_cls, max_det=max_det)
+
+        for si, pred in enumerate(preds):
+            labels = targets[targets[:, 0] == si, 1:]
+            path, shape0, ratio_pad = Path(paths[si]), shapes[si][0], shapes[si][1]
+            seen += 1
+            if single_cls:
+                pred[:, 5] = 0
+            predn = pred.clone()
+            scale_boxes(im[si].shape[1:], predn[:, :4], shape0, ratio_pad)
+            labelsn = torch.zeros((0, 5), device=device)
+            if len(labels):
+                tbox = scale_boxes(im[si].shape[1:], xywh_to_xyxy(labels[:, 1:5]), shape0, ratio_pad)
+                labelsn = torch.cat((labels[:, 0:1], tbox), 1)
+            correct = match_predictions(predn, labelsn, IOU_THRESHOLDS.to(device))
+            if plots:
+                confusion.process_batch(predn, labelsn)
+            stats.append((correct.cpu(), pred[:, 4].cpu(), pred[:, 5].cpu(), labels[:, 0].cpu()))
+            if save_txt:
+                _save_txt(predn, shape0, save_conf, save_dir / "labels" / f"{path.stem}.txt")
+            if save_json:
+                json_rows += detections_to_coco(predn, image_id(path), cat_ids)
+
+        if plots and batch_i < PLOTTED_BATCHES:
+            _plot_batch(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
+            _plot_batch(im, _predictions_as_targets(preds), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
+
+    tp, conf, pred_cls, target_cls = (torch.cat(x, 0).numpy() for x in zip(*stats)) if stats else (
+        np.zeros((0, len(IOU_THRESHOLDS)), bool), np.zeros(0), np.zeros(0), np.zeros(0))
+    result = ap_per_class(tp, conf, pred_cls, target_cls)
+    nt = np.bincount(target_cls.astype(int), minlength=nc)
+    images_per_class = np.bincount(np.concatenate([np.unique(s[3].numpy().astype(int)) for s in stats])
+                                   if stats else np.zeros(0, int), minlength=nc)
+    _print_results(result, seen, nt, images_per_class, names,
+                   per_class=(verbose or (nc < 50 and not training)) and nc > 1 and len(result.classes) > 0)
+
+    times = tuple(t.total / max(seen, 1) * 1e3 for t in timers)
+    if not training:
+        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape "
+                    f"{(batch_size, 3, imgsz, imgsz)}" % times)
+    if plots:
+        plot_confusion_matrix(confusion.matrix, names, save_dir / "confusion_matrix.png")
+        plot_ap_curves(result, names, save_dir)
+
+    if save_json and json_rows is not None:
+        _write_and_check_json(json_rows, save_dir / f"{weights_stem}_predictions.json",
+                              _coco_annotations(data, coco_json), stats_map=(result.map, result.map50),
+                              img_ids=sorted({r["image_id"] for r in json_rows}, key=str))
+
+    if training:
+        model.float()
+        model.train(was_training)
+    else:
+        saved = f"\n{len(list((save_dir / 'labels').glob('*.txt')))} labels saved to {save_dir / 'labels'}" \
+            if save_txt else ""
+        LOGGER.info(f"Results saved to {save_dir}{saved}")
+    maps = np.zeros(nc) + result.map
+    for i, c in enumerate(result.classes):
+        maps[c] = result.ap50_95[i]
+    n_batches = max(len(dataloader), 1)
+    return (result.mp, result.mr, result.map50, result.map, *(loss.cpu() / n_batches).tolist()), maps, times
+
+
+def _write_and_check_json(rows: list[dict], path: Path, annotations: Path | None,
+                          stats_map: tuple[float, float], img_ids: list) -> dict | None:
+    """Write COCO detections; with an annotation file, print pycocotools' mAPs beside ours."""
+    path.write_text(json.dumps(rows))
+    LOGGER.info(f"Saving {path} ({len(rows)} detections)")
+    if annotations is None:
+        return None
+    LOGGER.info(f"Evaluating pycocotools mAP against {annotations}")
+    coco = evaluate_coco(annotations, rows, img_ids=img_ids)
+    LOGGER.info(coco["summary"].rstrip())
+    LOGGER.info(f"pycocotools mAP50-95 {coco['map']:.4f}  mAP50 {coco['map50']:.4f}   "
+                f"(ours {stats_map[0]:.4f}  {stats_map[1]:.4f})")
+    return coco
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Validate a PConv-YOLO model on a dataset split")
+    parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
+    parser.add_argument("--weights", nargs="+", type=str, required=True,
+                        help="model path(s): .pt checkpoint, .torchscript, .onnx or .tflite")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
+    parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    parser.add_argument("--task", default="val", help="train, val, test or speed")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    parser.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
+    parser.add_argument("--augment", action="store_true", help="augmented inference (TTA)")
+    parser.add_argument("--verbose", action="store_true", help="report mAP by class")
+    parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    parser.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    parser.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file")
+    parser.add_argument("--coco-json", type=str, default=None,
+                        help="COCO annotation json to score --save-json results with pycocotools "
+                             "(default: the data YAML's coco_json key, if any)")
+    parser.add_argument("--project", default=str(ROOT / "runs/val"), help="save to project/name")
+    parser.add_argument("--name", default="exp", help="save to project/name")
+    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference")
+    opt = parser.parse_args(argv)
+    opt.save_json |= bool(opt.coco_json)
+    opt.save_txt |= opt.save_conf
+    return opt
+
+
+def main(argv: list[str] | None = None) -> None:
+    opt = parse_opt(argv)
+    for w in opt.weights:
+        run(**{**vars(opt), "weights": w})
+
+
+if __name__ == "__main__":
+    run_cli(main)
