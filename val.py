@@ -171,11 +171,14 @@ def run(
     if task not in TASKS:
         raise UserInputError(f"--task {task}: expected one of {', '.join(TASKS)}")
     training = model is not None
+    if task == "speed" and not training:  # yolov5's speed benchmark: deployment thresholds, nothing saved
+        conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
+    data = data if isinstance(data, dict) else check_dataset(data)
+    split_paths = None if training else _split_paths(data, task)
     if training:  # called by train.py: the model is a live DetectionModel, the loader already built
         device = next(model.parameters()).device
-        half &= device.type != "cpu"
+        half &= device.type == "cuda"  # autocast, not model.half(): the EMA weights must stay float32
         was_training = model.training
-        model.half() if half else model.float()
         model.eval()
         forward_model, stride, dynamic = model, int(max(model.stride)), True
         names = list(model.names)
@@ -185,8 +188,6 @@ def run(
         if weights is None:
             raise UserInputError("--weights: give a model file to validate (.pt, .torchscript, .onnx or .tflite)")
         device = select_device(device, batch_size)
-        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
         backend = load_weights(weights, device, half)
         half = backend.fp16
         forward_model, stride, dynamic = backend, backend.stride, backend.dynamic
@@ -205,7 +206,6 @@ def run(
         if augment and not dynamic:
             raise UserInputError(f"--augment: {Path(weights).name} has a fixed input size; TTA needs a .pt model")
 
-    data = data if isinstance(data, dict) else check_dataset(data)
     nc = 1 if single_cls else int(data["nc"])
     data_names = ["item"] if single_cls else list(data["names"])
     if not names:
@@ -215,12 +215,12 @@ def run(
                              f"has {nc}; pass the data YAML the model was trained on")
     names = data_names if single_cls else names
     cat_ids = category_ids(list(data["names"]))
-
-    if not training:
-        if task == "speed":
-            conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
+    annotations = _coco_annotations(data, coco_json) if save_json else None
+    if not training:  # only now that the inputs are known to be good
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
         pad, rect = (0.0, False) if task == "speed" or not dynamic else (0.5, True)
-        dataloader = create_dataloader(_split_paths(data, task), imgsz, batch_size, stride, pad=pad, rect=rect,
+        dataloader = create_dataloader(split_paths, imgsz, batch_size, stride, pad=pad, rect=rect,
                                        workers=workers, single_cls=single_cls, prefix=f"{task}: ", nc=nc)[0]
         if device.type != "cpu":
             forward_model.warmup((imgsz, imgsz))
@@ -230,15 +230,16 @@ def run(
     loss = torch.zeros(3, device=device)
     stats: list[tuple] = []
     json_rows: list[dict] = []
+    image_ids: list[int | str] = []
     seen = 0
     pbar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
     for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
         with timers[0]:
             im = im.to(device, non_blocking=True)
-            im = (im.half() if half else im.float()) / 255
+            im = (im.half() if half and not training else im.float()) / 255
             targets = targets.to(device)
             nb, _, height, width = im.shape
-        with timers[1], torch.inference_mode():
+        with timers[1], torch.inference_mode(), torch.autocast(device.type, enabled=half and training):
             if augment:
                 preds, train_out = predict_augmented(forward_model, im, stride), None
             elif compute_loss is not None:
@@ -257,6 +258,7 @@ def run(
             labels = targets[targets[:, 0] == si, 1:]
             path, shape0, ratio_pad = Path(paths[si]), shapes[si][0], shapes[si][1]
             seen += 1
+            image_ids.append(image_id(path))
             if single_cls:
                 pred[:, 5] = 0
             predn = pred.clone()
@@ -295,13 +297,11 @@ def run(
         plot_confusion_matrix(confusion.matrix, names, save_dir / "confusion_matrix.png")
         plot_ap_curves(result, names, save_dir)
 
-    if save_json and json_rows is not None:
-        _write_and_check_json(json_rows, save_dir / f"{weights_stem}_predictions.json",
-                              _coco_annotations(data, coco_json), stats_map=(result.map, result.map50),
-                              img_ids=sorted({r["image_id"] for r in json_rows}, key=str))
+    if save_json:
+        _write_and_check_json(json_rows, save_dir / f"{weights_stem}_predictions.json", annotations,
+                              ours=(result.map, result.map50), img_ids=image_ids)
 
     if training:
-        model.float()
         model.train(was_training)
     else:
         saved = f"\n{len(list((save_dir / 'labels').glob('*.txt')))} labels saved to {save_dir / 'labels'}" \
@@ -315,7 +315,7 @@ def run(
 
 
 def _write_and_check_json(rows: list[dict], path: Path, annotations: Path | None,
-                          stats_map: tuple[float, float], img_ids: list) -> dict | None:
+                          ours: tuple[float, float], img_ids: list) -> dict | None:
     """Write COCO detections; with an annotation file, print pycocotools' mAPs beside ours."""
     path.write_text(json.dumps(rows))
     LOGGER.info(f"Saving {path} ({len(rows)} detections)")
@@ -325,7 +325,7 @@ def _write_and_check_json(rows: list[dict], path: Path, annotations: Path | None
     coco = evaluate_coco(annotations, rows, img_ids=img_ids)
     LOGGER.info(coco["summary"].rstrip())
     LOGGER.info(f"pycocotools mAP50-95 {coco['map']:.4f}  mAP50 {coco['map50']:.4f}   "
-                f"(ours {stats_map[0]:.4f}  {stats_map[1]:.4f})")
+                f"(ours {ours[0]:.4f}  {ours[1]:.4f})")
     return coco
 
 

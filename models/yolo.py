@@ -32,7 +32,7 @@ from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.torch_utils import fuse_conv_and_bn, model_info  # noqa: E402
 
-STRIDE_PROBE_SIZE = 256  # input side used to measure each Detect level's stride
+STRIDE_PROBE_SIZE = 128  # input side used to measure each Detect level's stride (a multiple of 64)
 
 
 @dataclass(frozen=True)
@@ -329,9 +329,9 @@ def layer_table(model: DetectionModel, imgsz: int = 640) -> str:
     lines = [f"{'':>3}{'from':>18}{'n':>3}{'params':>11}  {'module':<16}{'GFLOPs':>8}  arguments"]
     for m, g in zip(model.model, gflops):
         lines.append(f"{m.i:>3}{str(m.f):>18}{m.n:>3}{m.np:>11,}  {m.type:<16}{g:>8.2f}  {m.args}")
-    info = model_info(model, imgsz, verbose=False)
-    lines.append(f"{Path(model.yaml.get('yaml_file', 'model')).stem} summary: {info['layers']} layers, "
-                 f"{info['params']:,} parameters, {info['gflops']:.1f} GFLOPs at {imgsz}x{imgsz}")
+    params = sum(p.numel() for p in model.parameters())
+    lines.append(f"{Path(model.yaml.get('yaml_file', 'model')).stem} summary: {len(list(model.modules()))} layers, "
+                 f"{params:,} parameters, {sum(gflops):.1f} GFLOPs at {imgsz}x{imgsz}")
     return "\n".join(lines)
 
 

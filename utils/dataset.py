@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
@@ -362,6 +363,7 @@ class YOLODataset(Dataset):
         self.mosaic_border = (-imgsz // 2, -imgsz // 2)
         self._rng_key: tuple | None = None
         self._rng: np.random.Generator | None = None
+        self._recent: OrderedDict[int, tuple] = OrderedDict()
 
         im_files = find_image_files(path)
         if not im_files:
@@ -378,6 +380,9 @@ class YOLODataset(Dataset):
             self._sort_for_rect(batch_size, pad)
 
         self.ims: list[np.ndarray | None] = [None] * len(self.im_files)
+        # recently decoded images per worker: mosaic partners come from here, so a mosaic decodes about
+        # one new image instead of four (the ultralytics package's "buffer"); bounded like theirs
+        self.recent_size = min(len(self), batch_size * 8, 1000) if self.mosaic else 0
         self.npy_files = [str(Path(f).with_suffix(".npy")) for f in self.im_files]
         if cache:
             self._cache_images(cache, prefix)
@@ -406,7 +411,7 @@ class YOLODataset(Dataset):
         """'ram' keeps resized images in memory; 'disk' writes full-size .npy beside each image."""
         if cache not in ("ram", "disk"):
             raise UserInputError(f"--cache: expected 'ram' or 'disk', got {cache!r}")
-        fn = self._cache_to_disk if cache == "disk" else self.load_image
+        fn = self._cache_to_disk if cache == "disk" else self._decode_resized
         nbytes = 0
         with ThreadPool(min(8, os.cpu_count() or 1)) as pool:
             for i, x in enumerate(tqdm(pool.imap(fn, range(len(self))), total=len(self),
@@ -438,6 +443,17 @@ class YOLODataset(Dataset):
         if im is not None:
             w0, h0 = self.shapes[i]
             return im, (int(h0), int(w0)), im.shape[:2]
+        if i in self._recent:
+            self._recent.move_to_end(i)
+            return self._recent[i]
+        out = self._decode_resized(i)
+        if self.recent_size:
+            self._recent[i] = out
+            if len(self._recent) > self.recent_size:
+                self._recent.popitem(last=False)
+        return out
+
+    def _decode_resized(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
         npy = self.npy_files[i]
         im = np.load(npy, allow_pickle=False) if os.path.isfile(npy) else self._read(self.im_files[i])
         h0, w0 = im.shape[:2]
@@ -454,6 +470,7 @@ class YOLODataset(Dataset):
         key = (os.getpid(), info.seed if info else self.seed)
         if key != self._rng_key:
             self._rng_key, self._rng = key, np.random.default_rng(key[1] % 2**63)
+            self._recent = OrderedDict()  # a fresh worker starts with an empty image buffer
         return self._rng
 
     def __getitem__(self, index: int):
@@ -493,7 +510,8 @@ class YOLODataset(Dataset):
 
     def _load_mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Mosaic of this image + 3 random ones, then the random affine that crops it to imgsz."""
-        indices = [index] + [int(i) for i in rng.integers(len(self), size=3)]
+        pool = list(self._recent) if self._recent else range(len(self))
+        indices = [index] + [int(pool[j]) for j in rng.integers(len(pool), size=3)]
         ims, lbs = [], []
         for i in indices:
             im, _, (h, w) = self.load_image(i)

@@ -27,7 +27,7 @@ from utils.backends import Backend, load_backend
 from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.errors import UserInputError
 from utils.log import LOGGER
-from utils.sources import Frame, open_source
+from utils.sources import Frame, is_live_source, open_source
 from utils.torch_utils import select_device
 
 TTA_SCALES_FLIPS = ((1.0, False), (0.83, True), (0.67, False))  # yolov5's --augment: scales, left-right flip
@@ -55,7 +55,7 @@ class Detections:
         if not len(self):
             return "(no detections)"
         classes, counts = np.unique(self.cls, return_counts=True)
-        return ", ".join(f"{n} {self.names[c]}{'s' * (n > 1)}" for c, n in zip(classes, counts))
+        return ", ".join(f"{n} {self.names[c]}{'s' * int(n > 1)}" for c, n in zip(classes, counts))
 
     def label(self, i: int, hide_labels: bool = False, hide_conf: bool = False) -> str:
         """Text drawn next to box i."""
@@ -266,11 +266,9 @@ class Detector:
         results = []
         for item in items:
             if isinstance(item, (str, Path)):
-                loader = open_source(item)
-                if loader.is_live:
-                    loader.close()
+                if is_live_source(str(item)):
                     raise UserInputError(f"{item}: webcams and streams never end; use Detector.stream() for them")
-                results.extend(result for _, result in self.predict_frames(loader))
+                results.extend(result for _, result in self.predict_frames(open_source(item)))
             else:
                 results.append(self.predict(as_bgr(item)))
         return results

@@ -90,6 +90,11 @@ def is_stream_url(source: str) -> bool:
     return "://" in source
 
 
+def is_live_source(source: str) -> bool:
+    """Camera index, stream URL or .streams file: sources that have no end."""
+    return source.isdigit() or is_stream_url(source) or source.lower().endswith(".streams")
+
+
 def check_stream_url(url: str, allow_local: bool = False, resolve: Resolver = socket.getaddrinfo) -> str:
     """Refuse URLs that could reach internal services; return the URL unchanged when it is safe.
 

@@ -1,0 +1,209 @@
+"""FLOPS profiler: FLOPs, memory access, latency and achieved FLOPS per layer, per operator and per model.
+
+Usage:
+    python benchmarks.py --cfg models/yolov5n.yaml models/yolov5n-faster.yaml --imgsz 640 --device cpu
+    python benchmarks.py --weights runs/train/exp/weights/best.pt --backends pytorch onnx
+    python benchmarks.py --ops --ops-only --imgsz 640          # the paper's Table 1 on this device
+
+Writes results.md, CSV tables and plots to runs/benchmark/exp*. Latencies are medians of --runs, models
+interleaved round by round; compare numbers only within one run on one machine.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from models.yolo import DetectionModel
+from utils.checkpoint import load_model
+from utils.errors import UserInputError
+from utils.log import LOGGER
+from utils.profiler import (BACKENDS, ModelProfile, iter_backends, markdown_table, operator_benchmark, peak_rss_mb,
+                            prepare_model, profile_models, whole_model_rows)
+from utils.runs import increment_path
+from utils.torch_utils import select_device
+
+ROOT = Path(__file__).resolve().parent
+LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "ms", "GFLOPS"]
+MODEL_COLUMNS = ["model", "backend", "params", "GFLOPs", "ms", "GFLOPS", "img/s", "peak_MB", "forward_MB", "build_s",
+                 "note"]
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="FLOPs, memory access, latency and achieved FLOPS of models")
+    parser.add_argument("--cfg", nargs="*", default=[], help="model YAML(s), e.g. models/yolov5n.yaml")
+    parser.add_argument("--weights", nargs="*", default=[], help="checkpoint(s) (.pt) to profile")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    parser.add_argument("--batch-size", type=int, default=1, help="batch size")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
+    parser.add_argument("--runs", type=int, default=30, help="timed repetitions; latencies are their median")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed repetitions first")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch, ONNX Runtime and TFLite")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
+                        help="whole-model rows to time")
+    parser.add_argument("--pconv-mode", default="auto", choices=("auto", "split_cat", "slicing"),
+                        help="PConv forward path for the PyTorch rows")
+    parser.add_argument("--ops", action="store_true", help="also run the operator micro-benchmark (paper Table 1)")
+    parser.add_argument("--ops-only", action="store_true", help="run only the operator micro-benchmark")
+    parser.add_argument("--no-layers", action="store_true", help="skip the per-layer / per-operator profile")
+    parser.add_argument("--noplots", action="store_true", help="save no plots")
+    parser.add_argument("--project", default=ROOT / "runs/benchmark", help="save to project/name")
+    parser.add_argument("--name", default="exp", help="save to project/name")
+    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    return parser.parse_args(argv)
+
+
+def check_opt(opt: argparse.Namespace) -> None:
+    if opt.imgsz < 32 or opt.imgsz % 32:
+        raise UserInputError(f"--imgsz {opt.imgsz}: must be a positive multiple of 32")
+    for flag in ("batch_size", "runs", "threads"):
+        if getattr(opt, flag) < 1:
+            raise UserInputError(f"--{flag.replace('_', '-')} {getattr(opt, flag)}: must be at least 1")
+    if opt.warmup < 0:
+        raise UserInputError(f"--warmup {opt.warmup}: must not be negative")
+    for w in opt.weights:
+        if not Path(w).is_file():
+            raise UserInputError(f"--weights {w}: file not found")
+
+
+def load_models(opt: argparse.Namespace, device: torch.device) -> dict[str, torch.nn.Module]:
+    """Every --cfg and --weights entry, prepared for inference and named by its file stem."""
+    models: dict[str, torch.nn.Module] = {}
+    sources = [(c, lambda c=c: DetectionModel(c)) for c in opt.cfg]
+    sources += [(w, lambda w=w: load_model(w)) for w in opt.weights]
+    for source, build in sources:
+        name = Path(source).stem
+        while name in models:
+            name += "'"
+        models[name] = prepare_model(build(), device, opt.pconv_mode)
+    return models
+
+
+def cpu_name() -> str:
+    """The CPU model (as lscpu names it), so every figure can be tied to its machine."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def device_line(device: torch.device, threads: int) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    load = ", load average %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    return (f"{name} ({cpu_name()}, {os.cpu_count()} cores{load}), {threads} threads, "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def options_line(opt: argparse.Namespace) -> str:
+    keys = ("cfg", "weights", "imgsz", "batch_size", "device", "runs", "warmup", "threads", "backends", "pconv_mode")
+    return ", ".join(f"{k}={getattr(opt, k)}" for k in keys)
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def profile_sections(profiles: list[ModelProfile], save_dir: Path) -> list[str]:
+    """Markdown per model: layer table and operator-type table; CSVs of layers, operator types and modules."""
+    layers, operators, modules, md = [], [], [], []
+    for p in profiles:
+        layer_ms = sum(r["ms"] for r in p.layer_rows)
+        layer_flops = sum(r["GFLOPs"] for r in p.layer_rows)
+        md.append(f"### {p.name}: {p.params:,} params, {p.flops / 1e9:.2f} GFLOPs (FlopCounterMode), "
+                  f"layers sum to {layer_flops:.2f} GFLOPs and {layer_ms:.1f} ms "
+                  f"({layer_flops / layer_ms * 1e3 if layer_ms else 0:.1f} GFLOPS)\n")
+        rows = [{**r, "% time": 100 * r["ms"] / layer_ms if layer_ms else 0.0} for r in p.layer_rows]
+        md.append(markdown_table(rows, LAYER_COLUMNS + ["% time"]))
+        op_rows = sorted(p.op_rows(), key=lambda r: -r["ms"])
+        md.append(f"\nOperator types of {p.name} (each op timed alone, synchronised; median over passes):\n")
+        md.append(markdown_table(op_rows))
+        layers += [{"model": p.name, **r} for r in rows]
+        operators += [{"model": p.name, **r} for r in op_rows]
+        modules += [{"model": p.name, **r} for r in p.module_rows()]
+    write_csv(layers, save_dir / "layers.csv")
+    write_csv(operators, save_dir / "operators.csv")
+    write_csv(modules, save_dir / "modules.csv")
+    return md
+
+
+def run(**kwargs) -> Path:
+    """Profile the models (and/or operators) in kwargs (parse_opt's keys); returns the run folder."""
+    opt = parse_opt([])
+    for k, v in kwargs.items():
+        if not hasattr(opt, k):
+            raise UserInputError(f"benchmarks.run: unknown option {k!r}")
+        setattr(opt, k, v)
+    check_opt(opt)
+    if not opt.cfg and not opt.weights:
+        opt.cfg = ["yolov5n.yaml"]
+    t_start = time.perf_counter()
+    device = select_device(opt.device, opt.batch_size)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(opt.threads)
+    try:
+        save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
+        md = [f"# Benchmark at {opt.imgsz}x{opt.imgsz}, batch {opt.batch_size}\n",
+              f"Device: {device_line(device, opt.threads)}  \nOptions: {options_line(opt)}\n"]
+        model_rows, profiles, op_rows = [], [], []
+        if not opt.ops_only:
+            models = load_models(opt, device)
+            backends = tuple(iter_backends(tuple(opt.backends)))
+            LOGGER.info(f"Timing {', '.join(models)} on {', '.join(backends)} ({opt.runs} runs each)")
+            model_rows = whole_model_rows(models, opt.imgsz, device, backends, opt.runs, opt.warmup,
+                                          opt.batch_size, opt.threads)
+            md += ["\n## Whole models\n", markdown_table(model_rows, MODEL_COLUMNS),
+                   "\nms: median latency; GFLOPS: GFLOPs / latency; peak_MB: process peak RSS during warm-up "
+                   "forwards (CUDA: max allocated); forward_MB: its rise over the RSS before them.\n"]
+            write_csv(model_rows, save_dir / "models.csv")
+            if not opt.no_layers:
+                LOGGER.info("Profiling layers and operators")
+                profiles = profile_models(models, opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size)
+                md += ["\n## Per layer (PyTorch eager, fused)\n"] + profile_sections(profiles, save_dir)
+        if opt.ops or opt.ops_only:
+            LOGGER.info("Running the operator micro-benchmark")
+            op_rows = operator_benchmark(opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size)
+            md += ["\n## Operators (paper Table 1; YOLOv5-s backbone stage shapes)\n", markdown_table(op_rows)]
+            write_csv(op_rows, save_dir / "ops_benchmark.csv")
+        if not opt.noplots:
+            save_plots(model_rows, profiles, op_rows, save_dir)
+        wall = time.perf_counter() - t_start
+        md.append(f"\nWall time {wall:.1f} s; process peak RSS {peak_rss_mb():.0f} MB.\n")
+        (save_dir / "results.md").write_text("\n".join(md), encoding="utf-8")
+    finally:
+        torch.set_num_threads(threads_before)
+    LOGGER.info("\n".join(md))
+    LOGGER.info(f"Results saved to {save_dir}")
+    return save_dir
+
+
+def save_plots(model_rows: list[dict], profiles: list[ModelProfile], op_rows: list[dict], save_dir: Path) -> None:
+    from utils.profile_plots import plot_latency_vs_flops, plot_layer_flops, plot_operator_benchmark
+
+    if model_rows:
+        plot_latency_vs_flops(model_rows, save_dir / "latency_vs_flops.png")
+    if profiles:
+        plot_layer_flops([{"model": p.name, **r} for p in profiles for r in p.layer_rows], save_dir / "layer_flops.png")
+    if op_rows:
+        plot_operator_benchmark(op_rows, save_dir / "ops_benchmark.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(**vars(parse_opt(argv)))
+
+
+if __name__ == "__main__":
+    from utils.cli import run_cli
+
+    run_cli(main)

@@ -1,0 +1,166 @@
+"""Training dataloader throughput: ours against the ultralytics package's YOLODataset, same images, same run.
+
+Mosaic on, imgsz 640, batch 16, 2 workers, the augmentation of hyp.scratch-low.yaml on both sides. The
+train split is copied to a temp folder first, because both loaders write a label cache next to the labels
+and ../shared is read-only. Each loader runs in its own child process (so peak memory is its own), the
+two alternate for --rounds rounds, and each child reports: dataset build time (label scan/cache),
+time to the first batch (worker start), steady images/s over the remaining batches, wall time, and peak
+RSS of the process tree.
+
+    python benchmarks/bench_dataloader.py --data ../shared/data/coco128/data.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from utils.dataset import check_dataset, find_image_files, image_to_label_path  # noqa: E402
+
+AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
+            "fliplr", "mosaic", "mixup")
+
+
+class PeakRSS:
+    """Samples the RSS of this process plus its children (the loader workers) every 20 ms."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = me.memory_info().rss
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def copy_split(split_dirs: list[str], dst: Path) -> Path:
+    """Copy images and their labels under dst/images/train and dst/labels/train."""
+    (dst / "images" / "train").mkdir(parents=True)
+    (dst / "labels" / "train").mkdir(parents=True)
+    for f in find_image_files(split_dirs):
+        shutil.copy2(f, dst / "images" / "train" / Path(f).name)
+        label = Path(image_to_label_path(f))
+        if label.is_file():
+            shutil.copy2(label, dst / "labels" / "train" / label.name)
+    return dst / "images" / "train"
+
+
+def build_ours(images: str, args, hyp: dict):
+    from utils.dataset import create_dataloader
+    loader, _ = create_dataloader(images, args.imgsz, args.batch, 32, hyp=hyp, augment=True, workers=args.workers,
+                                  shuffle=True, seed=0, nc=args.nc)
+    return loader, lambda batch: batch[0].shape[0]
+
+
+def build_theirs(images: str, args, hyp: dict):
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_dataloader, build_yolo_dataset
+    cfg = get_cfg(overrides=dict(imgsz=args.imgsz, workers=args.workers, cache=False,
+                                 **{k: hyp[k] for k in AUG_KEYS}))
+    data = dict(names={i: str(i) for i in range(args.nc)}, nc=args.nc, channels=3)
+    dataset = build_yolo_dataset(cfg, images, args.batch, data, mode="train")
+    loader = build_dataloader(dataset, args.batch, args.workers, shuffle=True, rank=-1, pin_memory=False,
+                              device="cpu")
+    return loader, lambda batch: batch["img"].shape[0]
+
+
+def child(args) -> None:
+    """Time one loader; print one JSON line."""
+    import torch
+    torch.set_num_threads(1)
+    hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
+    build = build_ours if args.child == "ours" else build_theirs
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        loader, count = build(args.images, args, hyp)
+        t_built = time.perf_counter()
+        n, t_first = 0, None
+        for _ in range(args.epochs):
+            for batch in loader:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                else:
+                    n += count(batch)
+        t_end = time.perf_counter()
+    print(json.dumps(dict(impl=args.child, build_s=t_built - t0, first_batch_s=t_first - t_built,
+                          steady_img_s=n / (t_end - t_first), wall_s=t_end - t0, peak_mb=mem.peak / 2**20,
+                          images=n)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "coco128" / "data.yaml"))
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--child", choices=("ours", "theirs"))
+    p.add_argument("--images")
+    p.add_argument("--nc", type=int, default=80)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    data = check_dataset(args.data)
+    cpu = platform.processor() or platform.machine()
+    with tempfile.TemporaryDirectory(prefix="bench_dataloader_") as tmp:
+        images = copy_split(data["train"], Path(tmp))
+        n_images = len(find_image_files(str(images)))
+        print(f"{n_images} train images from {args.data}, imgsz {args.imgsz}, batch {args.batch}, "
+              f"{args.workers} workers, {args.epochs} epochs, mosaic on; {psutil.cpu_count()} CPUs ({cpu})")
+        results: dict[str, list[dict]] = {"ours": [], "theirs": []}
+        for r in range(args.rounds):
+            for impl in ("ours", "theirs"):
+                cmd = [sys.executable, __file__, "--child", impl, "--images", str(images), "--imgsz", str(args.imgsz),
+                       "--batch", str(args.batch), "--workers", str(args.workers), "--epochs", str(args.epochs),
+                       "--nc", str(data["nc"])]
+                out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                if out.returncode:
+                    raise SystemExit(f"{impl} failed:\n{out.stderr[-3000:]}")
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                results[impl].append(res)
+                print(f"round {r + 1} {impl:6s}: build {res['build_s']:.2f} s, first batch {res['first_batch_s']:.2f} s, "
+                      f"steady {res['steady_img_s']:.1f} img/s, wall {res['wall_s']:.2f} s, "
+                      f"peak RSS {res['peak_mb']:.0f} MB")
+    best = {k: max(v, key=lambda x: x["steady_img_s"]) for k, v in results.items()}
+    ratio = best["ours"]["steady_img_s"] / best["theirs"]["steady_img_s"]
+    print(f"\nbest steady throughput: ours {best['ours']['steady_img_s']:.1f} img/s, "
+          f"ultralytics {best['theirs']['steady_img_s']:.1f} img/s -> ratio {ratio:.2f}x (goal >= 1.0x)")
+    print(f"peak RSS (process + workers): ours {max(x['peak_mb'] for x in results['ours']):.0f} MB, "
+          f"ultralytics {max(x['peak_mb'] for x in results['theirs']):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Our mAP (utils.metrics) against pycocotools on the same detections, on a YOLO-format dataset's val split.
+
+Ground truth: the YOLO labels turned into a COCO annotation dict. Detections: the ground truth perturbed
+(boxes jittered by a fraction of their size, some dropped, random false positives, random scores), at
+several noise levels and seeds. Prints both mAP50-95 and mAP50 per trial, the largest gap, and the
+wall time / throughput / peak memory of each evaluator.
+
+    python benchmarks/val_pycocotools_crosscheck.py --data ../shared/data/coco128/data.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id, labels_to_coco_gt  # noqa: E402
+from utils.dataset import check_dataset, find_image_files, image_to_label_path  # noqa: E402
+from utils.metrics import ap_per_class, match_predictions  # noqa: E402
+
+
+def load_ground_truth(split: list[str]) -> list[tuple]:
+    """(image_id, w, h, labels cls x1 y1 x2 y2 in pixels) per image with a label file."""
+    out = []
+    for f in find_image_files(split):
+        label_file = Path(image_to_label_path(f))
+        if not label_file.is_file():
+            continue
+        rows = np.loadtxt(label_file, ndmin=2).reshape(-1, 5)
+        w, h = Image.open(f).size
+        xyxy = np.stack(((rows[:, 1] - rows[:, 3] / 2) * w, (rows[:, 2] - rows[:, 4] / 2) * h,
+                         (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h), 1)
+        out.append((image_id(f), w, h, np.concatenate((rows[:, :1], xyxy), 1)))
+    return out
+
+
+def perturb(labels: np.ndarray, w: int, h: int, nc: int, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """Detections x1 y1 x2 y2 conf cls: jittered labels (20% dropped) plus 1-6 random false positives."""
+    keep = labels[rng.random(len(labels)) > 0.2]
+    boxes = keep[:, 1:] + rng.normal(0, jitter, (len(keep), 4)) * np.tile(keep[:, 3:5] - keep[:, 1:3], 2)
+    n_fp = int(rng.integers(1, 7))
+    xy = rng.uniform(0, 1, (n_fp, 2)) * [w, h]
+    fp = np.concatenate((xy, xy + rng.uniform(10, 150, (n_fp, 2))), 1)
+    conf = np.concatenate((rng.uniform(0.2, 1.0, len(keep)), rng.uniform(0.0, 0.9, n_fp)))
+    cls = np.concatenate((keep[:, 0], rng.integers(0, nc, n_fp)))
+    return np.concatenate((np.concatenate((boxes, fp)), conf[:, None], cls[:, None]), 1)
+
+
+def ours(gt: list[tuple], dets: list[np.ndarray]) -> tuple[float, float]:
+    stats = [(match_predictions(torch.tensor(d, dtype=torch.float32), torch.tensor(g[3], dtype=torch.float32)).numpy(),
+              d[:, 4], d[:, 5], g[3][:, 0]) for g, d in zip(gt, dets)]
+    res = ap_per_class(*(np.concatenate(x) for x in zip(*stats)))
+    return res.map, res.map50
+
+
+def timed(fn, *args, trace_memory: bool = False):
+    """Result, wall seconds, and peak Python-heap bytes (traced in a second call: tracing slows Python ~5x)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    dt = time.perf_counter() - t0
+    peak = 0
+    if trace_memory:
+        tracemalloc.start()
+        fn(*args)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return out, dt, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/coco128/data.yaml")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jitters", type=float, nargs="+", default=[0.03, 0.08, 0.15])
+    opt = parser.parse_args()
+    torch.set_num_threads(2)
+    data = check_dataset(opt.data)
+    gt = load_ground_truth(data[opt.split])
+    cat_ids = category_ids(data["names"])
+    gt_json = labels_to_coco_gt(gt, cat_ids, data["names"])
+    n_labels = sum(len(g[3]) for g in gt)
+    print(f"{opt.data} {opt.split}: {len(gt)} images, {n_labels} labels; COCO category map: "
+          f"{'80→91' if cat_ids[-1] == 90 else 'identity'}")
+    print(f"{'jitter':>7} {'seed':>5} {'ours mAP50-95':>14} {'coco mAP50-95':>14} {'ours mAP50':>11} "
+          f"{'coco mAP50':>11} {'|gap| max':>10}")
+    gaps, t_ours, t_coco, m_ours, m_coco = [], [], [], [], []
+    for jitter in opt.jitters:
+        for seed in range(opt.seeds):
+            rng = np.random.default_rng(seed)
+            dets = [perturb(g[3], g[1], g[2], data["nc"], rng, jitter) for g in gt]
+            rows = [r for g, d in zip(gt, dets) for r in detections_to_coco(d, g[0], cat_ids)]
+            (o_map, o_map50), dt_o, mem_o = timed(ours, gt, dets, trace_memory=not gaps)
+            coco, dt_c, mem_c = timed(evaluate_coco, gt_json, rows, trace_memory=not gaps)
+            gap = max(abs(o_map - coco["map"]), abs(o_map50 - coco["map50"]))
+            gaps.append(gap)
+            t_ours.append(dt_o)
+            t_coco.append(dt_c)
+            m_ours.append(mem_o)
+            m_coco.append(mem_c)
+            print(f"{jitter:7.2f} {seed:5d} {o_map:14.4f} {coco['map']:14.4f} {o_map50:11.4f} {coco['map50']:11.4f} "
+                  f"{gap:10.4f}")
+    print(f"largest |ours - pycocotools| over {len(gaps)} trials: {max(gaps):.4f} (limit 0.02)")
+    n = len(gt)
+    for name, t, m in (("ours (utils.metrics)", t_ours, m_ours), ("pycocotools", t_coco, m_coco)):
+        print(f"{name:22s} wall {np.median(t) * 1e3:8.1f} ms/eval (median)  {n / np.median(t):8.0f} images/s  "
+              f"peak traced memory {max(m) / 2**20:6.1f} MiB")
+    print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+          f"CPU: {_cpu_name()}, torch threads {torch.get_num_threads()}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Export a trained checkpoint to ONNX, TFLite (fp32 / fp16 / int8) and TorchScript, then verify the files.
+
+Usage (yolov5's flags):
+    python export.py --weights runs/train/exp/weights/best.pt --include onnx tflite torchscript
+    python export.py --weights best.pt --include onnx --dynamic --simplify --opset 17
+    python export.py --weights best.pt --include tflite --half --int8 --data data/coco8.yaml --imgsz 320
+    python export.py --weights best.pt --include onnx --nms          # post-NMS rows (B, topk_all, 6)
+
+Files go to runs/export/exp, exp2, ... (never over a user's files). After export every file is checked:
+raw outputs against PyTorch on the same letterboxed real images (max abs / max rel difference), CPU
+latency, and with --data its val mAP50-95 beside the .pt's. A summary table closes the run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # allow `python /path/to/export.py` from anywhere
+    sys.path.append(str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from utils.backends import load_backend  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.dataset import check_dataset, create_dataloader, find_image_files  # noqa: E402
+from utils.errors import UserInputError  # noqa: E402
+from utils.exporters import (FORMATS, ExportedFile, Parity, check_parity, check_writable_dir,  # noqa: E402
+                             export_metadata, export_onnx, export_tflite, export_torchscript, file_size_mb,
+                             in_batches, letterboxed_batch, median_latency_ms, prepare_for_export, require_litert)
+from utils.log import LOGGER  # noqa: E402
+from utils.predictor import check_imgsz  # noqa: E402
+from utils.runs import increment_path  # noqa: E402
+from utils.torch_utils import select_device  # noqa: E402
+
+MAX_CALIBRATION_IMAGES = 300
+PARITY_IMAGES = 8
+SHIPPED_IMAGES = (ROOT / "data/images/bus.jpg", ROOT / "data/images/zidane.jpg")
+ONNX_OPSETS = range(11, 22)
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Export a PConv-YOLO checkpoint and verify the exported files")
+    p.add_argument("--weights", type=str, default=None, help="checkpoint .pt to export")
+    p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image (h, w)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size baked into the exported files")
+    p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
+    p.add_argument("--half", action="store_true", help="FP16: ONNX/TorchScript on CUDA; an extra fp16 .tflite")
+    p.add_argument("--int8", action="store_true", help="an extra int8 .tflite, calibrated on --data train images")
+    p.add_argument("--data", type=str, default=None, help="data YAML: int8 calibration images and val mAP")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width")
+    p.add_argument("--simplify", action="store_true", help="ONNX: simplify with onnxslim")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    p.add_argument("--nms", action="store_true", help="put NMS in the graph: output (B, topk_all, 6)")
+    p.add_argument("--topk-all", type=int, default=100, help="--nms: rows (detections) per image")
+    p.add_argument("--iou-thres", type=float, default=0.45, help="--nms: IoU threshold")
+    p.add_argument("--conf-thres", type=float, default=0.25, help="--nms: confidence threshold")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the checks after export")
+    p.add_argument("--project", default=str(ROOT / "runs/export"), help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    return p.parse_args(argv)
+
+
+def check_options(opt: argparse.Namespace) -> None:
+    """Every flag problem becomes a one-line UserInputError before any work starts."""
+    include = [str(f).lower().lstrip(".") for f in opt.include]
+    unknown = [f for f in include if f not in FORMATS]
+    if unknown or not include:
+        raise UserInputError(f"--include {' '.join(map(str, opt.include))}: unknown format(s) "
+                             f"{', '.join(unknown) or '(none given)'}; choose from {', '.join(FORMATS)}")
+    opt.include = list(dict.fromkeys(include))
+    if not opt.weights:
+        raise UserInputError("--weights: give the checkpoint (.pt) to export")
+    if Path(opt.weights).suffix.lower() != ".pt":
+        raise UserInputError(f"--weights {opt.weights}: export reads a .pt checkpoint (got '{Path(opt.weights).suffix}')")
+    if not Path(opt.weights).is_file():
+        raise UserInputError(f"--weights {opt.weights}: file not found")
+    if opt.int8 and not opt.data:
+        raise UserInputError("--int8: needs --data (a data YAML whose train images calibrate the quantization)")
+    if opt.int8 and "tflite" not in opt.include:
+        raise UserInputError("--int8: applies to TFLite only; add tflite to --include")
+    if opt.batch_size < 1:
+        raise UserInputError(f"--batch-size {opt.batch_size}: must be 1 or more")
+    if opt.opset not in ONNX_OPSETS:
+        raise UserInputError(f"--opset {opt.opset}: choose {ONNX_OPSETS.start}..{ONNX_OPSETS.stop - 1}")
+    if opt.topk_all < 1:
+        raise UserInputError(f"--topk-all {opt.topk_all}: must be 1 or more")
+    for flag, value in (("--conf-thres", opt.conf_thres), ("--iou-thres", opt.iou_thres)):
+        if not 0 <= value <= 1:
+            raise UserInputError(f"{flag} {value}: must be between 0 and 1")
+    if opt.data and not Path(opt.data).is_file():
+        raise UserInputError(f"--data {opt.data}: file not found")
+    if "tflite" in opt.include:
+        require_litert()
+
+
+def calibration_batches(data: dict, imgsz: tuple[int, int], batch: int) -> list[np.ndarray]:
+    """Up to MAX_CALIBRATION_IMAGES letterboxed train images, evenly spread over the split."""
+    files = find_image_files(data["train"])
+    if not files:
+        raise UserInputError(f"--data {data['yaml_file']}: no train images to calibrate --int8 with")
+    step = max(len(files) / MAX_CALIBRATION_IMAGES, 1)
+    picked = [files[int(i * step)] for i in range(min(len(files), MAX_CALIBRATION_IMAGES))]
+    LOGGER.info(f"int8 calibration: {len(picked)} train image(s) from {data['yaml_file']}")
+    return in_batches(letterboxed_batch(picked, imgsz), batch)
+
+
+def parity_images(data: dict | None) -> list[str]:
+    """Real images for the output comparison: the val split's first few, else the shipped samples."""
+    if data is not None:
+        files = find_image_files(data["val"])[:PARITY_IMAGES]
+        if files:
+            return files
+    return [str(f) for f in SHIPPED_IMAGES]
+
+
+def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor, save_dir: Path,
+               data: dict | None) -> list[ExportedFile]:
+    stem = Path(opt.weights).stem
+    imgsz, batch = tuple(im.shape[2:]), im.shape[0]
+    precision = "fp16" if opt.half else "fp32"
+    files = []
+    if "torchscript" in opt.include:
+        LOGGER.info("TorchScript: tracing")
+        meta = export_metadata(model, imgsz, batch, precision, opt.nms)
+        files.append(ExportedFile("torchscript", export_torchscript(model, im, save_dir / f"{stem}.torchscript", meta),
+                                  precision))
+    if "onnx" in opt.include:
+        LOGGER.info(f"ONNX: torch.onnx.export (TorchScript-based exporter, dynamo=False), opset {opt.opset}")
+        meta = export_metadata(model, imgsz, batch, precision, opt.nms)
+        path = export_onnx(model, im, save_dir / f"{stem}.onnx", meta, opt.opset, opt.dynamic, opt.simplify)
+        files.append(ExportedFile("onnx", path, precision))
+    if "tflite" in opt.include:
+        if opt.dynamic:
+            LOGGER.warning("WARNING: --dynamic applies to ONNX only; the .tflite files have a fixed input size")
+        tfl_model, tfl_im = model.float().cpu(), im.float().cpu()  # litert converts on CPU in fp32
+        calibration = calibration_batches(data, imgsz, batch) if opt.int8 else None
+        wanted = ["fp32"] + ["fp16"] * opt.half + ["int8"] * opt.int8
+        for prec in wanted:
+            LOGGER.info(f"TFLite: litert_torch.convert ({prec})")
+            name = f"{stem}.tflite" if prec == "fp32" else f"{stem}-{prec}.tflite"
+            meta = export_metadata(tfl_model, imgsz, batch, prec, opt.nms)
+            path = export_tflite(tfl_model, tfl_im, save_dir / name, meta, prec, calibration)
+            files.append(ExportedFile("tflite", path, prec))
+    return files
+
+
+def square_val_map(model: torch.nn.Module, data: dict, imgsz: int, batch: int) -> float:
+    """mAP50-95 of the PyTorch model on square letterboxed val images — the input fixed-size exports get."""
+    import val
+
+    loader = create_dataloader(data["val"], imgsz, batch, int(max(model.stride)), pad=0.0, rect=False,
+                               workers=2, prefix="val: ", nc=int(data["nc"]))[0]
+    return float(val.run(data=data, model=model, dataloader=loader, plots=False)[0][3])
+
+
+def file_map(path: Path, data: dict, imgsz: int, batch: int, device: str, save_dir: Path) -> float:
+    import val
+
+    results = val.run(data=data, weights=str(path), imgsz=imgsz, batch_size=batch, device=device, workers=2,
+                      plots=False, project=save_dir / "val", name=path.name)
+    return float(results[0][3])
+
+
+def verify(opt: argparse.Namespace, files: list[ExportedFile], model: torch.nn.Module, pt_model: torch.nn.Module,
+           im: torch.Tensor, data: dict | None, save_dir: Path) -> list[dict[str, Any]]:
+    """Parity, latency and (with --data) mAP of every file, beside the .pt's; returns the table rows."""
+    imgsz, batch = tuple(im.shape[2:]), im.shape[0]
+    batches = in_batches(letterboxed_batch(parity_images(data), imgsz), batch)
+    square = imgsz[0] == imgsz[1]
+    with_map = data is not None and square and not opt.nms
+    if data is not None and not with_map:
+        LOGGER.warning("WARNING: mAP skipped: " + ("--nms files output post-NMS rows val cannot read" if opt.nms
+                                                    else "val needs a square --imgsz"))
+    device = next(model.parameters()).device
+
+    def run_pt(x: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).to(device, next(model.parameters()).dtype))
+
+    rows = [{"format": "pytorch", "file": Path(opt.weights).name, "size_mb": file_size_mb(Path(opt.weights)),
+             "max_abs": 0.0, "max_rel": 0.0, "latency_ms": median_latency_ms(run_pt, batches[0]),
+             "map50_95": square_val_map(pt_model, data, imgsz[0], batch) if with_map else None}]
+    rect_map = None
+    for f in files:
+        backend = load_backend(f.path, opt.device)
+        parity: Parity = check_parity(lambda x: backend(x).cpu().numpy(), model, batches)
+        LOGGER.info(f"{f.label}: max abs diff {parity.max_abs:.3g}, max rel diff {parity.max_rel:.3g} vs PyTorch "
+                    f"on {parity.images} letterboxed image(s)")
+        row = {"format": f.label, "file": f.path.name, "size_mb": file_size_mb(f.path), "max_abs": parity.max_abs,
+               "max_rel": parity.max_rel, "latency_ms": median_latency_ms(backend, batches[0]), "map50_95": None}
+        if with_map:
+            row["map50_95"] = file_map(f.path, data, imgsz[0], batch, opt.device, save_dir)
+            if backend.dynamic and rect_map is None:  # a dynamic file is validated on rect batches, like the .pt
+                rect_map = file_map(Path(opt.weights), data, imgsz[0], batch, opt.device, save_dir)
+                LOGGER.info(f"pytorch mAP50-95 on rect batches (what dynamic {f.label} saw): {rect_map:.4f}")
+                row["map50_95_pt_same_input"] = rect_map
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = f"{'Format':<14}{'File':<28}{'Size MB':>9}{'max abs':>11}{'max rel':>11}{'mAP50-95':>10}{'CPU ms':>9}"
+    lines = [header]
+    for r in rows:
+        m = f"{r['map50_95']:.4f}" if r["map50_95"] is not None else "-"
+        lines.append(f"{r['format']:<14}{r['file'][:27]:<28}{r['size_mb']:>9.2f}{r['max_abs']:>11.3g}"
+                     f"{r['max_rel']:>11.3g}{m:>10}{r['latency_ms']:>9.1f}")
+    return "\n".join(lines)
+
+
+def export(opt: argparse.Namespace) -> dict[str, Any]:
+    check_options(opt)
+    device = select_device(opt.device)
+    if opt.half and device.type == "cpu" and {"onnx", "torchscript"} & set(opt.include):
+        raise UserInputError("--half: FP16 ONNX/TorchScript export needs a CUDA --device "
+                             "(on CPU, --half with --include tflite alone writes an fp16 .tflite)")
+    pt_model = load_model(opt.weights, "cpu")
+    stride = int(max(pt_model.stride))
+    imgsz = check_imgsz(opt.imgsz if len(opt.imgsz) > 1 else opt.imgsz[0], stride)
+    save_dir = check_writable_dir(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+    data = check_dataset(opt.data) if opt.data else None
+
+    model = prepare_for_export(pt_model, opt.nms, opt.topk_all, opt.conf_thres, opt.iou_thres).to(device)
+    im = torch.zeros(opt.batch_size, 3, *imgsz, device=device)
+    if opt.half and device.type != "cpu":
+        model, im = model.half(), im.half()
+    with torch.inference_mode():
+        shape = tuple(model(im).shape)
+    LOGGER.info(f"PyTorch: {opt.weights} ({file_size_mb(Path(opt.weights)):.1f} MB), input {tuple(im.shape)}, "
+                f"output {shape}")
+    files = export_all(opt, model, im, save_dir, data)
+    model = model.float().to(device)
+    rows = verify(opt, files, model, pt_model.to(device), im.float(), data, save_dir) if opt.verify else []
+    if rows:
+        table = format_table(rows)
+        LOGGER.info(f"\nExport summary ({device.type}, {torch.get_num_threads()} threads):\n{table}")
+        (save_dir / "summary.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    LOGGER.info(f"Export complete: {', '.join(str(f.path) for f in files)}")
+    return {"save_dir": save_dir, "files": files, "rows": rows}
+
+
+def run(**kwargs: Any) -> dict[str, Any]:
+    """export.py as a function: run(weights='best.pt', include=['onnx', 'tflite'], imgsz=[320], int8=True, ...)."""
+    opt = parse_opt([])
+    unknown = sorted(set(kwargs) - set(vars(opt)))
+    if unknown:
+        raise UserInputError(f"run(): unknown option(s) {', '.join(unknown)}")
+    vars(opt).update(kwargs)
+    if isinstance(opt.include, str):
+        opt.include = [opt.include]
+    if isinstance(opt.imgsz, int):
+        opt.imgsz = [opt.imgsz]
+    return export(opt)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return export(parse_opt(argv))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,246 @@
+"""val.py end to end: an oracle model through the real dataloader (exact mAP, pycocotools agreement),
+an untrained checkpoint through the CLI (run folder, table, files), and the bad-input messages."""
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import yaml
+
+import val
+from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt
+from utils.dataset import check_dataset, create_dataloader
+from utils.errors import UserInputError
+from utils.log import LOGGER_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+COCO8 = ROOT / "data/coco8.yaml"
+
+torch.set_num_threads(2)
+
+
+class OracleModel(nn.Module):
+    """A stand-in detector that 'sees' the batch's labels: returns them (optionally perturbed) as predictions.
+
+    It lets the test know the right answer for val's whole path: dataloader letterbox, box rescaling to
+    the original image, matching, AP and the COCO json.
+    """
+
+    def __init__(self, names, rng=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))  # gives val a device to read
+        self.register_buffer("stride", torch.tensor([8.0, 16.0, 32.0]))
+        self.names, self.nc, self.rng = list(names), len(names), rng
+        self.targets = torch.zeros(0, 6)
+
+    def forward(self, im, raw=False):
+        b, _, h, w = im.shape
+        rows = []
+        for i in range(b):
+            t = self.targets[self.targets[:, 0] == i].numpy()
+            boxes = t[:, 2:6] * [w, h, w, h]
+            cls = t[:, 1].astype(int)
+            scores = np.ones(len(t))
+            if self.rng is not None:
+                keep = self.rng.random(len(t)) > 0.2
+                boxes, cls = boxes[keep], cls[keep]
+                boxes = boxes + self.rng.normal(0, 0.08, boxes.shape) * np.concatenate((boxes[:, 2:],) * 2, 1)
+                scores = self.rng.uniform(0.3, 1.0, len(boxes))
+                n_fp = 3
+                fp = np.concatenate((self.rng.uniform(0, 1, (n_fp, 2)) * [w, h], self.rng.uniform(4, 30, (n_fp, 2))), 1)
+                boxes, cls = np.concatenate((boxes, fp)), np.concatenate((cls, self.rng.integers(0, self.nc, n_fp)))
+                scores = np.concatenate((scores, self.rng.uniform(0, 1, n_fp)))
+            p = np.zeros((len(boxes), 5 + self.nc), np.float32)
+            p[:, :4], p[:, 4] = boxes, 1.0
+            p[np.arange(len(boxes)), 5 + cls] = scores
+            rows.append(torch.from_numpy(p))
+        n = max(len(r) for r in rows)
+        pred = torch.zeros(b, n, 5 + self.nc)
+        for i, r in enumerate(rows):
+            pred[i, :len(r)] = r
+        return (pred, []) if raw else pred
+
+
+class OracleLoader:
+    """Wraps the real dataloader and shows each batch's labels to the oracle."""
+
+    def __init__(self, loader, model):
+        self.loader, self.model = loader, model
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.model.targets = batch[1].clone()
+            yield batch
+
+
+def _coco8_gt_json(data):
+    """COCO ground truth built straight from the label files, in original-image pixels."""
+    images = []
+    for img_path in sorted((ROOT / "data/coco8/images/val").glob("*.jpg")):
+        h, w = cv2.imread(str(img_path)).shape[:2]
+        rows = np.loadtxt(ROOT / "data/coco8/labels/val" / f"{img_path.stem}.txt", ndmin=2)
+        xyxy = np.stack(((rows[:, 1] - rows[:, 3] / 2) * w, (rows[:, 2] - rows[:, 4] / 2) * h,
+                         (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h), 1)
+        images.append((image_id(img_path), w, h, np.concatenate((rows[:, :1], xyxy), 1)))
+    return labels_to_coco_gt(images, category_ids(data["names"]), data["names"])
+
+
+def _oracle_run(tmp_path, rng=None, **kw):
+    data = check_dataset(COCO8)
+    model = OracleModel(data["names"], rng)
+    loader, _ = create_dataloader(data["val"], 128, 2, 32, pad=0.5, rect=True, workers=0, nc=80)
+    return val.run(data=data, model=model, dataloader=OracleLoader(loader, model), save_dir=tmp_path,
+                   plots=False, **kw)
+
+
+def test_oracle_detections_score_exactly_one(tmp_path):
+    (mp, mr, map50, map50_95, *losses), maps, times = _oracle_run(tmp_path)
+    assert (mp, mr, map50, map50_95) == pytest.approx((1.0, 1.0, 1.0, 1.0))
+    assert losses == [0.0, 0.0, 0.0] and len(times) == 3
+    assert maps.shape == (80,) and maps[73] == pytest.approx(1.0)
+
+
+def test_val_map_matches_pycocotools_on_saved_json(tmp_path):
+    data = check_dataset(COCO8)
+    coco_json = tmp_path / "instances_val.json"
+    coco_json.write_text(json.dumps(_coco8_gt_json(data)))
+    (_, _, map50, map50_95, *_), _, _ = _oracle_run(tmp_path, rng=np.random.default_rng(1), save_json=True,
+                                                    coco_json=str(coco_json))
+    rows = json.loads((tmp_path / "last_predictions.json").read_text())
+    assert {r["image_id"] for r in rows} <= {139, 285, 632, 724}
+    assert {r["category_id"] for r in rows} & {90, 84}, "COCO datasets use the 80→91 category ids"
+    theirs = evaluate_coco(coco_json, rows, img_ids=[139, 285, 632, 724])
+    assert 0.2 < map50_95 < 0.95
+    assert abs(map50_95 - theirs["map"]) < 0.02 and abs(map50 - theirs["map50"]) < 0.02, (map50_95, map50, theirs)
+
+
+def test_training_call_computes_losses_with_a_real_model(tmp_path):
+    from models.yolo import DetectionModel
+    from utils.loss import ComputeLoss
+
+    data = check_dataset(COCO8)
+    model = DetectionModel(ROOT / "models/yolov5n.yaml", nc=80)
+    model.names = data["names"]
+    hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+    loader, _ = create_dataloader(data["val"], 64, 4, 32, pad=0.5, rect=True, workers=0, nc=80)
+    model.train()
+    (mp, mr, map50, map50_95, box, obj, cls), maps, _ = val.run(
+        data=data, model=model, dataloader=loader, compute_loss=ComputeLoss(model, hyp, 64), plots=False,
+        save_dir=tmp_path)
+    assert box > 0 and obj > 0 and cls > 0
+    assert 0.0 <= map50_95 <= map50 <= 1.0
+    assert model.training, "val must hand the model back in the mode it got it"
+    assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained yolov5n checkpoint with COCO names, saved in the project's checkpoint format."""
+    from models.yolo import DetectionModel
+
+    model = DetectionModel(ROOT / "models/yolov5n.yaml", nc=80)
+    model.names = check_dataset(COCO8)["names"]
+    return save_checkpoint(build_checkpoint(model), tmp_path_factory.mktemp("weights") / "v5n.pt")
+
+
+@pytest.fixture
+def log_text(caplog):
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.propagate = True
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    yield caplog
+    logger.propagate = False
+
+
+def test_cli_writes_run_folder_table_and_files(checkpoint, tmp_path, log_text):
+    argv = ["--weights", str(checkpoint), "--data", str(COCO8), "--imgsz", "40", "--batch-size", "2",
+            "--conf-thres", "0.0", "--max-det", "20", "--project", str(tmp_path), "--workers", "0",
+            "--save-json", "--save-conf", "--verbose"]
+    val.main(argv)
+    save_dir = tmp_path / "exp"
+    text = log_text.text
+    lines = [line.split() for m in log_text.messages for line in m.splitlines()]
+    assert "--imgsz 40 must be a multiple of max stride 32, updating to 64" in text
+    assert "Class     Images  Instances          P          R      mAP50   mAP50-95" in text
+    assert ["all", "4", "42"] in [line[:3] for line in lines]
+    assert ["book", "2", "15"] in [line[:3] for line in lines], "--verbose rows"
+    assert "per image at shape (2, 3, 64, 64)" in text
+    for f in ("confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png",
+              "val_batch0_labels.jpg", "val_batch0_pred.jpg", "val_batch1_labels.jpg", "val_batch1_pred.jpg"):
+        assert cv2.imread(str(save_dir / f)) is not None, f
+    rows = json.loads((save_dir / "v5n_predictions.json").read_text())
+    assert len(rows) == 4 * 20 and {r["image_id"] for r in rows} == {139, 285, 632, 724}
+    assert set(rows[0]) == {"image_id", "category_id", "bbox", "score"}
+    labels = sorted((save_dir / "labels").glob("*.txt"))
+    assert [p.stem for p in labels] == ["000000000139", "000000000285", "000000000632", "000000000724"]
+    line = labels[0].read_text().splitlines()[0].split()
+    assert len(line) == 6 and all(0.0 <= float(v) <= 1.0 for v in line[1:])
+
+    val.main(argv[:-3] + ["--task", "speed"])
+    assert (tmp_path / "exp2").is_dir(), "a second run must not reuse exp"
+    assert not list((tmp_path / "exp2").glob("*.json")), "speed task saves no json"
+
+
+def test_augment_runs_through_tta(checkpoint, tmp_path):
+    (mp, mr, map50, map50_95, *_), maps, times = val.run(
+        data=COCO8, weights=checkpoint, imgsz=64, batch_size=4, workers=0, augment=True, plots=False,
+        project=tmp_path)
+    assert 0.0 <= map50_95 <= map50 <= 1.0 and times[1] > 0
+
+
+def _cli_error(argv, capsys):
+    from utils.cli import run_cli
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: val.main(argv))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_weights_file_that_is_not_a_checkpoint(tmp_path):
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"this is not a checkpoint")
+    proc = subprocess.run([sys.executable, str(ROOT / "val.py"), "--weights", str(fake), "--data", str(COCO8),
+                           "--project", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {fake}: not a readable PConv-YOLO checkpoint"), proc.stderr
+
+
+def test_data_yaml_without_val_split(checkpoint, tmp_path, capsys):
+    no_val = tmp_path / "noval.yaml"
+    no_val.write_text(yaml.safe_dump({"path": str(ROOT / "data/coco8"), "train": "images/train",
+                                      "names": ["person"]}))
+    err = _cli_error(["--weights", str(checkpoint), "--data", str(no_val), "--project", str(tmp_path)], capsys)
+    assert str(no_val) in err and "val" in err
+
+
+def test_missing_test_split_and_class_count_mismatch(checkpoint, tmp_path, capsys):
+    err = _cli_error(["--weights", str(checkpoint), "--data", str(COCO8), "--task", "test",
+                      "--project", str(tmp_path)], capsys)
+    assert "no 'test' split" in err
+    three = tmp_path / "three.yaml"
+    three.write_text(yaml.safe_dump({"path": str(ROOT / "data/coco8"), "train": "images/train", "val": "images/val",
+                                     "names": ["a", "b", "c"]}))
+    err = _cli_error(["--weights", str(checkpoint), "--data", str(three), "--project", str(tmp_path)], capsys)
+    assert "model has 80 classes" in err and "has 3" in err
+
+
+def test_bad_task_and_missing_coco_json(checkpoint, tmp_path):
+    with pytest.raises(UserInputError, match="--task study"):
+        val.run(data=COCO8, weights=checkpoint, task="study", project=tmp_path)
+    with pytest.raises(UserInputError, match="--coco-json: COCO annotation file .*nope.json not found"):
+        val.run(data=COCO8, weights=checkpoint, imgsz=64, save_json=True, coco_json=str(tmp_path / "nope.json"),
+                project=tmp_path, workers=0)

@@ -1,0 +1,676 @@
+"""Train a PConv-YOLO detector on a YOLOv5-format dataset.
+
+Usage (yolov5's flags):
+    python train.py --data data/coco8.yaml --cfg models/yolov5n-faster.yaml --imgsz 640 --epochs 100
+    python train.py --data coco128.yaml --weights runs/train/exp/weights/best.pt     # transfer
+    python train.py --resume                                                         # latest last.pt
+    torchrun --nproc_per_node 2 train.py --data ... --cfg ... --device 0,1            # DDP
+
+The flow reads top to bottom: options → data → model → optimizer/schedule → EMA → epochs
+(train, validate the EMA model, log results.csv, save last/best) → final validation of best.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import random
+import sys
+import time
+from contextlib import contextmanager
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # allow `python train.py` and torchrun from anywhere
+    sys.path.append(str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import yaml  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import val as validate  # noqa: E402
+from models.yolo import DetectionModel  # noqa: E402
+from utils.anchors import check_anchors  # noqa: E402
+from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.dataset import check_dataset, create_dataloader  # noqa: E402
+from utils.errors import UserInputError  # noqa: E402
+from utils.log import LOGGER  # noqa: E402
+from utils.loss import ComputeLoss  # noqa: E402
+from utils.metrics import fitness  # noqa: E402
+from utils.runs import increment_path  # noqa: E402
+from utils.torch_utils import ModelEMA, de_parallel, init_seeds, model_info, select_device  # noqa: E402
+
+DEFAULT_HYP = ROOT / "data/hyps/hyp.scratch-low.yaml"
+NOMINAL_BATCH = 64  # gradients are accumulated up to this batch size before each optimizer step
+MIN_WARMUP_ITERS = 100
+GRAD_CLIP_NORM = 10.0
+PLOTTED_TRAIN_BATCHES = 3
+REQUIRED_HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum",
+                     "warmup_bias_lr", "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
+RESULTS_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
+                   "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
+                   "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in a torchrun job (rank -1 and world 1 when not distributed)."""
+
+    local_rank: int
+    rank: int
+    world_size: int
+
+    @classmethod
+    def from_env(cls) -> DistContext:
+        return cls(int(os.getenv("LOCAL_RANK", -1)), int(os.getenv("RANK", -1)), int(os.getenv("WORLD_SIZE", 1)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank in (-1, 0)
+
+    @property
+    def distributed(self) -> bool:
+        return self.rank != -1
+
+
+@dataclass
+class TrainSummary:
+    """What a finished run left behind: its folder, checkpoints and the final validation results."""
+
+    save_dir: Path
+    last: Path
+    best: Path
+    results: tuple[float, ...]  # P, R, mAP50, mAP50-95, val box, obj, cls loss (of best.pt)
+    epochs_run: int
+
+
+# ------------------------------------------------------------------------------------------- options
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a PConv-YOLO detector")
+    parser.add_argument("--weights", type=str, default="", help="initial weights path (our .pt checkpoint)")
+    parser.add_argument("--cfg", type=str, default="", help="model.yaml path (e.g. models/yolov5n-faster.yaml)")
+    parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
+    parser.add_argument("--hyp", type=str, default=str(DEFAULT_HYP), help="hyperparameters path")
+    parser.add_argument("--epochs", type=int, default=100, help="total training epochs")
+    parser.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
+    parser.add_argument("--rect", action="store_true", help="rectangular training")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training")
+    parser.add_argument("--nosave", action="store_true", help="only save final checkpoint")
+    parser.add_argument("--noval", action="store_true", help="only validate final epoch")
+    parser.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    parser.add_argument("--noplots", action="store_true", help="save no plot files")
+    parser.add_argument("--evolve", type=int, nargs="?", const=300, help="evolve hyperparameters for x generations")
+    parser.add_argument("--cache", type=str, nargs="?", const="ram", help="image --cache ram/disk")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
+    parser.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    parser.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    parser.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
+    parser.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
+    parser.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name")
+    parser.add_argument("--name", default="exp", help="save to project/name")
+    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    parser.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
+    parser.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
+    parser.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
+    parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by torch.distributed (env LOCAL_RANK wins)")
+    return parser.parse_args(argv)
+
+
+def load_hyp(path: str | Path | dict) -> dict[str, Any]:
+    """A hyperparameter YAML as a plain dict, checked for yolov5's required numeric keys."""
+    if isinstance(path, dict):
+        hyp, source = dict(path), "hyp"
+    else:
+        source = str(path)
+        if not Path(path).is_file():
+            raise UserInputError(f"--hyp {path}: hyperparameter file not found")
+        try:
+            hyp = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserInputError(f"--hyp {path}: not valid YAML ({type(e).__name__})") from None
+        if not isinstance(hyp, dict):
+            raise UserInputError(f"--hyp {path}: expected a mapping of hyperparameter names to numbers")
+    missing = [k for k in REQUIRED_HYP_KEYS if k not in hyp]
+    if missing:
+        raise UserInputError(f"--hyp {source}: missing key(s) {', '.join(missing)}")
+    bad = [k for k, v in hyp.items() if k != "anchors" and (not isinstance(v, (int, float)) or isinstance(v, bool))]
+    if bad:
+        raise UserInputError(f"--hyp {source}: values must be numbers, not for {', '.join(bad)}")
+    return hyp
+
+
+def latest_last_checkpoint(search_dir: Path) -> Path:
+    """The most recently written last*.pt under search_dir (what a bare --resume continues)."""
+    candidates = sorted(search_dir.glob("**/last*.pt"), key=os.path.getmtime) if search_dir.is_dir() else []
+    if not candidates:
+        raise UserInputError(f"--resume: no last.pt found under {search_dir} to resume; "
+                             f"give a checkpoint path or start a new run")
+    return candidates[-1]
+
+
+def resume_options(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
+    """Options of the interrupted run, restored from its last.pt, so the same schedule continues."""
+    last = Path(opt.resume) if isinstance(opt.resume, str) else latest_last_checkpoint(Path(opt.project))
+    ckpt = load_checkpoint(last)
+    if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:
+        raise UserInputError(f"--resume {last}: this run already finished all its epochs, nothing to resume; "
+                             f"start a new run with --weights {last} to train further")
+    saved = ckpt.get("opt") or {}
+    restored = argparse.Namespace(**{**vars(opt), **saved})
+    restored.resume, restored.weights, restored.cfg = str(last), str(last), ""
+    restored.save_dir = str(last.parent.parent)
+    restored.device = opt.device or saved.get("device", "")  # the machine may have changed
+    restored.workers = opt.workers
+    return restored, ckpt
+
+
+# --------------------------------------------------------------------------------------------- model
+def intersect_state_dicts(src: dict, dst: dict, exclude: tuple[str, ...] = ()) -> dict:
+    """Entries of src whose name and shape match dst (transfer learning across class counts)."""
+    return {k: v for k, v in src.items()
+            if k in dst and not any(x in k for x in exclude) and v.shape == dst[k].shape}
+
+
+def build_model(opt: argparse.Namespace, hyp: dict, nc: int, ckpt: dict | None) -> DetectionModel:
+    """From --cfg (scratch), --weights (transfer, matching names+shapes) or a resume checkpoint."""
+    if ckpt is None:
+        return DetectionModel(opt.cfg, ch=3, nc=nc, anchors=hyp.get("anchors"))
+    resuming = bool(opt.resume)
+    cfg = opt.cfg or ckpt["model_yaml"]
+    model = DetectionModel(cfg, ch=3, nc=nc, anchors=None if resuming else hyp.get("anchors"))
+    src = ckpt["model"] if resuming else (ckpt.get("ema") or ckpt["model"])
+    exclude = ("anchor",) if (opt.cfg or hyp.get("anchors")) and not resuming else ()
+    state = intersect_state_dicts(src, model.state_dict(), exclude)
+    model.load_state_dict(state, strict=False)
+    LOGGER.info(f"Transferred {len(state)}/{len(model.state_dict())} items from {opt.weights}")
+    return model
+
+
+def freeze_layers(model: nn.Module, freeze: list[int]) -> list[str]:
+    """--freeze N freezes layers 0..N-1; several numbers freeze those layers. Returns frozen names."""
+    layers = range(freeze[0]) if len(freeze) == 1 else freeze
+    prefixes = tuple(f"model.{x}." for x in layers)
+    frozen = []
+    for name, p in model.named_parameters():
+        p.requires_grad = True
+        if prefixes and name.startswith(prefixes):
+            p.requires_grad = False
+            frozen.append(name)
+    if frozen:
+        LOGGER.info(f"Freezing {len(frozen)} parameter tensors in layers {list(layers)}")
+    return frozen
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float) -> torch.optim.Optimizer:
+    """Three groups as YOLOv5: [0] biases (no decay), [1] conv/linear weights (decay), [2] norm weights (no decay)."""
+    biases, weights, norm_weights = [], [], []
+    norm_types = tuple(v for k, v in nn.__dict__.items() if "Norm" in k and isinstance(v, type))
+    for module in model.modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if p_name == "bias":
+                biases.append(p)
+            elif p_name == "weight" and isinstance(module, norm_types):
+                norm_weights.append(p)
+            else:
+                weights.append(p)
+    if name == "Adam":
+        optimizer = torch.optim.Adam(biases, lr=lr, betas=(momentum, 0.999))
+    elif name == "AdamW":
+        optimizer = torch.optim.AdamW(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
+    else:
+        optimizer = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
+    optimizer.add_param_group({"params": weights, "weight_decay": decay})
+    optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
+    LOGGER.info(f"optimizer: {name}(lr={lr}) with parameter groups {len(norm_weights)} weight(decay=0.0), "
+                f"{len(weights)} weight(decay={decay}), {len(biases)} bias")
+    return optimizer
+
+
+def lr_lambda(epochs: int, lrf: float, cosine: bool):
+    """LR multiplier per epoch: 1 → lrf, linearly or along half a cosine (yolov5's one_cycle)."""
+    if cosine:
+        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
+
+
+def check_train_imgsz(imgsz: int, stride: int) -> int:
+    """Reject sizes below the model's largest stride; round others up to a stride multiple (yolov5)."""
+    if imgsz < stride:
+        raise UserInputError(f"--imgsz {imgsz}: too small, must be at least the model's largest stride {stride}")
+    return validate.round_imgsz_to_stride(imgsz, stride)
+
+
+# ------------------------------------------------------------------------------------------- logging
+def write_results_row(csv_file: Path, epoch: int, values: list[float]) -> None:
+    """Append one epoch to results.csv in yolov5's layout (header padded to 20 characters)."""
+    new = not csv_file.exists()
+    with open(csv_file, "a") as f:
+        if new:
+            f.write(",".join(f"{c:>20s}" for c in RESULTS_COLUMNS) + "\n")
+        f.write(",".join(f"{v:>20.5g}" for v in [epoch, *values]) + "\n")
+
+
+def truncate_results(csv_file: Path, last_epoch: int) -> None:
+    """Drop rows after `last_epoch` (an epoch logged but not checkpointed before a kill is redone)."""
+    if not csv_file.exists():
+        return
+    lines = csv_file.read_text().splitlines()
+    kept = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) <= last_epoch]
+    csv_file.write_text("\n".join(kept) + "\n")
+
+
+def save_run_settings(save_dir: Path, hyp: dict, opt: argparse.Namespace) -> None:
+    (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+    (save_dir / "opt.yaml").write_text(yaml.safe_dump(
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()}, sort_keys=False))
+
+
+def plot_safely(fn_name: str, *args, **kwargs) -> None:
+    """Plots are a convenience: a plotting failure is logged, never fatal to a training run."""
+    try:
+        from utils import plots
+
+        getattr(plots, fn_name)(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 — any plotting error (fonts, backend, data) must not stop training
+        LOGGER.warning(f"WARNING: {fn_name} failed ({type(e).__name__}: {e})")
+
+
+# ------------------------------------------------------------------------------------------ DDP glue
+def init_distributed(ctx: DistContext, opt: argparse.Namespace) -> torch.device:
+    """Pick this process's device; under torchrun also join the process group (nccl on CUDA, gloo on CPU)."""
+    device = select_device(opt.device, batch_size=opt.batch_size)
+    if not ctx.distributed:
+        return device
+    if opt.batch_size % ctx.world_size:
+        raise UserInputError(f"--batch-size {opt.batch_size}: must be a multiple of WORLD_SIZE {ctx.world_size}")
+    if opt.evolve:
+        raise UserInputError("--evolve: not compatible with DDP training (run it in a single process)")
+    if device.type == "cuda":
+        torch.cuda.set_device(ctx.local_rank)
+        device = torch.device("cuda", ctx.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+@contextmanager
+def main_process_first(ctx: DistContext) -> Iterator[None]:
+    """Rank 0 builds shared files (label caches) first; the other ranks then read them."""
+    if ctx.distributed and not ctx.is_main:
+        dist.barrier()
+    yield
+    if ctx.distributed and ctx.is_main:
+        dist.barrier()
+
+
+def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True if `flag` is True on any rank (so all ranks stop together instead of hanging)."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+# -------------------------------------------------------------------------------------------- train
+def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext,
+          resume_ckpt: dict | None = None) -> TrainSummary:
+    """One training run, from data to final validation. Rank 0 logs, validates and saves."""
+    save_dir = Path(opt.save_dir)
+    weights_dir = save_dir / "weights"
+    last, best = weights_dir / "last.pt", weights_dir / "best.pt"
+    plots = not opt.evolve and not opt.noplots
+    cuda = device.type == "cuda"
+    if ctx.is_main:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        save_run_settings(save_dir, hyp, opt)
+        LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+    init_seeds(opt.seed + 1 + ctx.rank, deterministic=True)
+
+    # data
+    with main_process_first(ctx):
+        data = check_dataset(opt.data)
+    nc = 1 if opt.single_cls else int(data["nc"])
+    names = ["item"] if opt.single_cls and len(data["names"]) != 1 else list(data["names"])
+
+    # model
+    ckpt = resume_ckpt
+    if ckpt is None and opt.weights:
+        ckpt = load_checkpoint(opt.weights)
+    if ckpt is None and not opt.cfg:
+        raise UserInputError("--cfg: give a model YAML (e.g. models/yolov5n-faster.yaml) or --weights to start from")
+    model = build_model(opt, hyp, nc, ckpt).to(device)
+    model.names = names
+    freeze_layers(model, opt.freeze)
+    gs = max(int(model.stride.max()), 32)
+    imgsz = check_train_imgsz(opt.imgsz, gs)
+    if ctx.is_main:
+        model_info(model, imgsz)
+
+    # data loaders (batch is per process under DDP)
+    batch_size = opt.batch_size // ctx.world_size
+    with main_process_first(ctx):
+        train_loader, dataset = create_dataloader(
+            data["train"], imgsz, batch_size, gs, hyp=hyp, augment=True, cache=opt.cache, rect=opt.rect,
+            rank=ctx.local_rank if ctx.distributed else -1, workers=opt.workers, shuffle=True, seed=opt.seed,
+            single_cls=opt.single_cls, prefix="train: ", nc=int(data["nc"]))
+    if batch_size > len(dataset):
+        LOGGER.warning(f"WARNING: --batch-size {opt.batch_size} is larger than the {len(dataset)} training "
+                       f"images of {opt.data}; training with batch {len(dataset)}")
+        batch_size = len(dataset)
+    nb = len(train_loader)
+    val_loader = None
+    if ctx.is_main:
+        val_loader = create_dataloader(
+            data["val"], imgsz, batch_size * 2, gs, hyp=hyp, cache=None if opt.noval else opt.cache, rect=True,
+            workers=opt.workers * 2, pad=0.5, single_cls=opt.single_cls, prefix="val: ", nc=int(data["nc"]))[0]
+        if not opt.resume:
+            if not opt.noautoanchor:
+                check_anchors(model, dataset.labels, dataset.shapes, thr=hyp["anchor_t"], imgsz=imgsz, seed=opt.seed)
+            if plots:
+                plot_safely("plot_labels", np.concatenate(dataset.labels, 0), names, save_dir)
+
+    # optimizer: weight decay scaled to the nominal batch, 3 parameter groups
+    accumulate = max(round(NOMINAL_BATCH / opt.batch_size), 1)
+    decay = hyp["weight_decay"] * opt.batch_size * accumulate / NOMINAL_BATCH
+    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
+    lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
+    ema = ModelEMA(model) if ctx.is_main else None
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+
+    start_epoch, best_fitness = 0, 0.0
+    if opt.resume:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.load_state(ckpt["ema"], int(ckpt.get("updates", 0)))
+        best_fitness = float(ckpt.get("best_fitness", 0.0))
+        start_epoch = int(ckpt["epoch"]) + 1
+        if ctx.is_main:
+            truncate_results(save_dir / "results.csv", start_epoch - 1)
+        LOGGER.info(f"Resuming training from {opt.resume} at epoch {start_epoch} of {opt.epochs}")
+    if start_epoch >= opt.epochs:
+        raise UserInputError(f"--resume {opt.resume}: all {opt.epochs} epochs already trained, nothing to resume")
+    scheduler.last_epoch = start_epoch - 1
+
+    if ctx.distributed:
+        if opt.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
+            LOGGER.info("Using SyncBatchNorm()")
+        model = DDP(model, device_ids=[ctx.local_rank] if cuda else None, output_device=ctx.local_rank if cuda else None)
+    elif opt.sync_bn:
+        LOGGER.warning("WARNING: --sync-bn only applies to DDP (torchrun) training, ignored")
+
+    compute_loss = ComputeLoss(model, {**hyp, "label_smoothing": opt.label_smoothing}, imgsz)
+    nw = max(round(hyp["warmup_epochs"] * nb), MIN_WARMUP_ITERS) if hyp["warmup_epochs"] > 0 else -1
+    last_opt_step = -1
+    results = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    best_epoch, stop = start_epoch - 1, False
+    if ckpt is not None and opt.resume:
+        best_epoch = int(ckpt.get("best_epoch", best_epoch))
+    t0 = time.time()
+    LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\nUsing {train_loader.num_workers} dataloader workers\n"
+                f"Logging results to {save_dir}\nStarting training for {opt.epochs} epochs...")
+    epoch = start_epoch
+    for epoch in range(start_epoch, opt.epochs):
+        model.train()
+        if ctx.distributed:
+            train_loader.sampler.set_epoch(epoch)
+        mloss = torch.zeros(3, device=device)
+        pbar = enumerate(train_loader)
+        if ctx.is_main:
+            LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+            pbar = tqdm(pbar, total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
+        optimizer.zero_grad()
+        for i, (imgs, targets, paths, _) in pbar:
+            ni = i + nb * epoch  # integrated batches since the start of training
+            imgs = imgs.to(device, non_blocking=True).float() / 255
+
+            if ni <= nw:  # warmup: lr ramps up (bias lr down), momentum ramps up, accumulation grows
+                xi = [0, nw]
+                accumulate = max(1, int(np.interp(ni, xi, [1, NOMINAL_BATCH / opt.batch_size]).round()))
+                for j, group in enumerate(optimizer.param_groups):
+                    start_lr = hyp["warmup_bias_lr"] if j == 0 else 0.0
+                    group["lr"] = float(np.interp(ni, xi, [start_lr, group["initial_lr"] * lf(epoch)]))
+                    if "momentum" in group:
+                        group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+
+            if opt.multi_scale:
+                sz = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
+                scale = sz / max(imgs.shape[2:])
+                if scale != 1:
+                    new_shape = [math.ceil(x * scale / gs) * gs for x in imgs.shape[2:]]
+                    imgs = F.interpolate(imgs, size=new_shape, mode="bilinear", align_corners=False)
+
+            with torch.autocast(device_type=device.type, enabled=cuda):
+                pred = model(imgs)
+                loss, loss_items = compute_loss(pred, targets.to(device))
+                if ctx.distributed:
+                    loss *= ctx.world_size  # DDP averages gradients across processes
+            if any_rank(not torch.isfinite(loss).item(), ctx, device):
+                raise UserInputError(
+                    f"--hyp {opt.hyp}: loss became {loss.item()} at epoch {epoch} batch {i}; training diverged. "
+                    f"Lower lr0 / warmup_bias_lr or check the labels; {last} holds the last good epoch")
+            scaler.scale(loss).backward()
+
+            if ni - last_opt_step >= accumulate:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP_NORM)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+                if ema is not None:
+                    ema.update(model)
+                last_opt_step = ni
+
+            if ctx.is_main:
+                mloss = (mloss * i + loss_items) / (i + 1)
+                mem = f"{torch.cuda.memory_reserved(device) / 1e9 if cuda else 0:.3g}G"
+                pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % (
+                    f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
+                if plots and epoch == start_epoch and i < PLOTTED_TRAIN_BATCHES:
+                    plot_safely("plot_images", imgs, targets, paths, save_dir / f"train_batch{i}.jpg", names)
+
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        scheduler.step()
+
+        if ctx.is_main:
+            ema.update_attr(model, include=("yaml", "names", "stride"))
+            final_epoch = epoch + 1 == opt.epochs
+            if not opt.noval or final_epoch:
+                results, _, _ = validate.run(data=data, batch_size=batch_size * 2, imgsz=imgsz, half=cuda,
+                                             model=ema.ema, single_cls=opt.single_cls, dataloader=val_loader,
+                                             save_dir=save_dir, plots=False, compute_loss=compute_loss)
+            fi = float(fitness(np.array(results).reshape(1, -1))[0])
+            if fi >= best_fitness:  # ties count as progress for early stopping, as yolov5's EarlyStopping
+                best_epoch = epoch
+            best_fitness = max(best_fitness, fi)
+            write_results_row(save_dir / "results.csv", epoch, [*mloss.tolist(), *results, *lrs])
+            stop = 0 < opt.patience <= epoch - best_epoch
+            if not opt.nosave or final_epoch or stop:
+                ckpt_out = build_checkpoint(de_parallel(model), ema=ema.ema, optimizer=optimizer, scaler=scaler,
+                                            epoch=epoch, best_fitness=best_fitness, hyp=hyp, opt=opt,
+                                            updates=ema.updates, best_epoch=best_epoch)
+                save_checkpoint(ckpt_out, last)
+                if best_fitness == fi:
+                    save_checkpoint(ckpt_out, best)
+                if opt.save_period > 0 and epoch % opt.save_period == 0:
+                    save_checkpoint(ckpt_out, weights_dir / f"epoch{epoch}.pt")
+            if stop:
+                LOGGER.info(f"Stopping training early as no improvement observed in last {opt.patience} epochs. "
+                            f"Best results observed at epoch {best_epoch}, best model saved as best.pt.\n"
+                            f"To update EarlyStopping(patience={opt.patience}) pass a new patience value, "
+                            f"i.e. `python train.py --patience 300` or use `--patience 0` to disable EarlyStopping.")
+        if ctx.distributed:
+            flag = [stop]
+            dist.broadcast_object_list(flag, 0)
+            stop = flag[0]
+        if stop:
+            break
+
+    final_results = results
+    if ctx.is_main:
+        LOGGER.info(f"\n{epoch - start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+        for f in (last, best):
+            if f.exists():
+                finalize_checkpoint(f)
+        if best.exists():
+            LOGGER.info(f"\nValidating {best}...")
+            final_results, _, _ = validate.run(data=data, batch_size=batch_size * 2, imgsz=imgsz,
+                                               model=load_model(best, device), single_cls=opt.single_cls,
+                                               dataloader=val_loader, save_dir=save_dir, verbose=True,
+                                               plots=plots, compute_loss=compute_loss)
+        if plots:
+            plot_safely("plot_results", save_dir / "results.csv")
+        LOGGER.info(f"Results saved to {save_dir}")
+    return TrainSummary(save_dir, last, best, tuple(float(x) for x in final_results), epoch - start_epoch + 1)
+
+
+def finalize_checkpoint(path: Path) -> None:
+    """A finished run's checkpoint: EMA weights as the model, no optimizer state, epoch -1 (not resumable)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("ema"):
+        ckpt["model"] = ckpt["ema"]
+    ckpt.update(ema=None, optimizer=None, scaler=None, epoch=-1)
+    save_checkpoint(ckpt, path)
+    LOGGER.info(f"Optimizer stripped from {path}, {path.stat().st_size / 1e6:.1f}MB")
+
+
+# ------------------------------------------------------------------------------------------- evolve
+# mutation scale, lower limit, upper limit (yolov5's search space for the keys of hyp.scratch-*.yaml)
+EVOLVE_SPACE = {
+    "lr0": (1, 1e-5, 1e-1), "lrf": (1, 0.01, 1.0), "momentum": (0.3, 0.6, 0.98), "weight_decay": (1, 0.0, 0.001),
+    "warmup_epochs": (1, 0.0, 5.0), "warmup_momentum": (1, 0.0, 0.95), "warmup_bias_lr": (1, 0.0, 0.2),
+    "box": (1, 0.02, 0.2), "cls": (1, 0.2, 4.0), "cls_pw": (1, 0.5, 2.0), "obj": (1, 0.2, 4.0),
+    "obj_pw": (1, 0.5, 2.0), "iou_t": (0, 0.1, 0.7), "anchor_t": (1, 2.0, 8.0), "fl_gamma": (0, 0.0, 2.0),
+    "hsv_h": (1, 0.0, 0.1), "hsv_s": (1, 0.0, 0.9), "hsv_v": (1, 0.0, 0.9), "degrees": (1, 0.0, 45.0),
+    "translate": (1, 0.0, 0.9), "scale": (1, 0.0, 0.9), "shear": (1, 0.0, 10.0), "perspective": (0, 0.0, 0.001),
+    "flipud": (1, 0.0, 1.0), "fliplr": (0, 0.0, 1.0), "mosaic": (1, 0.0, 1.0), "mixup": (1, 0.0, 1.0),
+    "copy_paste": (1, 0.0, 1.0),
+}
+EVOLVE_RESULT_KEYS = RESULTS_COLUMNS[4:11]
+
+
+def mutate_hyp(base: dict, rng: np.random.Generator, prob: float = 0.8, sigma: float = 0.2) -> dict:
+    """Multiply each evolvable hyp by a random factor (~N(1, sigma)), then clip to its limits."""
+    keys = [k for k in EVOLVE_SPACE if k in base]
+    gains = np.array([EVOLVE_SPACE[k][0] for k in keys])
+    factors = np.ones(len(keys))
+    while len(keys) and (factors == 1).all():  # mutate until something changes
+        factors = ((rng.random(len(keys)) < prob) * rng.standard_normal(len(keys)) * rng.random() * gains * sigma
+                   + 1).clip(0.3, 3.0)
+    child = dict(base)
+    for k, f in zip(keys, factors):
+        _, lo, hi = EVOLVE_SPACE[k]
+        child[k] = round(float(min(max(base[k] * f, lo), hi)), 5)
+    return child
+
+
+def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext) -> Path:
+    """--evolve N: N short runs with mutated hyps (parent = a fitness-weighted pick of the best 5 so far).
+
+    Each generation trains with final-epoch validation only; evolve.csv collects results + hyps, and
+    the fittest hyps are written to hyp_evolve.yaml.
+    """
+    save_dir = Path(opt.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    evolve_csv, rng = save_dir / "evolve.csv", np.random.default_rng(opt.seed)
+    keys = list(hyp)
+    rows: list[tuple[float, dict, tuple]] = []
+    for gen in range(opt.evolve):
+        if rows:
+            top = sorted(rows, key=lambda r: -r[0])[:5]
+            w = np.array([r[0] for r in top]) - min(r[0] for r in top) + 1e-6
+            parent = top[int(rng.choice(len(top), p=w / w.sum()))][1]
+            child = mutate_hyp(parent, rng)
+        else:
+            child = dict(hyp)
+        gen_opt = argparse.Namespace(**{**vars(opt), "save_dir": str(save_dir / f"gen{gen}"), "noval": True,
+                                        "nosave": True, "noplots": True})
+        LOGGER.info(f"\nevolve: generation {gen + 1}/{opt.evolve}")
+        summary = train(child, gen_opt, device, ctx)
+        fi = float(fitness(np.array(summary.results).reshape(1, -1))[0])
+        rows.append((fi, child, summary.results))
+        new = not evolve_csv.exists()
+        with open(evolve_csv, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow([*EVOLVE_RESULT_KEYS, "fitness", *keys])
+            writer.writerow([f"{x:.5g}" for x in (*summary.results, fi)] + [child[k] for k in keys])
+    best_fi, best_hyp, best_results = max(rows, key=lambda r: r[0])
+    out = save_dir / "hyp_evolve.yaml"
+    header = (f"# PConv-YOLO hyperparameter evolution: best of {len(rows)} generations, fitness {best_fi:.5f}\n"
+              f"# results (P, R, mAP50, mAP50-95, val box/obj/cls): "
+              f"{', '.join(f'{x:.4g}' for x in best_results)}\n")
+    out.write_text(header + yaml.safe_dump(best_hyp, sort_keys=False))
+    LOGGER.info(f"Hyperparameter evolution finished {len(rows)} generations\nResults saved to {save_dir}\n"
+                f"Usage example: $ python train.py --hyp {out}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- entry
+def run(**kwargs: Any) -> TrainSummary | Path:
+    """Programmatic entry: `train.run(data='coco8.yaml', cfg='yolov5n-faster.yaml', imgsz=128, epochs=3)`."""
+    opt = parse_opt([])
+    unknown = [k for k in kwargs if not hasattr(opt, k)]
+    if unknown:
+        raise UserInputError(f"unknown train option(s): {', '.join(unknown)}")
+    for k, v in kwargs.items():
+        setattr(opt, k, v)
+    return main_with_options(opt)
+
+
+def main_with_options(opt: argparse.Namespace) -> TrainSummary | Path:
+    ctx = DistContext.from_env()
+    resume_ckpt = None
+    if opt.resume and not opt.evolve:
+        opt, resume_ckpt = resume_options(opt)
+    else:
+        for flag, value in (("--data", opt.data), ("--hyp", opt.hyp)):
+            if not value:
+                raise UserInputError(f"{flag}: a file is required")
+        if opt.cfg and opt.weights and not Path(opt.weights).is_file():
+            raise UserInputError(f"--weights {opt.weights}: checkpoint file not found")
+        if opt.epochs < 1:
+            raise UserInputError(f"--epochs {opt.epochs}: must be at least 1")
+        if opt.batch_size < 1:
+            raise UserInputError(f"--batch-size {opt.batch_size}: must be at least 1")
+        task = "evolve" if opt.evolve else "train"
+        project = Path(opt.project).parent / "evolve" if opt.evolve and Path(opt.project).name == "train" \
+            else Path(opt.project)
+        opt.save_dir = str(increment_path(project / opt.name, exist_ok=opt.exist_ok)) if ctx.is_main else ""
+        LOGGER.info(f"{task}: " + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
+    hyp = load_hyp(resume_ckpt["hyp"] if resume_ckpt is not None else opt.hyp)
+    device = init_distributed(ctx, opt)
+    try:
+        if opt.evolve:
+            return evolve(hyp, opt, device, ctx)
+        return train(hyp, opt, device, ctx, resume_ckpt)
+    finally:
+        if ctx.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> None:
+    main_with_options(parse_opt(argv))
+
+
+if __name__ == "__main__":
+    run_cli(main)
