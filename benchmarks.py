@@ -30,8 +30,8 @@ from utils.torch_utils import select_device
 
 ROOT = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "ms", "GFLOPS"]
-MODEL_COLUMNS = ["model", "backend", "params", "GFLOPs", "ms", "GFLOPS", "img/s", "peak_MB", "forward_MB", "build_s",
-                 "note"]
+MODEL_COLUMNS = ["model", "backend", "params", "GFLOPs", "ms", "min_ms", "GFLOPS", "img/s", "peak_MB", "forward_MB",
+                 "build_s", "note"]
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -164,8 +164,9 @@ def run(**kwargs) -> Path:
             model_rows = whole_model_rows(models, opt.imgsz, device, backends, opt.runs, opt.warmup,
                                           opt.batch_size, opt.threads)
             md += ["\n## Whole models\n", markdown_table(model_rows, MODEL_COLUMNS),
-                   "\nms: median latency; GFLOPS: GFLOPs / latency; peak_MB: process peak RSS during warm-up "
-                   "forwards (CUDA: max allocated); forward_MB: its rise over the RSS before them.\n"]
+                   "\nms: median latency (min_ms: the fastest run); GFLOPS: GFLOPs / latency; peak_MB: process "
+                   "peak RSS during warm-up forwards (CUDA: max allocated); forward_MB: its rise over the RSS "
+                   "before them.\n"]
             write_csv(model_rows, save_dir / "models.csv")
             if not opt.no_layers:
                 LOGGER.info("Profiling layers and operators")

@@ -90,6 +90,8 @@ def check_options(opt: argparse.Namespace) -> None:
         raise UserInputError(f"--batch-size {opt.batch_size}: must be 1 or more")
     if opt.opset not in ONNX_OPSETS:
         raise UserInputError(f"--opset {opt.opset}: choose {ONNX_OPSETS.start}..{ONNX_OPSETS.stop - 1}")
+    if opt.nms and opt.dynamic:
+        raise UserInputError("--nms: not supported with --dynamic (the in-graph NMS has fixed shapes)")
     if opt.topk_all < 1:
         raise UserInputError(f"--topk-all {opt.topk_all}: must be 1 or more")
     for flag, value in (("--conf-thres", opt.conf_thres), ("--iou-thres", opt.iou_thres)):

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # allow `python train.py` and torchrun from anywhere
@@ -280,14 +280,12 @@ def save_run_settings(save_dir: Path, hyp: dict, opt: argparse.Namespace) -> Non
         {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()}, sort_keys=False))
 
 
-def plot_safely(fn_name: str, *args, **kwargs) -> None:
+def plot_safely(fn: Callable, *args: Any) -> None:
     """Plots are a convenience: a plotting failure is logged, never fatal to a training run."""
     try:
-        from utils import plots
-
-        getattr(plots, fn_name)(*args, **kwargs)
+        fn(*args)
     except Exception as e:  # noqa: BLE001 — any plotting error (fonts, backend, data) must not stop training
-        LOGGER.warning(f"WARNING: {fn_name} failed ({type(e).__name__}: {e})")
+        LOGGER.warning(f"WARNING: {fn.__name__} failed ({type(e).__name__}: {e})")
 
 
 # ------------------------------------------------------------------------------------------ DDP glue
@@ -335,10 +333,10 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     weights_dir = save_dir / "weights"
     last, best = weights_dir / "last.pt", weights_dir / "best.pt"
     plots = not opt.evolve and not opt.noplots
+    if plots:
+        from utils import plots as plotting  # matplotlib/seaborn/ultralytics: imported only when plotting
     cuda = device.type == "cuda"
     if ctx.is_main:
-        weights_dir.mkdir(parents=True, exist_ok=True)
-        save_run_settings(save_dir, hyp, opt)
         LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
     init_seeds(opt.seed + 1 + ctx.rank, deterministic=True)
 
@@ -375,7 +373,9 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
         batch_size = len(dataset)
     nb = len(train_loader)
     val_loader = None
-    if ctx.is_main:
+    if ctx.is_main:  # inputs checked: only now does the run folder appear
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        save_run_settings(save_dir, hyp, opt)
         val_loader = create_dataloader(
             data["val"], imgsz, batch_size * 2, gs, hyp=hyp, cache=None if opt.noval else opt.cache, rect=True,
             workers=opt.workers * 2, pad=0.5, single_cls=opt.single_cls, prefix="val: ", nc=int(data["nc"]))[0]
@@ -383,7 +383,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
             if not opt.noautoanchor:
                 check_anchors(model, dataset.labels, dataset.shapes, thr=hyp["anchor_t"], imgsz=imgsz, seed=opt.seed)
             if plots:
-                plot_safely("plot_labels", np.concatenate(dataset.labels, 0), names, save_dir)
+                plot_safely(plotting.plot_labels, np.concatenate(dataset.labels, 0), names, save_dir)
 
     # optimizer: weight decay scaled to the nominal batch, 3 parameter groups
     accumulate = max(round(NOMINAL_BATCH / opt.batch_size), 1)
@@ -486,7 +486,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
                 pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % (
                     f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
                 if plots and epoch == start_epoch and i < PLOTTED_TRAIN_BATCHES:
-                    plot_safely("plot_images", imgs, targets, paths, save_dir / f"train_batch{i}.jpg", names)
+                    plot_safely(plotting.plot_images, imgs, targets, paths, save_dir / f"train_batch{i}.jpg", names)
 
         lrs = [group["lr"] for group in optimizer.param_groups]
         scheduler.step()
@@ -538,7 +538,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
                                                dataloader=val_loader, save_dir=save_dir, verbose=True,
                                                plots=plots, compute_loss=compute_loss)
         if plots:
-            plot_safely("plot_results", save_dir / "results.csv")
+            plot_safely(plotting.plot_results, save_dir / "results.csv")
         LOGGER.info(f"Results saved to {save_dir}")
     return TrainSummary(save_dir, last, best, tuple(float(x) for x in final_results), epoch - start_epoch + 1)
 

@@ -139,6 +139,75 @@ def _print_results(result: APResult, seen: int, nt: np.ndarray, images_per_class
                                      result.ap50[i], result.ap50_95[i]))
 
 
+class _Scorer:
+    """Collects what each validated image contributes: TP flags, confusion counts, txt / json outputs."""
+
+    def __init__(self, nc: int, cat_ids: list[int], confusion: bool, txt_dir: Path | None, save_conf: bool,
+                 save_json: bool):
+        self.nc, self.cat_ids, self.txt_dir, self.save_conf, self.save_json = nc, cat_ids, txt_dir, save_conf, save_json
+        self.confusion = ConfusionMatrix(nc=nc) if confusion else None
+        self.stats: list[tuple] = []  # (tp (n, 10), conf (n,), pred cls (n,), label cls (m,)) per image
+        self.json_rows: list[dict] = []
+        self.image_ids: list[int | str] = []
+
+    def add(self, pred: torch.Tensor, labels: torch.Tensor, im_hw: tuple[int, int], path: Path,
+            shape0: tuple[int, int], ratio_pad: tuple) -> None:
+        """pred (n, 6) x1y1x2y2 conf cls and labels (m, 5) cls cx cy w h, both in letterboxed pixels."""
+        predn = scale_boxes(im_hw, pred[:, :4].clone(), shape0, ratio_pad)
+        predn = torch.cat((predn, pred[:, 4:]), 1)
+        tbox = scale_boxes(im_hw, xywh_to_xyxy(labels[:, 1:5]), shape0, ratio_pad)
+        labelsn = torch.cat((labels[:, 0:1], tbox), 1)
+        correct = match_predictions(predn, labelsn, IOU_THRESHOLDS.to(pred.device))
+        if self.confusion is not None:
+            self.confusion.process_batch(predn, labelsn)
+        self.stats.append((correct.cpu(), pred[:, 4].cpu(), pred[:, 5].cpu(), labels[:, 0].cpu()))
+        self.image_ids.append(image_id(path))
+        if self.txt_dir is not None:
+            _save_txt(predn, shape0, self.save_conf, self.txt_dir / f"{path.stem}.txt")
+        if self.save_json:
+            self.json_rows += detections_to_coco(predn, self.image_ids[-1], self.cat_ids)
+
+    def result(self) -> tuple[APResult, np.ndarray, np.ndarray]:
+        """AP result, labels per class and images per class over everything added."""
+        if self.stats:
+            tp, conf, pred_cls, target_cls = (torch.cat(x, 0).numpy() for x in zip(*self.stats))
+        else:
+            tp, conf, pred_cls, target_cls = np.zeros((0, len(IOU_THRESHOLDS)), bool), *(np.zeros(0),) * 3
+        labels_per_class = np.bincount(target_cls.astype(int), minlength=self.nc)
+        present = [np.unique(s[3].numpy().astype(int)) for s in self.stats]
+        images_per_class = np.bincount(np.concatenate(present) if present else np.zeros(0, int), minlength=self.nc)
+        return ap_per_class(tp, conf, pred_cls, target_cls), labels_per_class, images_per_class
+
+
+def _open_for_cli(weights: str | Path | None, device: torch.device, half: bool, imgsz: int,
+                  augment: bool) -> tuple[Backend, int]:
+    """The model behind --weights and the input size it will run at (a stride multiple, or its export size)."""
+    if weights is None:
+        raise UserInputError("--weights: give a model file to validate (.pt, .torchscript, .onnx or .tflite)")
+    backend = load_weights(weights, device, half)
+    if backend.dynamic:
+        return backend, round_imgsz_to_stride(imgsz, backend.stride)
+    fixed = backend.imgsz
+    if fixed[0] != fixed[1]:
+        raise UserInputError(f"--weights {weights}: exported at {fixed[1]}x{fixed[0]}; val needs a square "
+                             f"input, re-export with a single --imgsz")
+    if imgsz != fixed[0]:
+        LOGGER.warning(f"WARNING: --imgsz {imgsz}: {Path(weights).name} takes {fixed[0]} only, using that")
+    if augment:
+        raise UserInputError(f"--augment: {Path(weights).name} has a fixed input size; TTA needs a .pt model")
+    return backend, fixed[0]
+
+
+def _class_names(model_names: list[str], data: dict, single_cls: bool, source: str) -> list[str]:
+    """Names for the table and plots; the model and the data YAML must agree on the class count."""
+    if single_cls:
+        return ["item"]
+    if model_names and len(model_names) != data["nc"]:
+        raise UserInputError(f"{source}: model has {len(model_names)} classes but {data.get('yaml_file')} "
+                             f"has {data['nc']}; pass the data YAML the model was trained on")
+    return list(model_names) or list(data["names"])
+
+
 def run(
     data: str | Path | dict = ROOT / "data/coco8.yaml",
     weights: str | Path | None = None,
@@ -167,78 +236,52 @@ def run(
     plots: bool = True,
     compute_loss: Any = None,
 ) -> tuple[tuple[float, ...], np.ndarray, tuple[float, float, float]]:
-    """Validate `weights` (CLI) or a live `model` (training) and return yolov5's (results, maps, times)."""
+    """Validate `weights` (CLI) or a live `model` (training) and return yolov5's (results, maps, times).
+
+    results = (mp, mr, map50, map50-95, box_loss, obj_loss, cls_loss); maps = per-class mAP50-95 (the
+    overall mAP for classes without labels); times = ms per image for pre-process, inference, NMS.
+    """
     if task not in TASKS:
         raise UserInputError(f"--task {task}: expected one of {', '.join(TASKS)}")
     training = model is not None
     if task == "speed" and not training:  # yolov5's speed benchmark: deployment thresholds, nothing saved
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
     data = data if isinstance(data, dict) else check_dataset(data)
-    split_paths = None if training else _split_paths(data, task)
-    if training:  # called by train.py: the model is a live DetectionModel, the loader already built
+    if training:  # called by train.py: a live DetectionModel (EMA), the loader already built
         device = next(model.parameters()).device
         half &= device.type == "cuda"  # autocast, not model.half(): the EMA weights must stay float32
         was_training = model.training
-        model.eval()
-        forward_model, stride, dynamic = model, int(max(model.stride)), True
-        names = list(model.names)
-        save_dir = Path(save_dir)
-        weights_stem = "last"
+        forward_model, stride = model.eval(), int(max(model.stride))
+        names = _class_names(list(model.names), data, single_cls, "model")
+        save_dir, weights_stem = Path(save_dir), "last"
     else:
-        if weights is None:
-            raise UserInputError("--weights: give a model file to validate (.pt, .torchscript, .onnx or .tflite)")
+        split_paths = _split_paths(data, task)
         device = select_device(device, batch_size)
-        backend = load_weights(weights, device, half)
-        half = backend.fp16
-        forward_model, stride, dynamic = backend, backend.stride, backend.dynamic
-        names = list(backend.names)
-        weights_stem = Path(weights).stem
-        if dynamic:
-            imgsz = round_imgsz_to_stride(imgsz, stride)
-        else:
-            fixed = backend.imgsz
-            if fixed[0] != fixed[1]:
-                raise UserInputError(f"--weights {weights}: exported at {fixed[1]}x{fixed[0]}; val needs a "
-                                     f"square input, re-export with a single --imgsz")
-            if imgsz != fixed[0]:
-                LOGGER.warning(f"WARNING: --imgsz {imgsz}: {Path(weights).name} takes {fixed[0]} only, using that")
-            imgsz = fixed[0]
-        if augment and not dynamic:
-            raise UserInputError(f"--augment: {Path(weights).name} has a fixed input size; TTA needs a .pt model")
-
-    nc = 1 if single_cls else int(data["nc"])
-    data_names = ["item"] if single_cls else list(data["names"])
-    if not names:
-        names = data_names
-    if not single_cls and len(names) != nc:
-        raise UserInputError(f"--weights {weights}: model has {len(names)} classes but {data.get('yaml_file')} "
-                             f"has {nc}; pass the data YAML the model was trained on")
-    names = data_names if single_cls else names
-    cat_ids = category_ids(list(data["names"]))
+        forward_model, imgsz = _open_for_cli(weights, device, half, imgsz, augment)
+        half, stride, weights_stem = forward_model.fp16, forward_model.stride, Path(weights).stem
+        names = _class_names(forward_model.names, data, single_cls, f"--weights {weights}")
+    nc = len(names)
     annotations = _coco_annotations(data, coco_json) if save_json else None
     if not training:  # only now that the inputs are known to be good
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
         (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-        pad, rect = (0.0, False) if task == "speed" or not dynamic else (0.5, True)
-        dataloader = create_dataloader(split_paths, imgsz, batch_size, stride, pad=pad, rect=rect,
-                                       workers=workers, single_cls=single_cls, prefix=f"{task}: ", nc=nc)[0]
+        pad, rect = (0.5, True) if task != "speed" and forward_model.dynamic else (0.0, False)
+        dataloader = create_dataloader(split_paths, imgsz, batch_size, stride, pad=pad, rect=rect, workers=workers,
+                                       single_cls=single_cls, prefix=f"{task}: ", nc=nc)[0]
         if device.type != "cpu":
             forward_model.warmup((imgsz, imgsz))
 
+    scorer = _Scorer(nc, category_ids(list(data["names"])), confusion=plots,
+                     txt_dir=save_dir / "labels" if save_txt else None, save_conf=save_conf, save_json=save_json)
     timers = [_Timer(device), _Timer(device), _Timer(device)]  # pre-process, inference, NMS
-    confusion = ConfusionMatrix(nc=nc)
     loss = torch.zeros(3, device=device)
-    stats: list[tuple] = []
-    json_rows: list[dict] = []
-    image_ids: list[int | str] = []
-    seen = 0
     pbar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
     for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
         with timers[0]:
             im = im.to(device, non_blocking=True)
             im = (im.half() if half and not training else im.float()) / 255
             targets = targets.to(device)
-            nb, _, height, width = im.shape
+            height, width = im.shape[2:]
         with timers[1], torch.inference_mode(), torch.autocast(device.type, enabled=half and training):
             if augment:
                 preds, train_out = predict_augmented(forward_model, im, stride), None
@@ -246,61 +289,34 @@ def run(
                 preds, train_out = forward_model(im, raw=True)
             else:
                 preds, train_out = forward_model(im), None
-        if compute_loss is not None and train_out is not None:
-            with torch.inference_mode():
+            if train_out is not None:
                 loss += compute_loss([t.float() for t in train_out], targets)[1]
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
         with timers[2]:
             preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True,
                                         agnostic=single_cls, max_det=max_det)
-
         for si, pred in enumerate(preds):
-            labels = targets[targets[:, 0] == si, 1:]
-            path, shape0, ratio_pad = Path(paths[si]), shapes[si][0], shapes[si][1]
-            seen += 1
-            image_ids.append(image_id(path))
             if single_cls:
                 pred[:, 5] = 0
-            predn = pred.clone()
-            scale_boxes(im[si].shape[1:], predn[:, :4], shape0, ratio_pad)
-            labelsn = torch.zeros((0, 5), device=device)
-            if len(labels):
-                tbox = scale_boxes(im[si].shape[1:], xywh_to_xyxy(labels[:, 1:5]), shape0, ratio_pad)
-                labelsn = torch.cat((labels[:, 0:1], tbox), 1)
-            correct = match_predictions(predn, labelsn, IOU_THRESHOLDS.to(device))
-            if plots:
-                confusion.process_batch(predn, labelsn)
-            stats.append((correct.cpu(), pred[:, 4].cpu(), pred[:, 5].cpu(), labels[:, 0].cpu()))
-            if save_txt:
-                _save_txt(predn, shape0, save_conf, save_dir / "labels" / f"{path.stem}.txt")
-            if save_json:
-                json_rows += detections_to_coco(predn, image_id(path), cat_ids)
-
+            scorer.add(pred, targets[targets[:, 0] == si, 1:], (height, width), Path(paths[si]), *shapes[si])
         if plots and batch_i < PLOTTED_BATCHES:
             _plot_batch(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
             _plot_batch(im, _predictions_as_targets(preds), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
 
-    tp, conf, pred_cls, target_cls = (torch.cat(x, 0).numpy() for x in zip(*stats)) if stats else (
-        np.zeros((0, len(IOU_THRESHOLDS)), bool), np.zeros(0), np.zeros(0), np.zeros(0))
-    result = ap_per_class(tp, conf, pred_cls, target_cls)
-    nt = np.bincount(target_cls.astype(int), minlength=nc)
-    images_per_class = np.bincount(np.concatenate([np.unique(s[3].numpy().astype(int)) for s in stats])
-                                   if stats else np.zeros(0, int), minlength=nc)
-    _print_results(result, seen, nt, images_per_class, names,
+    result, labels_per_class, images_per_class = scorer.result()
+    seen = len(scorer.image_ids)
+    _print_results(result, seen, labels_per_class, images_per_class, names,
                    per_class=(verbose or (nc < 50 and not training)) and nc > 1 and len(result.classes) > 0)
-
     times = tuple(t.total / max(seen, 1) * 1e3 for t in timers)
     if not training:
         LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape "
                     f"{(batch_size, 3, imgsz, imgsz)}" % times)
     if plots:
-        plot_confusion_matrix(confusion.matrix, names, save_dir / "confusion_matrix.png")
+        plot_confusion_matrix(scorer.confusion.matrix, names, save_dir / "confusion_matrix.png")
         plot_ap_curves(result, names, save_dir)
-
     if save_json:
-        _write_and_check_json(json_rows, save_dir / f"{weights_stem}_predictions.json", annotations,
-                              ours=(result.map, result.map50), img_ids=image_ids)
-
+        _write_and_check_json(scorer.json_rows, save_dir / f"{weights_stem}_predictions.json", annotations,
+                              ours=(result.map, result.map50), img_ids=scorer.image_ids)
     if training:
         model.train(was_training)
     else:
@@ -308,8 +324,7 @@ def run(
             if save_txt else ""
         LOGGER.info(f"Results saved to {save_dir}{saved}")
     maps = np.zeros(nc) + result.map
-    for i, c in enumerate(result.classes):
-        maps[c] = result.ap50_95[i]
+    maps[result.classes] = result.ap50_95
     n_batches = max(len(dataloader), 1)
     return (result.mp, result.mr, result.map50, result.map, *(loss.cpu() / n_batches).tolist()), maps, times
 

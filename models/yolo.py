@@ -173,7 +173,9 @@ def parse_model(d: dict, ch: int, source: str) -> tuple[nn.Sequential, list[int]
         elif spec.kind == "concat":
             c2 = sum(c_in)
         elif spec.kind == "detect":
-            if len(args) >= 2 and isinstance(args[1], int):
+            if len(args) != 2:
+                raise UserInputError(f"{where}: Detect takes [nc, anchors], got {len(args)} argument(s)")
+            if isinstance(args[1], int):
                 args[1] = [list(range(args[1] * 2))] * len(fs)
             args.append(c_in)
         module = build_module(spec.cls, args, n, where, name)
@@ -220,7 +222,7 @@ class DetectionModel(nn.Module):
         if anchors is not None:
             d["anchors"] = anchors
         check_model_dict(d, source)
-        d["ch"] = ch
+        ch = d["ch"] = d.get("ch", ch)  # a stored dict remembers its input channels
         self.yaml = d
         self.model, self.save = parse_model(copy.deepcopy(d), ch, source)
         self.names = [f"class{i}" for i in range(d["nc"])]

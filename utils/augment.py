@@ -238,14 +238,14 @@ def flip_lr(im: np.ndarray, labels_xywhn: np.ndarray) -> tuple[np.ndarray, np.nd
     """Mirror left-right; labels are [cls, cx, cy, w, h] normalised."""
     labels_xywhn = labels_xywhn.copy()
     labels_xywhn[:, 1] = 1 - labels_xywhn[:, 1]
-    return np.ascontiguousarray(np.fliplr(im)), labels_xywhn
+    return cv2.flip(im, 1), labels_xywhn
 
 
 def flip_ud(im: np.ndarray, labels_xywhn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror top-bottom; labels are [cls, cx, cy, w, h] normalised."""
     labels_xywhn = labels_xywhn.copy()
     labels_xywhn[:, 2] = 1 - labels_xywhn[:, 2]
-    return np.ascontiguousarray(np.flipud(im)), labels_xywhn
+    return cv2.flip(im, 0), labels_xywhn
 
 
 def multi_scale_size(imgsz: int, stride: int, rng: np.random.Generator, spread: float = 0.5) -> int:

@@ -10,6 +10,8 @@ The keys (written by utils/exporters.py, read here; all values are strings):
     names   JSON list of class names, index = class id (a JSON object {"0": "person", ...} is accepted too)
     stride  the model's largest stride, an integer ("32")
     imgsz   JSON [height, width] the model was exported at
+    nms     optional JSON boolean: "true" when NMS is inside the graph; the output is then (B, max_det, 6)
+            rows x1 y1 x2 y2 conf cls (zero rows are padding) instead of the raw predictions
 Where they live: ONNX `metadata_props`; TorchScript `_extra_files={"config.txt": <JSON object>}`;
 TFLite a sidecar JSON object next to the model (`model.json` or `model.tflite.json`) or a `metadata.json`
 inside a zip appended to the .tflite. Box outputs of every format are in input pixels, never normalised.
@@ -60,6 +62,8 @@ def decode_metadata(meta: dict[str, Any], path: str | Path) -> dict[str, Any]:
             size = json.loads(meta["imgsz"]) if isinstance(meta["imgsz"], str) else meta["imgsz"]
             size = [size] * 2 if isinstance(size, int) else size
             out["imgsz"] = (int(size[0]), int(size[1]))
+        if meta.get("nms") is not None:
+            out["nms"] = bool(json.loads(meta["nms"]) if isinstance(meta["nms"], str) else meta["nms"])
     except (ValueError, SyntaxError, TypeError, KeyError, IndexError) as e:
         raise UserInputError(f"--weights {path}: unreadable model metadata ({e})") from None
     return out
@@ -70,6 +74,7 @@ class Backend:
 
     `dynamic` is True when any input size that is a multiple of `stride` works (the .pt model); exported
     files have a fixed `imgsz` and, when `fixed_batch` is set, take that many images per call.
+    `end_to_end` is True for files exported with NMS inside: their rows are already x1 y1 x2 y2 conf cls.
     """
 
     kind = "base"
@@ -82,6 +87,7 @@ class Backend:
         self.imgsz: tuple[int, int] | None = None
         self.dynamic = False
         self.fixed_batch: int | None = None
+        self.end_to_end = False
 
     def _forward(self, im: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -95,7 +101,7 @@ class Backend:
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
         pred = torch.as_tensor(pred, device=self.device).float()
         nc = len(self.names)
-        if nc and pred.shape[-1] != nc + 5 and pred.shape[1] == nc + 5:  # channels-first export (B, 5+nc, N)
+        if nc and not self.end_to_end and pred.shape[-1] != nc + 5 and pred.shape[1] == nc + 5:  # channels-first export (B, 5+nc, N)
             pred = pred.transpose(1, 2)
         return pred
 
@@ -109,6 +115,7 @@ class Backend:
         self.names = meta.get("names", self.names)
         self.stride = meta.get("stride", self.stride)
         self.imgsz = meta.get("imgsz", self.imgsz)
+        self.end_to_end = meta.get("nms", self.end_to_end)
 
 
 class PyTorchBackend(Backend):

@@ -70,8 +70,9 @@ class FixedSizeNMS(nn.Module):
         xyxy = torch.cat((xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2), 2)
         shifted = xyxy + cls.unsqueeze(-1) * NMS_CLASS_OFFSET
         iou = pairwise_iou_xyxy(shifted)
-        earlier = torch.ones(k, k, device=x.device).triu(1)  # [i, j] = 1 where i scores higher than j
-        overlap = (iou * earlier).max(1).values
+        rank = torch.ones_like(scores).cumsum(1)  # 1..k in score order; built from the input, so never a constant
+        higher = (rank.unsqueeze(2) < rank.unsqueeze(1)).float()  # [b, i, j]: box i outranks box j
+        overlap = (iou * higher).max(1).values
         scores = scores * (overlap <= self.iou_thres).float() * (scores > self.conf_thres).float()
         n = min(self.max_det, k)
         scores, keep = scores.topk(n, dim=1)

@@ -180,6 +180,10 @@ class Detector:
         return self.backend.imgsz
 
     def _tta_possible(self) -> bool:
+        """TTA rescales the input and merges raw predictions, so it needs a dynamic model without NMS inside."""
+        if self.backend.end_to_end:
+            LOGGER.warning("WARNING: --augment: this model has NMS inside; running without augmentation")
+            return False
         if not self.backend.dynamic:
             LOGGER.warning(f"WARNING: --augment needs a model that accepts any input size; "
                            f"{self.backend.kind} model has a fixed size, running without it")
@@ -227,13 +231,26 @@ class Detector:
     def postprocess(self, pred: torch.Tensor, input_shape: tuple[int, int], image: np.ndarray,
                     ratio_pad: tuple, path: str = "") -> Detections:
         """NMS on one image's predictions, then boxes back to the original image's pixels."""
-        if not self.names:
-            self.names = [f"class{i}" for i in range(pred.shape[-1] - 5)]
-        det = non_max_suppression(pred, self.conf, self.iou, classes=self.classes, agnostic=self.agnostic,
-                                  max_det=self.max_det)[0]
+        if self.backend.end_to_end:
+            det = self._select_end_to_end(pred[0])
+        else:
+            det = non_max_suppression(pred, self.conf, self.iou, classes=self.classes, agnostic=self.agnostic,
+                                      max_det=self.max_det)[0]
+        self._name_unnamed(int(det[:, 5].max()) + 1 if len(det) else 0)
         det[:, :4] = scale_boxes(input_shape, det[:, :4], image.shape[:2], ratio_pad)
         det = det.float().cpu().numpy()
         return Detections(path, image, det[:, :4].copy(), det[:, 4].copy(), det[:, 5].astype(np.int64), self.names)
+
+    def _name_unnamed(self, nc: int) -> None:
+        """Models without names (and no --data) get 'class0', 'class1', ... — extended in place as ids appear."""
+        self.names.extend(f"class{i}" for i in range(len(self.names), nc))
+
+    def _select_end_to_end(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows of a file exported with NMS inside: drop padding and low scores, apply --classes and --max-det."""
+        det = rows[rows[:, 4] > self.conf]
+        if self.classes is not None:
+            det = det[(det[:, 5:6] == torch.tensor(self.classes, device=det.device)).any(1)]
+        return det[det[:, 4].argsort(descending=True)][: self.max_det]
 
     def predict(self, image: np.ndarray, path: str = "") -> Detections:
         """Detect objects in one BGR image; `speed` holds the ms spent in each stage."""

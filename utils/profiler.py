@@ -310,8 +310,9 @@ def operator_suite(c: int) -> dict[str, nn.Module]:
     return suite
 
 
-def time_calls(fns: dict[str, Callable[[], Any]], runs: int, warmup: int, sync: Callable[[], None]) -> dict[str, float]:
-    """Median milliseconds of each function, calls interleaved round by round (fair under background load)."""
+def time_calls(fns: dict[str, Callable[[], Any]], runs: int, warmup: int,
+               sync: Callable[[], None]) -> dict[str, list[float]]:
+    """Seconds of each timed call of each function, calls interleaved round by round (fair under background load)."""
     seconds: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
         for i in range(warmup + runs):
@@ -322,7 +323,7 @@ def time_calls(fns: dict[str, Callable[[], Any]], runs: int, warmup: int, sync: 
                 sync()
                 if i >= warmup:
                     seconds[k].append(time.perf_counter() - t0)
-    return {k: median_ms(v) for k, v in seconds.items()}
+    return seconds
 
 
 def operator_benchmark(imgsz: int, device: torch.device, runs: int = 50, warmup: int = 5,
@@ -338,12 +339,13 @@ def operator_benchmark(imgsz: int, device: torch.device, runs: int = 50, warmup:
         side = max(imgsz // stride, 1)
         x = torch.rand(batch, c, side, side, device=device)
         suite = {k: m.to(device).eval() for k, m in operator_suite(c).items()}
-        ms = time_calls({k: (lambda m=m: m(x)) for k, m in suite.items()}, runs, warmup, sync)
+        seconds = time_calls({k: (lambda m=m: m(x)) for k, m in suite.items()}, runs, warmup, sync)
         for k, m in suite.items():
             ops = record_ops(m, lambda m=m: m(x), device)
-            flops = sum(r.flops for r in ops)
+            flops, ms = sum(r.flops for r in ops), median_ms(seconds[k])
             rows.append({"stage": f"{c}@{side}x{side}", "operator": k, "GFLOPs": flops / 1e9,
-                         "MB": sum(r.bytes for r in ops) / MB, "ms": ms[k], "GFLOPS": flops / ms[k] / 1e6})
+                         "MB": sum(r.bytes for r in ops) / MB, "ms": ms, "GFLOPS": flops / ms / 1e6,
+                         "min_ms": min(seconds[k]) * 1e3})
     return rows
 
 
@@ -461,11 +463,12 @@ def whole_model_rows(models: dict[str, nn.Module], imgsz: int, device: torch.dev
                     continue
                 info[name]["build_s"] = time.perf_counter() - t0
                 info[name].update(measure_memory(runners[name], backend, device, sync, warmup))
-            ms = time_calls(runners, runs, warmup, sync)
+            seconds = time_calls(runners, runs, warmup, sync)
             for name, row in info.items():
-                if name in ms:
-                    row.update({"ms": ms[name], "GFLOPS": row["GFLOPs"] / ms[name] * 1e3,
-                                "img/s": batch / ms[name] * 1e3})
+                if name in seconds:
+                    ms = median_ms(seconds[name])
+                    row.update({"ms": ms, "min_ms": min(seconds[name]) * 1e3, "GFLOPS": row["GFLOPs"] / ms * 1e3,
+                                "img/s": batch / ms * 1e3})
                 rows.append(row)
     return rows
 

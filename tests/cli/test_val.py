@@ -163,18 +163,18 @@ def log_text(caplog):
 
 
 def test_cli_writes_run_folder_table_and_files(checkpoint, tmp_path, log_text):
-    argv = ["--weights", str(checkpoint), "--data", str(COCO8), "--imgsz", "40", "--batch-size", "2",
+    argv = ["--weights", str(checkpoint), "--data", str(COCO8), "--imgsz", "20", "--batch-size", "2",
             "--conf-thres", "0.0", "--max-det", "20", "--project", str(tmp_path), "--workers", "0",
             "--save-json", "--save-conf", "--verbose"]
     val.main(argv)
     save_dir = tmp_path / "exp"
     text = log_text.text
     lines = [line.split() for m in log_text.messages for line in m.splitlines()]
-    assert "--imgsz 40 must be a multiple of max stride 32, updating to 64" in text
+    assert "--imgsz 20 must be a multiple of max stride 32, updating to 32" in text
     assert "Class     Images  Instances          P          R      mAP50   mAP50-95" in text
     assert ["all", "4", "42"] in [line[:3] for line in lines]
     assert ["book", "2", "15"] in [line[:3] for line in lines], "--verbose rows"
-    assert "per image at shape (2, 3, 64, 64)" in text
+    assert "per image at shape (2, 3, 32, 32)" in text
     for f in ("confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png",
               "val_batch0_labels.jpg", "val_batch0_pred.jpg", "val_batch1_labels.jpg", "val_batch1_pred.jpg"):
         assert cv2.imread(str(save_dir / f)) is not None, f

@@ -83,6 +83,8 @@ def test_nc_and_anchor_overrides(tmp_path):
     rebuilt = DetectionModel(model.yaml)  # checkpoints rebuild from the stored dict
     assert rebuilt.model[-1].nc == 5 and torch.equal(rebuilt.model[-1].anchors, detect.anchors)
     assert DetectionModel(path, anchors=4).model[-1].na == 4
+    gray = DetectionModel(path, ch=1)
+    assert DetectionModel(gray.yaml).model[0].conv.in_channels == 1
 
 
 def test_reversed_anchor_order_is_flipped(tmp_path):
@@ -189,6 +191,9 @@ def test_error_malformed_row_and_bad_values(tmp_path):
     d = tiny()
     d["head"][-1] = [[3, 9], 1, "Detect", ["nc", "anchors"]]
     with pytest.raises(UserInputError, match=r"row 10: cannot build Detect.*3 anchor levels but 2 input layers"):
+        DetectionModel(write_yaml(tmp_path, d))
+    d["head"][-1] = [[3, 9, 6], 1, "Detect", ["nc"]]
+    with pytest.raises(UserInputError, match=r"row 10: Detect takes \[nc, anchors\], got 1 argument"):
         DetectionModel(write_yaml(tmp_path, d))
     with pytest.raises(UserInputError, match=r"nc must be a positive integer"):
         DetectionModel(write_yaml(tmp_path, tiny(nc=0)))

@@ -174,3 +174,9 @@ def test_tflite_with_sidecar_metadata(tmp_path):
     assert (backend.kind, backend.names, backend.stride, backend.imgsz) == ("tflite", NAMES, 8, (32, 32))
     assert backend.fixed_batch == 1 and not backend.nhwc
     torch.testing.assert_close(backend(x), model(x), atol=1e-4, rtol=1e-3)
+
+
+def test_nms_metadata_marks_end_to_end_models(tiny, tmp_path):
+    meta = {**encode_metadata(NAMES, 8, (32, 48)), "nms": "true"}
+    backend = load_backend(export_onnx(tiny, tmp_path / "e2e.onnx", metadata=meta))
+    assert backend.end_to_end and not load_backend(export_onnx(tiny, tmp_path / "raw.onnx")).end_to_end

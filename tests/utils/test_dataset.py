@@ -54,11 +54,13 @@ def build_bad_tree(root: Path) -> dict[str, str]:
     good("duplicate_rows", GOOD_ROW + GOOD_ROW + "0 0.2 0.2 0.1 0.1\n")
     good("polygon_row", "0 0.1 0.1 0.5 0.1 0.5 0.6\n")
     good("tiny_overshoot", "0 0.5 0.5 1.0004 0.2\n")
+    good("utf8_bom_crlf", "\ufeff0 0.5 0.5 0.2 0.2\r\n1 0.2 0.2 0.1 0.1\r\n")
     bad_labels = {
         "four_columns": ("0 0.5 0.5 0.2\n", "4 columns"),
         "six_columns": ("0 0.5 0.5 0.2 0.2 0.9\n", "6 columns"),
         "class_too_big": ("3 0.5 0.5 0.2 0.2\n", "class id 3 outside [0, 2]"),
         "class_negative": ("-1 0.5 0.5 0.2 0.2\n", "class id -1 outside"),
+        "class_fraction": ("1.5 0.5 0.5 0.2 0.2\n", "class id 1.5 is not an integer"),
         "nan_coord": ("0 nan 0.5 0.2 0.2\n", "NaN or infinite"),
         "inf_coord": ("0 0.5 inf 0.2 0.2\n", "NaN or infinite"),
         "negative_coord": ("0 -0.2 0.5 0.2 0.2\n", "not normalised"),
@@ -113,7 +115,7 @@ def test_every_good_sample_is_kept(bad_tree):
     ("truncated", "image unreadable"), ("zero_byte", "image unreadable"), ("text_as_jpg", "image unreadable"),
     ("too_small", "smaller than 10 px"), ("four_columns", "4 columns"), ("six_columns", "6 columns"),
     ("class_too_big", "class id 3 outside [0, 2]"), ("class_negative", "class id -1 outside"),
-    ("nan_coord", "NaN or infinite"), ("inf_coord", "NaN or infinite"), ("negative_coord", "not normalised"),
+    ("class_fraction", "class id 1.5 is not an integer"), ("nan_coord", "NaN or infinite"), ("inf_coord", "NaN or infinite"), ("negative_coord", "not normalised"),
     ("coord_above_one", "not normalised"), ("zero_area", "zero-area box"), ("non_utf8", "not UTF-8"),
     ("duplicate_rows", "1 duplicate rows removed"), ("orphan", "label without image"),
 ])
@@ -128,9 +130,9 @@ def test_report_counts(bad_tree):
     _, outcome, ds = bad_tree
     r = ds.report
     assert (r.missing, r.empty, r.duplicate, r.orphan) == (1, 1, 1, 1)
-    assert r.corrupt == sum(o != "kept" for o in outcome.values()) == 14
+    assert r.corrupt == sum(o != "kept" for o in outcome.values()) == 15
     assert r.found == len(ds) - 2
-    assert "14 corrupt" in r.summary()
+    assert "15 corrupt" in r.summary()
 
 
 def labels_of(ds: YOLODataset, stem: str) -> np.ndarray:
@@ -143,6 +145,7 @@ def test_label_rows_cleaned(bad_tree):
     np.testing.assert_allclose(labels_of(ds, "polygon_row"), [[0, 0.3, 0.35, 0.4, 0.5]], atol=1e-6)
     clipped = labels_of(ds, "tiny_overshoot")
     assert clipped[0, 3] <= 1.0 and clipped[0, 1] - clipped[0, 3] / 2 >= 0
+    assert labels_of(ds, "utf8_bom_crlf")[:, 0].tolist() == [0, 1]
     assert labels_of(ds, "missing_label").shape == (0, 5) and labels_of(ds, "empty_label").shape == (0, 5)
     assert all(lb.dtype == np.float32 and lb.shape[1] == 5 for lb in ds.labels)
 
@@ -362,12 +365,16 @@ def test_distributed_sampler_splits_the_data(small_tree, tmp_path):
         dist.destroy_process_group()
 
 
-def test_ram_cache_gives_same_pixels(small_tree):
+def test_ram_and_disk_caches_give_same_pixels(small_tree):
     src = str(small_tree / "ds" / "images" / "train")
     _, plain = create_dataloader(src, 64, 2, 32, workers=0, nc=2)
     _, cached = create_dataloader(src, 64, 2, 32, workers=0, nc=2, cache="ram")
     assert all(im is not None for im in cached.ims)
     assert torch.equal(plain[1][0], cached[1][0])
+    _, on_disk = create_dataloader(src, 64, 2, 32, workers=0, nc=2, cache="disk")
+    npy = Path(on_disk.npy_files[1])
+    assert npy.is_file() and np.load(npy).shape == (48, 64, 3)
+    assert torch.equal(plain[1][0], on_disk[1][0])
     with pytest.raises(UserInputError, match="--cache"):
         create_dataloader(src, 64, 2, 32, workers=0, nc=2, cache="gpu")
 

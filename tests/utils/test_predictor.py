@@ -202,3 +202,17 @@ def test_real_checkpoint_on_shipped_images(tmp_path):
         assert (r.conf >= 0.1).all() and set(r.cls.tolist()) <= {0, 1, 2}
         assert list(r.conf) == sorted(r.conf, reverse=True)
     assert results[1].input_shape == (1, 3, 64, 96)  # 720x1280 → minimal stride-32 rectangle
+
+
+def test_model_with_nms_inside(scripted, log_lines):
+    rows = [[100, 10, 120, 40, 0.9, 1], [10, 10, 50, 50, 0.6, 0], [12, 12, 50, 50, 0.2, 2], [0, 0, 0, 0, 0, 0]]
+    backend = ScriptedBackend(names=())
+    backend._forward = lambda im: torch.tensor(rows, dtype=torch.float32)[None]  # already x1 y1 x2 y2 conf cls
+    backend.end_to_end, backend.dynamic, backend.imgsz = True, False, (64, 128)
+    detector = scripted(backend, conf=0.25, augment=True)
+    assert detector.augment is False and any("NMS inside" in m for m in log_lines())
+    result = detector(np.zeros((64, 128, 3), np.uint8))[0]
+    np.testing.assert_allclose(result.xyxy, [[100, 10, 120, 40], [10, 10, 50, 50]])
+    assert result.cls.tolist() == [1, 0] and result.names == ["class0", "class1"]
+    detector.classes, detector.max_det = [0, 2], 5
+    assert detector(np.zeros((64, 128, 3), np.uint8))[0].cls.tolist() == [0]

@@ -17,9 +17,19 @@ CPU = torch.device("cpu")
 F32 = 4  # bytes per float32 element
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: counts do not depend on it, and a shared 2-core box stalls 2-thread barriers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_flops_of_known_convs_are_exact():
     conv = nn.Conv2d(32, 64, 3, padding=1, groups=16, bias=False)
-    (rec,) = record_ops(conv, lambda: conv(torch.rand(1, 32, 20, 20)), CPU)
+    x = torch.rand(1, 32, 20, 20)
+    (rec,) = record_ops(conv, lambda: conv(x), CPU)
     assert rec.kind == "GConv 3x3 g16"
     assert rec.flops == 2 * 32 * 64 * 3 * 3 * 20 * 20 // 16
 
@@ -33,7 +43,8 @@ def test_flops_of_known_convs_are_exact():
 
 def test_memory_access_counts_inputs_outputs_and_weights():
     conv = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=True)
-    (rec,) = record_ops(conv, lambda: conv(torch.rand(1, 8, 10, 10)), CPU)
+    x = torch.rand(1, 8, 10, 10)
+    (rec,) = record_ops(conv, lambda: conv(x), CPU)
     assert rec.kind == "Conv 3x3 s2"
     assert rec.bytes == F32 * (8 * 10 * 10 + 16 * 5 * 5 + 16 * 8 * 3 * 3 + 16)
 
@@ -44,7 +55,8 @@ def test_pconv_bytes_include_its_data_movement(path):
     c, hw, cp = 32, 8 * 8, 8
     pconv = PConv(c, n_div=4).eval()
     pconv.forward_mode = path
-    recs = record_ops(pconv, lambda: pconv(torch.rand(1, c, 8, 8)), CPU)
+    x = torch.rand(1, c, 8, 8)
+    recs = record_ops(pconv, lambda: pconv(x), CPU)
     conv_bytes = F32 * (2 * cp * hw + cp * cp * 9)
     moved = {"split_cat": F32 * 2 * c * hw,  # cat reads both parts, writes the whole map
              "slicing": F32 * (2 * c * hw + 2 * cp * hw)}[path]  # clone reads+writes; copy_ reads+writes c/4
@@ -79,7 +91,7 @@ def test_operator_benchmark_counts_the_table1_suite():
 
 def test_cli_writes_tables_and_plots(tmp_path):
     save_dir = run(cfg=["yolov5n.yaml"], imgsz=64, runs=2, warmup=1, backends=["pytorch", "onnx"], ops=True,
-                   project=tmp_path, name="exp")
+                   threads=1, project=tmp_path, name="exp")
     assert save_dir == tmp_path / "exp"
     for name in ("results.md", "models.csv", "layers.csv", "operators.csv", "modules.csv", "ops_benchmark.csv",
                  "latency_vs_flops.png", "layer_flops.png", "ops_benchmark.png"):
@@ -91,7 +103,7 @@ def test_cli_writes_tables_and_plots(tmp_path):
     text = (save_dir / "results.md").read_text()
     assert "## Whole models" in text and "## Operators" in text and "Wall time" in text
     assert run(cfg=["yolov5n.yaml"], imgsz=64, runs=1, warmup=0, backends=["pytorch"], no_layers=True,
-               noplots=True, project=tmp_path, name="exp") == tmp_path / "exp2"
+               noplots=True, threads=1, project=tmp_path, name="exp") == tmp_path / "exp2"
 
 
 def test_cli_rejects_bad_flags():

@@ -1,0 +1,195 @@
+"""train.py end to end on the shipped coco8: it learns, survives SIGKILL + --resume, runs under torchrun,
+and explains bad input in one line."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train
+from utils.checkpoint import load_checkpoint, load_model
+from utils.errors import UserInputError
+
+ROOT = Path(__file__).resolve().parents[2]
+COCO8 = ROOT / "data/coco8.yaml"
+CFG = "models/yolov5n-faster.yaml"
+TINY = dict(data=str(COCO8), cfg=CFG, imgsz=64, batch_size=4, workers=0, noplots=True)
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def results_epochs(run_dir: Path) -> list[int]:
+    lines = (run_dir / "results.csv").read_text().splitlines()
+    assert [c.strip() for c in lines[0].split(",")] == list(train.RESULTS_COLUMNS)
+    return [int(float(line.split(",")[0])) for line in lines[1:]]
+
+
+def coco8_train_as_val(tmp_path: Path) -> Path:
+    """A data YAML whose val split is coco8's train images: the overfit test scores what it trained on."""
+    data = yaml.safe_load(COCO8.read_text())
+    data.update(path=str(ROOT / "data/coco8"), val="images/train")
+    path = tmp_path / "coco8_overfit.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> train.TrainSummary:
+    """Two epochs on coco8 at 64 px."""
+    return train.run(**TINY, epochs=2, project=str(tmp_path_factory.mktemp("runs")))
+
+
+def test_finished_run_leaves_yolov5_layout(finished_run):
+    run_dir = finished_run.save_dir
+    assert run_dir.name == "exp" and finished_run.epochs_run == 2
+    assert results_epochs(run_dir) == [0, 1]
+    assert (run_dir / "hyp.yaml").is_file() and yaml.safe_load((run_dir / "opt.yaml").read_text())["epochs"] == 2
+    for f in (finished_run.last, finished_run.best):
+        ckpt = torch.load(f, weights_only=True)
+        assert ckpt["epoch"] == -1 and ckpt["optimizer"] is None  # finished: stripped, not resumable
+        assert ckpt["names"][0] == "person" and ckpt["nc"] == 80
+    model = load_model(finished_run.best)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 85)
+
+
+def test_weights_transfer_reports_matching_tensors(finished_run, tmp_path, capfd):
+    summary = train.run(**{**TINY, "batch_size": 32}, cfg="", weights=str(finished_run.best), single_cls=True,
+                        epochs=1, noval=True, project=str(tmp_path))
+    out = capfd.readouterr().out
+    assert "--batch-size 32 is larger than the 4 training images" in out and "training with batch 4" in out
+    # nc 80 → 1 changes only the 3 Detect output convs (weight + bias each)
+    n_total = len(load_model(summary.last).state_dict())
+    assert f"Transferred {n_total - 6}/{n_total} items from {finished_run.best}" in out
+    assert load_checkpoint(summary.last)["names"] == ["item"]
+
+
+def test_resume_of_finished_run_is_a_clear_message(finished_run):
+    with pytest.raises(UserInputError, match="already finished all its epochs, nothing to resume"):
+        train.run(resume=str(finished_run.last))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_epoch(tmp_path):
+    epochs = 5
+    cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(COCO8), "--cfg", CFG, "--imgsz", "64",
+           "--batch-size", "4", "--workers", "0", "--noplots", "--epochs", str(epochs), "--project", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert last.exists(), "training wrote no last.pt"
+    proc.send_signal(signal.SIGKILL)  # during the next epoch (or the best.pt save right after last.pt)
+    assert proc.wait() == -signal.SIGKILL
+    interrupted = load_checkpoint(last)  # the kill never leaves a half-written last.pt
+    assert 0 <= interrupted["epoch"] < epochs - 1 and interrupted["optimizer"] is not None
+
+    summary = train.run(resume=str(last))
+    assert summary.save_dir == tmp_path / "exp"  # continues in the same run folder
+    assert summary.epochs_run == epochs - 1 - interrupted["epoch"]
+    assert results_epochs(summary.save_dir) == list(range(epochs))
+    final = load_checkpoint(last)
+    assert final["epoch"] == -1 and final["opt"]["epochs"] == epochs
+    assert load_model(last)(torch.zeros(1, 3, 64, 64)).shape[0] == 1
+    assert not list((tmp_path / "exp" / "weights").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_one_epoch(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "train.py"), "--data", str(COCO8), "--cfg", CFG, "--imgsz", "64", "--batch-size", "4",
+           "--workers", "0", "--noplots", "--epochs", "1", "--device", "cpu", "--project", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # rank 0 alone made a run folder
+    assert sorted(p.name for p in (tmp_path / "exp" / "weights").iterdir()) == ["best.pt", "last.pt"]
+    assert results_epochs(tmp_path / "exp") == [0]
+    ckpt = load_checkpoint(tmp_path / "exp" / "weights" / "last.pt")
+    assert ckpt["opt"]["batch_size"] == 4 and ckpt["epoch"] == -1
+    assert "Transferred" not in proc.stdout and proc.stdout.count("Starting training for 1 epochs") == 1
+
+
+@pytest.mark.slow
+def test_yolov5n_faster_overfits_coco8_from_scratch(tmp_path):
+    """From random init, the train images are learned to mAP50 > 0.5 within a couple of minutes on CPU."""
+    hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+    hyp.update(lr0=0.01, lrf=0.1, warmup_epochs=0, hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0,
+               mosaic=0)
+    hyp_file = tmp_path / "hyp.overfit.yaml"
+    hyp_file.write_text(yaml.safe_dump(hyp))
+    # batch 64 on a 4-image set: one optimizer step per epoch (no accumulation toward the nominal 64)
+    summary = train.run(data=str(coco8_train_as_val(tmp_path)), cfg=CFG, hyp=str(hyp_file), imgsz=160,
+                        batch_size=64, epochs=120, optimizer="Adam", workers=0, cache="ram", noval=True,
+                        noplots=True, project=str(tmp_path))
+    p, r, map50, map50_95 = summary.results[:4]
+    assert map50 > 0.5, summary.results
+
+
+@pytest.mark.slow
+def test_evolve_writes_evolve_csv_and_best_hyp(tmp_path):
+    out = train.run(**TINY, epochs=1, evolve=2, project=str(tmp_path / "train"))
+    assert out == tmp_path / "evolve" / "exp" / "hyp_evolve.yaml"
+    rows = (out.parent / "evolve.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("metrics/precision")
+    best = yaml.safe_load(out.read_text())
+    assert set(train.REQUIRED_HYP_KEYS) <= set(best)
+    assert rows[1].split(",")[8:] != rows[2].split(",")[8:]  # generation 2 trained mutated hyps
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("cfg_missing", "model YAML file not found"),
+    ("cfg_malformed", "not valid YAML"),
+    ("data_missing", "data YAML not found"),
+    ("data_malformed", "missing key\\(s\\) train, val"),
+    ("hyp_missing", "--hyp .*hyperparameter file not found"),
+    ("hyp_malformed", "--hyp .*expected a mapping"),
+    ("hyp_incomplete", "--hyp .*missing key\\(s\\) lr0"),
+    ("imgsz_small", "--imgsz 16: too small, must be at least the model's largest stride 32"),
+    ("no_model", "--cfg: give a model YAML"),
+])
+def test_bad_input_raises_one_clear_error(tmp_path, case, message):
+    opts = {**TINY, "epochs": 1, "project": str(tmp_path / "runs")}
+    if case == "cfg_missing":
+        opts["cfg"] = str(tmp_path / "nope.yaml")
+    elif case == "cfg_malformed":
+        opts["cfg"] = write(tmp_path / "bad.yaml", "nc: [1, 2\nbackbone: :")
+    elif case == "data_missing":
+        opts["data"] = str(tmp_path / "none.yaml")
+    elif case == "data_malformed":
+        opts["data"] = write(tmp_path / "data.yaml", "names: [a]\n")
+    elif case == "hyp_missing":
+        opts["hyp"] = str(tmp_path / "hyp.yaml")
+    elif case == "hyp_malformed":
+        opts["hyp"] = write(tmp_path / "hyp.yaml", "- just\n- a list\n")
+    elif case == "hyp_incomplete":
+        opts["hyp"] = write(tmp_path / "hyp.yaml", "lrf: 0.01\n")
+    elif case == "imgsz_small":
+        opts["imgsz"] = 16
+    elif case == "no_model":
+        opts["cfg"] = ""
+    with pytest.raises(UserInputError, match=message):
+        train.run(**opts)
+    assert not (tmp_path / "runs").exists()  # a run that never started leaves no run folder
+
+
+def test_resume_without_any_run_is_a_clear_cli_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", "--project", str(tmp_path)],
+                          cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: --resume: no last.pt found under {tmp_path} to resume; " \
+                                  f"give a checkpoint path or start a new run"
+    assert "Traceback" not in proc.stderr
