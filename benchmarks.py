@@ -23,8 +23,8 @@ from models.yolo import DetectionModel
 from utils.checkpoint import load_model
 from utils.errors import UserInputError
 from utils.log import LOGGER
-from utils.profiler import (BACKENDS, ModelProfile, iter_backends, markdown_table, operator_benchmark, peak_rss_mb,
-                            prepare_model, profile_models, whole_model_rows)
+from utils.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
+                            peak_rss_mb, prepare_model, profile_models, whole_model_rows)
 from utils.runs import increment_path
 from utils.torch_utils import select_device
 
@@ -44,6 +44,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30, help="timed repetitions; latencies are their median")
     parser.add_argument("--warmup", type=int, default=5, help="untimed repetitions first")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch, ONNX Runtime and TFLite")
+    parser.add_argument("--timer", default="wall", choices=TIMERS,
+                        help="wall: latency on a quiet machine; cpu: process CPU time, load-proof, needs --threads 1")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
                         help="whole-model rows to time")
     parser.add_argument("--pconv-mode", default="auto", choices=("auto", "split_cat", "slicing"),
@@ -64,6 +66,9 @@ def check_opt(opt: argparse.Namespace) -> None:
     for flag in ("batch_size", "runs", "threads"):
         if getattr(opt, flag) < 1:
             raise UserInputError(f"--{flag.replace('_', '-')} {getattr(opt, flag)}: must be at least 1")
+    if opt.timer == "cpu" and opt.threads != 1:
+        raise UserInputError(f"--timer cpu: CPU time equals latency only on one thread; add --threads 1 "
+                             f"(got --threads {opt.threads})")
     if opt.warmup < 0:
         raise UserInputError(f"--warmup {opt.warmup}: must not be negative")
     for w in opt.weights:
@@ -102,7 +107,8 @@ def device_line(device: torch.device, threads: int) -> str:
 
 
 def options_line(opt: argparse.Namespace) -> str:
-    keys = ("cfg", "weights", "imgsz", "batch_size", "device", "runs", "warmup", "threads", "backends", "pconv_mode")
+    keys = ("cfg", "weights", "imgsz", "batch_size", "device", "runs", "warmup", "threads", "timer", "backends",
+            "pconv_mode")
     return ", ".join(f"{k}={getattr(opt, k)}" for k in keys)
 
 
@@ -150,6 +156,8 @@ def run(**kwargs) -> Path:
         opt.cfg = ["yolov5n.yaml"]
     t_start = time.perf_counter()
     device = select_device(opt.device, opt.batch_size)
+    if opt.timer == "cpu" and device.type != "cpu":
+        raise UserInputError(f"--timer cpu: only for --device cpu (got {device})")
     threads_before = torch.get_num_threads()
     torch.set_num_threads(opt.threads)
     try:
@@ -162,7 +170,7 @@ def run(**kwargs) -> Path:
             backends = tuple(iter_backends(tuple(opt.backends)))
             LOGGER.info(f"Timing {', '.join(models)} on {', '.join(backends)} ({opt.runs} runs each)")
             model_rows = whole_model_rows(models, opt.imgsz, device, backends, opt.runs, opt.warmup,
-                                          opt.batch_size, opt.threads)
+                                          opt.batch_size, opt.threads, opt.timer)
             md += ["\n## Whole models\n", markdown_table(model_rows, MODEL_COLUMNS),
                    "\nms: median latency (min_ms: the fastest run); GFLOPS: GFLOPs / latency; peak_MB: process "
                    "peak RSS during warm-up forwards (CUDA: max allocated); forward_MB: its rise over the RSS "
@@ -170,11 +178,12 @@ def run(**kwargs) -> Path:
             write_csv(model_rows, save_dir / "models.csv")
             if not opt.no_layers:
                 LOGGER.info("Profiling layers and operators")
-                profiles = profile_models(models, opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size)
+                profiles = profile_models(models, opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size,
+                                          opt.timer)
                 md += ["\n## Per layer (PyTorch eager, fused)\n"] + profile_sections(profiles, save_dir)
         if opt.ops or opt.ops_only:
             LOGGER.info("Running the operator micro-benchmark")
-            op_rows = operator_benchmark(opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size)
+            op_rows = operator_benchmark(opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size, opt.timer)
             md += ["\n## Operators (paper Table 1; YOLOv5-s backbone stage shapes)\n", markdown_table(op_rows)]
             write_csv(op_rows, save_dir / "ops_benchmark.csv")
         if not opt.noplots:

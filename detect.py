@@ -38,6 +38,7 @@ from utils.sources import Frame, open_source  # noqa: E402
 
 CSV_COLUMNS = ("Image Name", "Prediction", "Confidence", "Frame", "x1", "y1", "x2", "y2")
 VIDEO_FOURCC = "mp4v"
+WRITABLE_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # others are saved as .jpg
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -148,7 +149,8 @@ class ResultWriter:
         stem = self.stem_for(frame)
         if annotated is not None:
             if frame.kind == "image":
-                suffix = Path(frame.path).suffix.lower() or ".jpg"
+                suffix = Path(frame.path).suffix.lower()
+                suffix = suffix if suffix in WRITABLE_IMAGE_SUFFIXES else ".jpg"
                 cv2.imwrite(str(self.save_dir / f"{stem}{suffix}"), annotated)
             else:
                 self._video_writer(frame, stem, annotated).write(annotated)

@@ -127,7 +127,7 @@ def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor
                data: dict | None) -> list[ExportedFile]:
     stem = Path(opt.weights).stem
     imgsz, batch = tuple(im.shape[2:]), im.shape[0]
-    precision = "fp16" if opt.half else "fp32"
+    precision = "fp16" if im.dtype == torch.float16 else "fp32"
     files = []
     if "torchscript" in opt.include:
         LOGGER.info("TorchScript: tracing")
@@ -221,9 +221,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def export(opt: argparse.Namespace) -> dict[str, Any]:
     check_options(opt)
     device = select_device(opt.device)
-    if opt.half and device.type == "cpu" and {"onnx", "torchscript"} & set(opt.include):
+    if opt.half and device.type == "cpu" and "tflite" not in opt.include:
         raise UserInputError("--half: FP16 ONNX/TorchScript export needs a CUDA --device "
-                             "(on CPU, --half with --include tflite alone writes an fp16 .tflite)")
+                             "(on CPU, --half only adds an fp16 .tflite)")
+    if opt.half and device.type == "cpu" and {"onnx", "torchscript"} & set(opt.include):
+        LOGGER.warning("WARNING: --half: ONNX/TorchScript stay fp32 on CPU (FP16 needs a CUDA --device); "
+                       "the fp16 .tflite is written")
     pt_model = load_model(opt.weights, "cpu")
     stride = int(max(pt_model.stride))
     imgsz = check_imgsz(opt.imgsz if len(opt.imgsz) > 1 else opt.imgsz[0], stride)

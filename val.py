@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from utils.backends import Backend, load_backend
-from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywhn
+from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.cli import run_cli
 from utils.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
 from utils.dataset import check_dataset, create_dataloader
@@ -114,10 +114,7 @@ def _predictions_as_targets(preds: list[torch.Tensor], max_boxes: int = 15) -> t
     rows = []
     for i, det in enumerate(preds):
         det = det[:max_boxes].cpu()
-        box = det[:, :4].clone()
-        box[:, 2:] -= box[:, :2]
-        box[:, :2] += box[:, 2:] / 2
-        rows.append(torch.cat((torch.full((len(det), 1), i), det[:, 5:6], box, det[:, 4:5]), 1))
+        rows.append(torch.cat((torch.full((len(det), 1), i), det[:, 5:6], xyxy_to_xywh(det[:, :4]), det[:, 4:5]), 1))
     return torch.cat(rows, 0) if rows else torch.zeros((0, 7))
 
 
@@ -247,20 +244,24 @@ def run(
     if task == "speed" and not training:  # yolov5's speed benchmark: deployment thresholds, nothing saved
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
     data = data if isinstance(data, dict) else check_dataset(data)
+    source = "model" if training else f"--weights {weights}"  # names the culprit in error messages
     if training:  # called by train.py: a live DetectionModel (EMA), the loader already built
         device = next(model.parameters()).device
         half &= device.type == "cuda"  # autocast, not model.half(): the EMA weights must stay float32
         was_training = model.training
         forward_model, stride = model.eval(), int(max(model.stride))
-        names = _class_names(list(model.names), data, single_cls, "model")
+        names = _class_names(list(model.names), data, single_cls, source)
         save_dir, weights_stem = Path(save_dir), "last"
+        if plots or save_json:
+            save_dir.mkdir(parents=True, exist_ok=True)
     else:
         split_paths = _split_paths(data, task)
         device = select_device(device, batch_size)
         forward_model, imgsz = _open_for_cli(weights, device, half, imgsz, augment)
         half, stride, weights_stem = forward_model.fp16, forward_model.stride, Path(weights).stem
-        names = _class_names(forward_model.names, data, single_cls, f"--weights {weights}")
+        names = _class_names(forward_model.names, data, single_cls, source)
     nc = len(names)
+    n_outputs = int(getattr(model, "nc", nc)) if training else len(forward_model.names) or data["nc"]  # head classes
     annotations = _coco_annotations(data, coco_json) if save_json else None
     if not training:  # only now that the inputs are known to be good
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
@@ -291,7 +292,13 @@ def run(
                 preds, train_out = forward_model(im), None
             if train_out is not None:
                 loss += compute_loss([t.float() for t in train_out], targets)[1]
+        if preds.shape[-1] != 5 + n_outputs:
+            raise UserInputError(f"{source}: model output has {preds.shape[-1]} columns per box, expected "
+                                 f"5 + {n_outputs} classes (files exported with --nms hold final boxes; val needs "
+                                 f"an export without --nms)")
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
+        if single_cls:  # also when the caller's loader kept the classes
+            targets[:, 1] = 0
         with timers[2]:
             preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True,
                                         agnostic=single_cls, max_det=max_det)

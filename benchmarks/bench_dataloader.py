@@ -64,6 +64,16 @@ class PeakRSS:
         self._thread.join()
 
 
+def cpu_model() -> str:
+    """Timings only compare within one machine: name it beside them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def copy_split(split_dirs: list[str], dst: Path) -> Path:
     """Copy images and their labels under dst/images/train and dst/labels/train."""
     (dst / "images" / "train").mkdir(parents=True)
@@ -142,7 +152,7 @@ def main() -> None:
         return
 
     data = check_dataset(args.data)
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     with tempfile.TemporaryDirectory(prefix="bench_dataloader_") as tmp:
         images = copy_split(data["train"], Path(tmp))
         n_images = len(find_image_files(str(images)))
@@ -151,16 +161,16 @@ def main() -> None:
         results: dict[str, list[dict]] = {"ours": [], "theirs": []}
         for r in range(args.rounds):
             for impl in ("ours", "theirs"):
-                cmd = [sys.executable, __file__, "--child", impl, "--images", str(images), "--imgsz", str(args.imgsz),
-                       "--batch", str(args.batch), "--workers", str(args.workers), "--epochs", str(args.epochs),
-                       "--nc", str(data["nc"])]
+                cmd = [sys.executable, __file__, "--child", impl, "--images", str(images),
+                       "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--workers", str(args.workers),
+                       "--epochs", str(args.epochs), "--nc", str(data["nc"])]
                 out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
                 if out.returncode:
                     raise SystemExit(f"{impl} failed:\n{out.stderr[-3000:]}")
                 res = json.loads(out.stdout.strip().splitlines()[-1])
                 results[impl].append(res)
-                print(f"round {r + 1} {impl:6s}: build {res['build_s']:.2f} s, first batch {res['first_batch_s']:.2f} s, "
-                      f"steady {res['steady_img_s']:.1f} img/s, wall {res['wall_s']:.2f} s, "
+                print(f"round {r + 1} {impl:6s}: build {res['build_s']:.2f} s, "
+                      f"first batch {res['first_batch_s']:.2f} s, steady {res['steady_img_s']:.1f} img/s, wall {res['wall_s']:.2f} s, "
                       f"peak RSS {res['peak_mb']:.0f} MB; one process: {res['sample_ms']:.1f} ms/image")
     best = {k: max(v, key=lambda x: x["steady_img_s"]) for k, v in results.items()}
     ratio = best["ours"]["steady_img_s"] / best["theirs"]["steady_img_s"]

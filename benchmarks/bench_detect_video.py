@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
@@ -127,9 +128,10 @@ def main(argv: list[str] | None = None) -> None:
                 results[m].append(res)
                 LOGGER.info(f"round {r + 1} {m}: {res['wall_s']:.2f} s, {res['frames']} frames, "
                             f"{res['frames'] / res['wall_s']:.2f} FPS, peak {res['peak_rss_mb']:.0f} MB | {res['speed']}")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     header = (f"detect.py end to end on {source.name} ({n_in} frames, {size_in[0]}x{size_in[1]} @ {fps_in:g} fps), "
               f"imgsz {opt.imgsz}, CPU {cpu_name()}, {opt.threads} torch threads, conf {opt.conf_thres}, "
-              f"median of {opt.rounds} alternating runs, each in a fresh process")
+              f"median of {opt.rounds} alternating runs, each in a fresh process; load average at the end {load}")
     rows = ["| model | wall s | FPS (frames/wall) | peak RSS MB | frames | detect.py speed line (last run) |",
             "|---|---|---|---|---|---|"]
     fps = {}

@@ -17,29 +17,6 @@ import torch.nn.functional as F
 PAD_COLOR = (114, 114, 114)
 
 
-def xywhn_to_xyxy(boxes: np.ndarray, w: float, h: float, padw: float = 0.0, padh: float = 0.0) -> np.ndarray:
-    """Normalised [cx, cy, w, h] → pixel [x1, y1, x2, y2] on an image of size w x h, shifted by the padding."""
-    out = np.empty_like(boxes)
-    out[:, 0] = w * (boxes[:, 0] - boxes[:, 2] / 2) + padw
-    out[:, 1] = h * (boxes[:, 1] - boxes[:, 3] / 2) + padh
-    out[:, 2] = w * (boxes[:, 0] + boxes[:, 2] / 2) + padw
-    out[:, 3] = h * (boxes[:, 1] + boxes[:, 3] / 2) + padh
-    return out
-
-
-def xyxy_to_xywhn(boxes: np.ndarray, w: float, h: float) -> np.ndarray:
-    """Pixel [x1, y1, x2, y2] → normalised [cx, cy, w, h], clipped to the image first."""
-    b = boxes.copy()
-    b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
-    b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
-    out = np.empty_like(b)
-    out[:, 0] = (b[:, 0] + b[:, 2]) / 2 / w
-    out[:, 1] = (b[:, 1] + b[:, 3]) / 2 / h
-    out[:, 2] = (b[:, 2] - b[:, 0]) / w
-    out[:, 3] = (b[:, 3] - b[:, 1]) / h
-    return out
-
-
 def letterbox(
     im: np.ndarray,
     new_shape: int | tuple[int, int] = 640,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -19,11 +20,12 @@ import cv2
 import numpy as np
 import torch
 import yaml
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from utils import augment
+from utils.boxes import xywhn_to_xyxy, xyxy_to_xywhn
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
@@ -58,7 +60,7 @@ def check_dataset(path: str | Path) -> dict:
         raise UserInputError(f"{yaml_file}: missing key(s) {', '.join(missing)}")
 
     names = _parse_names(data.get("names"), data.get("nc"), yaml_file)
-    root = Path(data.get("path") or "")
+    root = Path(str(data.get("path") or "")).expanduser()
     if not root.is_absolute():
         root = (yaml_file.parent / root).resolve()
     out = dict(data)
@@ -70,7 +72,7 @@ def check_dataset(path: str | Path) -> dict:
         entries = entry if isinstance(entry, list) else [entry]
         resolved = []
         for e in entries:
-            p = Path(str(e))
+            p = Path(str(e)).expanduser()
             p = p if p.is_absolute() else root / p
             if not p.exists():
                 raise UserInputError(f"{yaml_file}: {split} path '{e}' does not exist (looked for {p})")
@@ -158,12 +160,12 @@ def verify_sample(args: tuple[str, str, int]) -> tuple:
     """
     im_file, lb_file, nc = args
     try:
-        with Image.open(im_file) as im:
+        with _pil_open(im_file) as im:
             im.load()  # decodes every byte: truncated files fail here, not mid-training
             w, h = im.size
             if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # shown rotated by 90°, as cv2 loads it
                 w, h = h, w
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+    except Exception as e:  # whatever a broken file makes the decoder raise, it is one corrupt sample
         return im_file, None, (0, 0), "corrupt", f"{im_file}: image unreadable ({_short(e)}), skipped"
     if w < MIN_IMAGE_SIDE or h < MIN_IMAGE_SIDE:
         return im_file, None, (w, h), "corrupt", f"{im_file}: image {w}x{h} smaller than {MIN_IMAGE_SIDE} px, skipped"
@@ -186,6 +188,13 @@ def verify_sample(args: tuple[str, str, int]) -> tuple:
         n_dup = len(rows) - len(first)
         return im_file, rows[np.sort(first)], (w, h), "found", f"{lb_file}: {n_dup} duplicate rows removed"
     return im_file, rows, (w, h), "found", ""
+
+
+def _pil_open(path: str) -> Image.Image:
+    """PIL's own Image.open. Importing ultralytics swaps in an opener that tries to pip-install a HEIF
+    plugin whenever a file is not an image — exactly what label verification feeds it."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    return getattr(patches, "_image_open", Image.open)(path)
 
 
 def _parse_label_text(text: str, nc: int) -> tuple[np.ndarray, str]:
@@ -501,11 +510,12 @@ class YOLODataset(Dataset):
             im, (rx, ry), (padw, padh) = augment.letterbox(im, shape, auto=False, scaleup=self.augment)
             shapes = ((h0, w0), ((h * ry / h0, w * rx / w0), (padw, padh)))
             lb = self.labels[index]
-            labels = np.concatenate((lb[:, :1], augment.xywhn_to_xyxy(lb[:, 1:], rx * w, ry * h, padw, padh)), 1)
+            labels = np.concatenate((lb[:, :1], xywhn_to_xyxy(lb[:, 1:], rx * w, ry * h, padw, padh)), 1)
             if self.augment:
                 im, labels = augment.random_perspective(im, labels, rng, **self._affine_hyp())
 
-        labels_n = np.concatenate((labels[:, :1], augment.xyxy_to_xywhn(labels[:, 1:5], im.shape[1], im.shape[0])), 1)
+        boxes_n = xyxy_to_xywhn(labels[:, 1:5], im.shape[1], im.shape[0], clip=True)
+        labels_n = np.concatenate((labels[:, :1], boxes_n), 1)
         if self.augment:
             augment.augment_hsv(im, rng, hyp.get("hsv_h", 0), hyp.get("hsv_s", 0), hyp.get("hsv_v", 0))
             if rng.random() < hyp.get("flipud", 0):
@@ -531,7 +541,7 @@ class YOLODataset(Dataset):
             im, _, (h, w) = self.load_image(i)
             lb = self.labels[i]
             ims.append(im)
-            lbs.append(np.concatenate((lb[:, :1], augment.xywhn_to_xyxy(lb[:, 1:], w, h)), 1))
+            lbs.append(np.concatenate((lb[:, :1], xywhn_to_xyxy(lb[:, 1:], w, h)), 1))
         canvas, labels = augment.mosaic4(ims, lbs, self.imgsz, rng)
         return augment.random_perspective(canvas, labels, rng, border=self.mosaic_border, **self._affine_hyp())
 

@@ -102,7 +102,10 @@ def names_from_data_yaml(path: str | Path) -> list[str]:
     except (yaml.YAMLError, AttributeError) as e:
         raise UserInputError(f"--data {path}: not a data YAML mapping ({type(e).__name__})") from None
     if isinstance(names, dict):
-        names = [names[k] for k in sorted(names, key=int)]
+        try:
+            names = [names[k] for k in sorted(names, key=int)]
+        except (TypeError, ValueError):
+            raise UserInputError(f"--data {path}: names keys must be integer class ids") from None
     if not isinstance(names, list) or not names:
         raise UserInputError(f"--data {path}: no 'names' list found")
     return [str(n) for n in names]

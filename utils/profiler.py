@@ -43,11 +43,35 @@ BACKENDS = ("pytorch", "onnx", "tflite")
 MB = 1024 * 1024
 
 
-def synchronizer(device: torch.device) -> Callable[[], None]:
-    """A function that waits for the device's queued work (a no-op on CPU), so timers measure the work."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
+TIMERS = ("wall", "cpu")
+
+
+@dataclass(frozen=True)
+class Stopwatch:
+    """How a latency is read: a clock, bracketed by a device sync so that queued GPU work is counted.
+
+    'wall' (perf_counter) is latency on a quiet machine. 'cpu' (process CPU time) is immune to other
+    processes taking the cores, and equals latency when the work runs on one thread: the only usable
+    reading on a shared, overloaded box.
+    """
+
+    sync: Callable[[], None]
+    clock: Callable[[], float] = time.perf_counter
+
+    def time(self, fn: Callable[[], Any]) -> tuple[Any, float]:
+        """(fn's result, seconds it took)."""
+        self.sync()
+        t0 = self.clock()
+        out = fn()
+        self.sync()
+        return out, self.clock() - t0
+
+
+def make_stopwatch(device: torch.device, timer: str = "wall") -> Stopwatch:
+    if timer not in TIMERS:
+        raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    return Stopwatch(sync, time.perf_counter if timer == "wall" else time.process_time)
 
 
 def median_ms(seconds: list[float]) -> float:
@@ -126,9 +150,9 @@ class OpRecorder(TorchDispatchMode):
     `module` is e.g. '2.m.0.pconv.conv' (row 2, first FasterNet block, its PConv's conv).
     """
 
-    def __init__(self, root: nn.Module, sync: Callable[[], None]):
+    def __init__(self, root: nn.Module, watch: Stopwatch):
         super().__init__()
-        self.root, self.sync = root, sync
+        self.root, self.watch = root, watch
         self.records: list[OpRecord] = []
         self.stack: list[str] = [""]
         self.handles: list = []
@@ -156,24 +180,21 @@ class OpRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        self.sync()
-        t0 = time.perf_counter()
-        out = func(*args, **kwargs)
-        self.sync()
-        seconds = time.perf_counter() - t0
+        out, seconds = self.watch.time(lambda: func(*args, **kwargs))
         self.records.append(OpRecord(self.stack[-1], op_kind(func, args), op_flops(func, args, kwargs, out),
                                      op_bytes(func, args, kwargs, out), seconds))
         return out
 
 
-def record_ops(root: nn.Module, run: Callable[[], Any], device: torch.device, passes: int = 1) -> list[OpRecord]:
+def record_ops(root: nn.Module, run: Callable[[], Any], device: torch.device, passes: int = 1,
+               timer: str = "wall") -> list[OpRecord]:
     """Run `run()` `passes` times under an OpRecorder; each op's latency is the median over the passes.
 
     `run` must issue the same op sequence every pass (warm caches first); a mismatch raises RuntimeError.
     """
     logs = []
     for _ in range(passes):  # not inference_mode: under it composite ops (conv2d) reach the mode undecomposed
-        with torch.inference_mode(False), torch.no_grad(), OpRecorder(root, synchronizer(device)) as recorder:
+        with torch.inference_mode(False), torch.no_grad(), OpRecorder(root, make_stopwatch(device, timer)) as recorder:
             run()
         logs.append(recorder.records)
     if any(len(log) != len(logs[0]) for log in logs):
@@ -201,16 +222,13 @@ def layer_of(module_name: str) -> int:
     return int(head) if head.isdigit() else -1
 
 
-def time_layers(model: nn.Module, x: torch.Tensor, sync: Callable[[], None]) -> list[float]:
+def time_layers(model: nn.Module, x: torch.Tensor, watch: Stopwatch) -> list[float]:
     """Seconds each YAML row took in one forward, each row timed alone with its real inputs."""
     seconds = []
 
     def timed(m: nn.Module, inp):
-        sync()
-        t0 = time.perf_counter()
-        out = m(inp)
-        sync()
-        seconds.append(time.perf_counter() - t0)
+        out, dt = watch.time(lambda: m(inp))
+        seconds.append(dt)
         return out
 
     with torch.inference_mode():
@@ -232,8 +250,8 @@ class ModelProfile:
         """Operators aggregated by type: count, FLOPs, bytes, summed median latency, achieved GFLOPS."""
         return aggregate_ops(self.ops, lambda r: r.kind, "operator")
 
-    def module_rows(self, depth: int = 3) -> list[dict]:
-        """Operators aggregated by module path cut to `depth` parts (e.g. '2.m.0' or '2.cv1')."""
+    def module_rows(self, depth: int = 4) -> list[dict]:
+        """Operators aggregated by module path cut to `depth` parts (e.g. '2.m.0.pconv' or '2.cv1.conv')."""
         return aggregate_ops(self.ops, lambda r: ".".join(r.module.split(".")[:depth]), "module")
 
 
@@ -265,23 +283,23 @@ def prepare_model(model: nn.Module, device: torch.device, pconv_mode: str = "aut
 
 
 def profile_models(models: dict[str, nn.Module], imgsz: int, device: torch.device, runs: int = 20,
-                   warmup: int = 3, batch: int = 1) -> list[ModelProfile]:
+                   warmup: int = 3, batch: int = 1, timer: str = "wall") -> list[ModelProfile]:
     """Per-layer latency (median of `runs`, models interleaved) and the per-operator log of each model.
 
     Models must be prepared (`prepare_model`): fused, eval, on `device`.
     """
-    sync = synchronizer(device)
+    watch = make_stopwatch(device, timer)
     inputs = {name: torch.rand(batch, m.yaml.get("ch", 3), imgsz, imgsz, device=device) for name, m in models.items()}
     for name, m in models.items():
         for _ in range(warmup):
-            time_layers(m, inputs[name], sync)
+            time_layers(m, inputs[name], watch)
     per_run: dict[str, list[list[float]]] = {name: [] for name in models}
     for _ in range(runs):
         for name, m in models.items():
-            per_run[name].append(time_layers(m, inputs[name], sync))
+            per_run[name].append(time_layers(m, inputs[name], watch))
     profiles = []
     for name, m in models.items():
-        ops = record_ops(m.model, lambda: m(inputs[name]), device, passes=max(3, runs // 4))
+        ops = record_ops(m.model, lambda: m(inputs[name]), device, max(3, runs // 4), timer)
         profile = ModelProfile(name, count_params(m), int(round(model_flops(m, imgsz) * 1e9)) * batch, ops=ops)
         layer_ms = [median_ms(list(s)) for s in zip(*per_run[name])]
         for row, ms in zip(describe_rows(m), layer_ms):
@@ -310,36 +328,32 @@ def operator_suite(c: int) -> dict[str, nn.Module]:
     return suite
 
 
-def time_calls(fns: dict[str, Callable[[], Any]], runs: int, warmup: int,
-               sync: Callable[[], None]) -> dict[str, list[float]]:
+def time_calls(fns: dict[str, Callable[[], Any]], runs: int, warmup: int, watch: Stopwatch) -> dict[str, list[float]]:
     """Seconds of each timed call of each function, calls interleaved round by round (fair under background load)."""
     seconds: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
         for i in range(warmup + runs):
             for k, fn in fns.items():
-                sync()
-                t0 = time.perf_counter()
-                fn()
-                sync()
+                dt = watch.time(fn)[1]
                 if i >= warmup:
-                    seconds[k].append(time.perf_counter() - t0)
+                    seconds[k].append(dt)
     return seconds
 
 
-def operator_benchmark(imgsz: int, device: torch.device, runs: int = 50, warmup: int = 5,
-                       batch: int = 1) -> list[dict]:
+def operator_benchmark(imgsz: int, device: torch.device, runs: int = 50, warmup: int = 5, batch: int = 1,
+                       timer: str = "wall") -> list[dict]:
     """FLOPs, memory access, latency and achieved GFLOPS of each Table-1 operator at each backbone stage.
 
     FLOPs count the arithmetic actually done (for PConv only its c/n_div-channel conv), bytes every
     tensor each operator reads and writes — for PConv its split/cat or clone/copy traffic too.
     """
-    sync = synchronizer(device)
+    watch = make_stopwatch(device, timer)
     rows = []
     for c, stride in BACKBONE_STAGES:
         side = max(imgsz // stride, 1)
         x = torch.rand(batch, c, side, side, device=device)
         suite = {k: m.to(device).eval() for k, m in operator_suite(c).items()}
-        seconds = time_calls({k: (lambda m=m: m(x)) for k, m in suite.items()}, runs, warmup, sync)
+        seconds = time_calls({k: (lambda m=m: m(x)) for k, m in suite.items()}, runs, warmup, watch)
         for k, m in suite.items():
             ops = record_ops(m, lambda m=m: m(x), device)
             flops, ms = sum(r.flops for r in ops), median_ms(seconds[k])
@@ -434,7 +448,8 @@ def tflite_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -
 
 
 def whole_model_rows(models: dict[str, nn.Module], imgsz: int, device: torch.device, backends: tuple[str, ...],
-                     runs: int = 30, warmup: int = 5, batch: int = 1, threads: int = 2) -> list[dict]:
+                     runs: int = 30, warmup: int = 5, batch: int = 1, threads: int = 2,
+                     timer: str = "wall") -> list[dict]:
     """Median latency, achieved GFLOPS, throughput, peak memory and build time of every model x backend.
 
     Per backend, all models' runners are built first and then timed round-robin, so a noisy neighbour
@@ -443,7 +458,7 @@ def whole_model_rows(models: dict[str, nn.Module], imgsz: int, device: torch.dev
     timing rounds: process peak RSS (and its rise over the RSS before the forwards) on CPU,
     torch.cuda.max_memory_allocated for PyTorch on CUDA.
     """
-    sync = synchronizer(device)
+    watch = make_stopwatch(device, timer)
     rows = []
     with tempfile.TemporaryDirectory(prefix="pconv_bench_") as tmp:
         for backend in backends:
@@ -462,8 +477,8 @@ def whole_model_rows(models: dict[str, nn.Module], imgsz: int, device: torch.dev
                     info[name]["note"] = f"failed: {reason}"
                     continue
                 info[name]["build_s"] = time.perf_counter() - t0
-                info[name].update(measure_memory(runners[name], backend, device, sync, warmup))
-            seconds = time_calls(runners, runs, warmup, sync)
+                info[name].update(measure_memory(runners[name], backend, device, watch.sync, warmup))
+            seconds = time_calls(runners, runs, warmup, watch)
             for name, row in info.items():
                 if name in seconds:
                     ms = median_ms(seconds[name])

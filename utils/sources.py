@@ -201,10 +201,11 @@ class _NewestFrameReader:
         self.latest: tuple[np.ndarray, int] | None = None  # (frame, frame number)
         self.sequence = 0  # bumped on every new frame, so the consumer sees what is new
         self.done = False
-        self.thread = threading.Thread(target=self._run, args=(capture,), name=f"reader {name}", daemon=True)
+        self.capture = capture  # the thread owns it once started (and swaps it on reconnect)
+        self.thread = threading.Thread(target=self._run, name=f"reader {name}", daemon=True)
 
-    def _run(self, cap: Capture) -> None:
-        n, failures = 0, 0
+    def _run(self) -> None:
+        cap, n, failures = self.capture, 0, 0
         try:
             while not self.stop.is_set():
                 ok, image = cap.read()
@@ -223,7 +224,7 @@ class _NewestFrameReader:
                 cap.release()
                 if self.stop.wait(self.retry_delay):
                     break
-                cap = self.factory(self.source)
+                cap = self.capture = self.factory(self.source)
         except Exception as e:  # a broken capture backend must end the stream, not hang the consumer
             LOGGER.warning(f"WARNING: {self.name}: stream reader failed: {e}")
         finally:
@@ -251,8 +252,8 @@ class LiveSource:
             name = f"camera {source}" if isinstance(source, int) else redact_url(source)
             cap = capture_factory(source)
             if not cap.isOpened():
-                cap.release()
-                self.close()
+                for opened in [cap] + [r.capture for r in self.readers]:
+                    opened.release()
                 what = f"camera {source} could not be opened (no such device?)" if isinstance(source, int) \
                     else "stream could not be opened"
                 raise UserInputError(f"--source {name}: {what}")

@@ -1,5 +1,6 @@
 """train.py end to end on the shipped coco8: it learns, survives SIGKILL + --resume, runs under torchrun,
 and explains bad input in one line."""
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import yaml
 import train
 from utils.checkpoint import load_checkpoint, load_model
 from utils.errors import UserInputError
+from utils.log import LOGGER
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"
@@ -40,6 +42,17 @@ def coco8_train_as_val(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def log_text():
+    """Everything LOGGER says during the test, joined by newlines (call the fixture value to read it)."""
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    yield lambda: "\n".join(lines)
+    LOGGER.removeHandler(handler)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> train.TrainSummary:
     """Two epochs on coco8 at 64 px."""
@@ -59,10 +72,10 @@ def test_finished_run_leaves_yolov5_layout(finished_run):
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 85)
 
 
-def test_weights_transfer_reports_matching_tensors(finished_run, tmp_path, capfd):
-    summary = train.run(**{**TINY, "batch_size": 32}, cfg="", weights=str(finished_run.best), single_cls=True,
+def test_weights_transfer_reports_matching_tensors(finished_run, tmp_path, log_text):
+    summary = train.run(**{**TINY, "batch_size": 32, "cfg": ""}, weights=str(finished_run.best), single_cls=True,
                         epochs=1, noval=True, project=str(tmp_path))
-    out = capfd.readouterr().out
+    out = log_text()
     assert "--batch-size 32 is larger than the 4 training images" in out and "training with batch 4" in out
     # nc 80 → 1 changes only the 3 Detect output convs (weight + bias each)
     n_total = len(load_model(summary.last).state_dict())

@@ -2,6 +2,7 @@
 an untrained checkpoint through the CLI (run folder, table, files), and the bad-input messages."""
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,15 @@ from utils.log import LOGGER_NAME
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"
 
-torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a busy shared CPU they lose a lot to it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class OracleModel(nn.Module):
@@ -108,6 +117,8 @@ def test_oracle_detections_score_exactly_one(tmp_path):
     assert (mp, mr, map50, map50_95) == pytest.approx((1.0, 1.0, 1.0, 1.0))
     assert losses == [0.0, 0.0, 0.0] and len(times) == 3
     assert maps.shape == (80,) and maps[73] == pytest.approx(1.0)
+    (mp, mr, map50, map50_95, *_), maps, _ = _oracle_run(tmp_path, single_cls=True)
+    assert (mp, mr, map50, map50_95) == pytest.approx((1.0, 1.0, 1.0, 1.0)) and maps.shape == (1,)
 
 
 def test_val_map_matches_pycocotools_on_saved_json(tmp_path):
@@ -213,7 +224,8 @@ def test_weights_file_that_is_not_a_checkpoint(tmp_path):
     fake = tmp_path / "fake.pt"
     fake.write_bytes(b"this is not a checkpoint")
     proc = subprocess.run([sys.executable, str(ROOT / "val.py"), "--weights", str(fake), "--data", str(COCO8),
-                           "--project", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                           "--project", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"error: {fake}: not a readable PConv-YOLO checkpoint"), proc.stderr
@@ -244,3 +256,17 @@ def test_bad_task_and_missing_coco_json(checkpoint, tmp_path):
     with pytest.raises(UserInputError, match="--coco-json: COCO annotation file .*nope.json not found"):
         val.run(data=COCO8, weights=checkpoint, imgsz=64, save_json=True, coco_json=str(tmp_path / "nope.json"),
                 project=tmp_path, workers=0)
+
+
+def test_onnx_model_validates_at_its_export_size(checkpoint, tmp_path, log_text):
+    from utils.checkpoint import load_model
+    from utils.exporters import export_metadata, export_onnx, prepare_for_export
+
+    model = prepare_for_export(load_model(checkpoint))
+    onnx_path = export_onnx(model, torch.zeros(1, 3, 32, 32), tmp_path / "v5n.onnx",
+                            export_metadata(model, (32, 32), 1, "fp32", nms=False))
+    (mp, mr, map50, map50_95, *_), maps, _ = val.run(data=COCO8, weights=onnx_path, imgsz=64, batch_size=2,
+                                                     conf_thres=0.0, workers=0, project=tmp_path, plots=False)
+    assert 0.0 <= map50_95 <= map50 <= 1.0 and maps.shape == (80,)
+    assert "--imgsz 64: v5n.onnx takes 32 only, using that" in log_text.text
+    assert "per image at shape (2, 3, 32, 32)" in log_text.text

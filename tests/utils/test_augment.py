@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from utils import augment
+from utils.boxes import xywhn_to_xyxy
 from utils.dataset import YOLODataset
 
 # one distinct, saturated colour per class (BGR), far from the grey pad and the black background
@@ -93,7 +94,7 @@ def test_flips_move_label_with_pixels(colour_dataset):
     for flip in (augment.flip_lr, augment.flip_ud):
         out, lb = flip(im, labels)
         (found,) = colour_blobs(out[:, :, ::-1], CLASS_BGR[0])
-        box = augment.xywhn_to_xyxy(lb[:, 1:], 96, 80)[0]
+        box = xywhn_to_xyxy(lb[:, 1:], 96, 80)[0]
         np.testing.assert_allclose(box, found, atol=0.5)
         back, lb2 = flip(out, lb)
         assert np.array_equal(back, im) and np.allclose(lb2, labels)

@@ -175,6 +175,17 @@ def test_tflite_with_sidecar_metadata(tmp_path):
     assert backend.fixed_batch == 1 and not backend.nhwc
     torch.testing.assert_close(backend(x), model(x), atol=1e-4, rtol=1e-3)
 
+    class ChannelsLast(nn.Module):  # a converter that wants NHWC input
+        def forward(self, x):
+            return model(x.permute(0, 3, 1, 2))
+
+    path = tmp_path / "nhwc.tflite"
+    litert_torch.convert(ChannelsLast().eval(), (x.permute(0, 2, 3, 1),)).export(str(path))
+    (tmp_path / "nhwc.tflite.json").write_text(json.dumps({"names": NAMES, "stride": 8, "imgsz": [32, 32]}))
+    backend = load_backend(path)
+    assert backend.nhwc and backend.imgsz == (32, 32) and backend.names == NAMES
+    torch.testing.assert_close(backend(x), model(x), atol=1e-4, rtol=1e-3)  # NCHW in, transposed inside
+
 
 def test_nms_metadata_marks_end_to_end_models(tiny, tmp_path):
     meta = {**encode_metadata(NAMES, 8, (32, 48)), "nms": "true"}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+import ultralytics.utils.patches  # noqa: F401  # the worst case: it replaces PIL's Image.open (see _pil_open)
 from PIL import Image
 
 from utils.dataset import (YOLODataset, cache_path_for, check_dataset, create_dataloader, image_to_label_path,
@@ -112,10 +113,12 @@ def test_every_good_sample_is_kept(bad_tree):
 
 
 @pytest.mark.parametrize("stem,reason", [
-    ("truncated", "image unreadable"), ("zero_byte", "image unreadable"), ("text_as_jpg", "image unreadable"),
+    ("truncated", "image unreadable"), ("zero_byte", "cannot identify image file"),
+    ("text_as_jpg", "cannot identify image file"),
     ("too_small", "smaller than 10 px"), ("four_columns", "4 columns"), ("six_columns", "6 columns"),
     ("class_too_big", "class id 3 outside [0, 2]"), ("class_negative", "class id -1 outside"),
-    ("class_fraction", "class id 1.5 is not an integer"), ("nan_coord", "NaN or infinite"), ("inf_coord", "NaN or infinite"), ("negative_coord", "not normalised"),
+    ("class_fraction", "class id 1.5 is not an integer"), ("nan_coord", "NaN or infinite"),
+    ("inf_coord", "NaN or infinite"), ("negative_coord", "not normalised"),
     ("coord_above_one", "not normalised"), ("zero_area", "zero-area box"), ("non_utf8", "not UTF-8"),
     ("duplicate_rows", "1 duplicate rows removed"), ("orphan", "label without image"),
 ])

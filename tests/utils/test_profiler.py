@@ -91,7 +91,7 @@ def test_operator_benchmark_counts_the_table1_suite():
 
 def test_cli_writes_tables_and_plots(tmp_path):
     save_dir = run(cfg=["yolov5n.yaml"], imgsz=64, runs=2, warmup=1, backends=["pytorch", "onnx"], ops=True,
-                   threads=1, project=tmp_path, name="exp")
+                   threads=1, timer="cpu", project=tmp_path, name="exp")
     assert save_dir == tmp_path / "exp"
     for name in ("results.md", "models.csv", "layers.csv", "operators.csv", "modules.csv", "ops_benchmark.csv",
                  "latency_vs_flops.png", "layer_flops.png", "ops_benchmark.png"):
@@ -111,3 +111,5 @@ def test_cli_rejects_bad_flags():
         main(["--imgsz", "65"])
     with pytest.raises(UserInputError, match="--weights missing.pt: file not found"):
         main(["--weights", "missing.pt"])
+    with pytest.raises(UserInputError, match="--timer cpu: .* --threads 1"):
+        main(["--timer", "cpu", "--threads", "2"])

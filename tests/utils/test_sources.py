@@ -244,3 +244,17 @@ def test_allowed_local_stream_reads_through_factory():
     frames = list(open_source("rtsp://127.0.0.1:8554/cam", allow_local_streams=True, capture_factory=factory,
                               retries=0, retry_delay=0))
     assert opened == ["rtsp://127.0.0.1:8554/cam"] and frames[-1].index == 2
+
+
+def test_streams_file_with_one_dead_stream_releases_the_others(tmp_path):
+    listing = tmp_path / "cams.streams"
+    listing.write_text("0\n1\n")
+    made = []
+
+    def factory(source):
+        made.append(FakeCapture(frames=3, opened=source == 0))
+        return made[-1]
+
+    with pytest.raises(UserInputError, match="camera 1 could not be opened"):
+        open_source(listing, capture_factory=factory)
+    assert len(made) == 2 and all(c.released for c in made)

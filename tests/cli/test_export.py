@@ -1,0 +1,159 @@
+"""export.py end to end on a tiny checkpoint: every format and precision, the verification table, and
+detect.py / val.py reading each exported file with the same boxes as the .pt; then the bad-input messages."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import detect
+import export
+import val
+from models.yolo import DetectionModel
+from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.dataset import check_dataset
+from utils.errors import UserInputError
+
+ROOT = Path(__file__).resolve().parents[2]
+COCO8 = ROOT / "data/coco8.yaml"
+BUS = ROOT / "data/images/bus.jpg"
+IMGSZ = 64
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained yolov5n-faster whose head is randomised so it draws boxes of distinct scores."""
+    torch.manual_seed(0)
+    names = check_dataset(COCO8)["names"]
+    model = DetectionModel("yolov5n-faster.yaml", nc=len(names))
+    model.names = names
+    with torch.no_grad():
+        for conv in model.model[-1].m:
+            conv.weight.normal_(0, 0.3)
+            conv.bias.normal_(-1.0, 1.0)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return save_checkpoint(build_checkpoint(model), tmp_path_factory.mktemp("weights") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory):
+    return export.run(weights=str(checkpoint), include=["onnx", "tflite", "torchscript"], imgsz=[IMGSZ],
+                      half=True, int8=True, data=str(COCO8), project=str(tmp_path_factory.mktemp("export")))
+
+
+def _files(exported) -> dict[str, Path]:
+    return {f.label: f.path for f in exported["files"]}
+
+
+def test_every_format_written_with_metadata(exported):
+    files = _files(exported)
+    assert sorted(files) == ["onnx", "tflite", "tflite fp16", "tflite int8", "torchscript"]
+    assert [p.name for p in files.values()] == ["tiny.torchscript", "tiny.onnx", "tiny.tflite", "tiny-fp16.tflite",
+                                                "tiny-int8.tflite"]
+    for label in ("tflite", "tflite fp16", "tflite int8"):
+        meta = json.loads(files[label].with_suffix(".json").read_text())
+        assert json.loads(meta["imgsz"]) == [IMGSZ, IMGSZ] and meta["stride"] == "32"
+        assert len(json.loads(meta["names"])) == 80 and meta["layout"] in ("NCHW", "NHWC")
+        assert meta["precision"] == label.split()[-1].replace("tflite", "fp32")
+    sizes = {label: p.stat().st_size for label, p in files.items()}
+    assert sizes["tflite int8"] < 0.5 * sizes["tflite"] and sizes["tflite fp16"] < 0.7 * sizes["tflite"]
+    assert (exported["save_dir"] / "summary.json").is_file()
+
+
+def test_verification_table_parity_and_map(exported):
+    rows = {r["format"]: r for r in exported["rows"]}
+    assert list(rows) == ["pytorch", "torchscript", "onnx", "tflite", "tflite fp16", "tflite int8"]
+    assert rows["onnx"]["max_abs"] < 1e-4
+    assert rows["tflite"]["max_abs"] < 1e-3
+    assert rows["torchscript"]["max_abs"] < 1e-4
+    assert rows["tflite fp16"]["max_abs"] < 1.0  # box pixels at 64; fp16 weights, fp32 compute
+    assert np.isfinite(rows["tflite int8"]["max_abs"])
+    for r in rows.values():
+        assert r["latency_ms"] > 0 and r["map50_95"] is not None and 0 <= r["map50_95"] <= 1
+    for fmt in ("torchscript", "onnx", "tflite"):
+        assert rows[fmt]["map50_95"] == pytest.approx(rows["pytorch"]["map50_95"], abs=1e-3)
+
+
+def _detect_rows(weights: Path, project: Path) -> np.ndarray:
+    save_dir = detect.run(weights=[str(weights)], source=str(BUS), imgsz=[IMGSZ], conf_thres=0.25, save_txt=True,
+                          save_conf=True, nosave=True, project=str(project), name=weights.name)
+    labels = save_dir / "labels" / "bus.txt"
+    rows = np.loadtxt(labels, ndmin=2) if labels.is_file() else np.zeros((0, 6))
+    return rows[np.lexsort(rows[:, :5].T[::-1])]  # order by class, then box: score ties may reorder NMS output
+
+
+@pytest.mark.parametrize("label, tol", [("onnx", 1e-4), ("tflite", 1e-4), ("torchscript", 1e-4),
+                                        ("tflite fp16", 2e-2)])
+def test_detect_gives_the_pt_boxes(exported, checkpoint, tmp_path, label, tol):
+    ref = _detect_rows(checkpoint, tmp_path)
+    out = _detect_rows(_files(exported)[label], tmp_path)
+    assert len(ref) > 3
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() < tol  # class ids equal; boxes (normalised) and confidences within tol
+
+
+def test_detect_runs_int8_file(exported, tmp_path):
+    rows = _detect_rows(_files(exported)["tflite int8"], tmp_path)
+    assert rows.shape[1] == 6 and np.all((rows[:, 1:5] >= 0) & (rows[:, 1:5] <= 1))
+
+
+def _val_rows(weights: Path, project: Path) -> tuple[float, dict[str, np.ndarray]]:
+    results = val.run(data=str(COCO8), weights=str(weights), imgsz=IMGSZ, batch_size=4, workers=0, save_txt=True,
+                      save_conf=True, plots=False, project=str(project), name=weights.name)
+    folder = project / weights.name / "labels"
+    rows = {p.stem: np.loadtxt(p, ndmin=2) for p in sorted(folder.glob("*.txt"))}
+    return results[0][3], {k: v[np.lexsort(v[:, :5].T[::-1])] for k, v in rows.items()}
+
+
+@pytest.mark.parametrize("label", ["onnx", "tflite", "tflite fp16", "tflite int8"])
+def test_val_accepts_each_file(exported, checkpoint, tmp_path, label):
+    """At 64 px every coco8 val image letterboxes to 64x64 both ways (rect .pt, square export): same boxes."""
+    ref_map, ref = _val_rows(checkpoint, tmp_path)
+    out_map, out = _val_rows(_files(exported)[label], tmp_path)
+    if label == "tflite int8":
+        assert 0 <= out_map <= 1 and out
+        return
+    assert out.keys() == ref.keys() and len(ref) == 4
+    tol = 2e-2 if label == "tflite fp16" else 1e-4
+    for stem in ref:
+        assert out[stem].shape == ref[stem].shape
+        assert np.abs(out[stem][:, 1:5] - ref[stem][:, 1:5]).max() < tol
+    assert out_map == pytest.approx(ref_map, abs=1e-3)
+
+
+def test_bad_input_messages(checkpoint, tmp_path):
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("hello")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    cases = [
+        (dict(weights=str(tmp_path / "missing.pt")), "missing.pt: file not found"),
+        (dict(weights=str(not_a_checkpoint)), "not a readable PConv-YOLO checkpoint"),
+        (dict(weights=str(checkpoint), include=["onnx", "coreml"]), "unknown format(s) coreml"),
+        (dict(weights=str(checkpoint), include=["tflite"], int8=True), "--int8: needs --data"),
+        (dict(weights=str(checkpoint), include=["onnx"], project=str(blocker)), "output folder is not writable"),
+        (dict(weights=str(checkpoint), include=["onnx"], half=True, device="cpu"), "--half"),
+        (dict(weights=str(checkpoint), include=["onnx"], opset=5), "--opset 5"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(UserInputError) as e:
+            export.run(**kwargs)
+        assert message in str(e.value), (kwargs, str(e.value))
+        assert "\n" not in str(e.value)
+
+
+def test_cli_prints_one_error_line_and_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "export.py"), "--weights", str(tmp_path / "nope.pt"),
+                           "--include", "onnx"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: --weights {tmp_path / 'nope.pt'}: file not found"
+    assert "Traceback" not in proc.stderr
