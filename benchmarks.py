@@ -131,10 +131,10 @@ def profile_sections(profiles: list[ModelProfile], save_dir: Path) -> list[str]:
                   f"layers sum to {layer_flops:.2f} GFLOPs and {layer_ms:.1f} ms "
                   f"({layer_flops / layer_ms * 1e3 if layer_ms else 0:.1f} GFLOPS)\n")
         rows = [{**r, "% time": 100 * r["ms"] / layer_ms if layer_ms else 0.0} for r in p.layer_rows]
-        md.append(markdown_table(rows, LAYER_COLUMNS + ["% time"]))
+        md.append(markdown_table(rows, LAYER_COLUMNS + ["% time"], digits=3))
         op_rows = sorted(p.op_rows(), key=lambda r: -r["ms"])
         md.append(f"\nOperator types of {p.name} (each op timed alone, synchronised; median over passes):\n")
-        md.append(markdown_table(op_rows))
+        md.append(markdown_table(op_rows, digits=3))
         layers += [{"model": p.name, **r} for r in rows]
         operators += [{"model": p.name, **r} for r in op_rows]
         modules += [{"model": p.name, **r} for r in p.module_rows()]
@@ -184,7 +184,8 @@ def run(**kwargs) -> Path:
         if opt.ops or opt.ops_only:
             LOGGER.info("Running the operator micro-benchmark")
             op_rows = operator_benchmark(opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size, opt.timer)
-            md += ["\n## Operators (paper Table 1; YOLOv5-s backbone stage shapes)\n", markdown_table(op_rows)]
+            md += ["\n## Operators (paper Table 1; YOLOv5-s backbone stage shapes)\n",
+                   markdown_table(op_rows, digits=3)]
             write_csv(op_rows, save_dir / "ops_benchmark.csv")
         if not opt.noplots:
             save_plots(model_rows, profiles, op_rows, save_dir)

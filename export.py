@@ -145,11 +145,10 @@ def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor
         tfl_model, tfl_im = model.float().cpu(), im.float().cpu()  # litert converts on CPU in fp32
         calibration = calibration_batches(data, imgsz, batch) if opt.int8 else None
         wanted = ["fp32"] + ["fp16"] * opt.half + ["int8"] * opt.int8
-        for prec in wanted:
-            LOGGER.info(f"TFLite: litert_torch.convert ({prec})")
-            name = f"{stem}.tflite" if prec == "fp32" else f"{stem}-{prec}.tflite"
-            meta = export_metadata(tfl_model, imgsz, batch, prec, opt.nms)
-            path = export_tflite(tfl_model, tfl_im, save_dir / name, meta, prec, calibration)
+        outputs = {p: save_dir / (f"{stem}.tflite" if p == "fp32" else f"{stem}-{p}.tflite") for p in wanted}
+        LOGGER.info(f"TFLite: litert_torch.convert, then {', '.join(wanted)}")
+        meta = export_metadata(tfl_model, imgsz, batch, "fp32", opt.nms)
+        for prec, path in export_tflite(tfl_model, tfl_im, outputs, meta, calibration).items():
             files.append(ExportedFile("tflite", path, prec))
     return files
 

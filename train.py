@@ -531,7 +531,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
         for f in (last, best):
             if f.exists():
                 finalize_checkpoint(f)
-        if best.exists():
+        if best.exists() and not opt.evolve:  # evolve scores each generation by its last epoch
             LOGGER.info(f"\nValidating {best}...")
             final_results, _, _ = validate.run(data=data, batch_size=batch_size * 2, imgsz=imgsz,
                                                model=load_model(best, device), single_cls=opt.single_cls,

@@ -195,6 +195,18 @@ def _open_for_cli(weights: str | Path | None, device: torch.device, half: bool, 
     return backend, fixed[0]
 
 
+def _check_numbers(task: str, conf_thres: float, iou_thres: float, max_det: int, batch_size: int) -> None:
+    """Flag values that would otherwise fail deep inside NMS or the dataloader."""
+    if task not in TASKS:
+        raise UserInputError(f"--task {task}: expected one of {', '.join(TASKS)}")
+    for flag, value in (("--conf-thres", conf_thres), ("--iou-thres", iou_thres)):
+        if not 0.0 <= value <= 1.0:
+            raise UserInputError(f"{flag} {value}: must be between 0 and 1")
+    for flag, value in (("--max-det", max_det), ("--batch-size", batch_size)):
+        if value < 1:
+            raise UserInputError(f"{flag} {value}: must be at least 1")
+
+
 def _class_names(model_names: list[str], data: dict, single_cls: bool, source: str) -> list[str]:
     """Names for the table and plots; the model and the data YAML must agree on the class count."""
     if single_cls:
@@ -238,8 +250,7 @@ def run(
     results = (mp, mr, map50, map50-95, box_loss, obj_loss, cls_loss); maps = per-class mAP50-95 (the
     overall mAP for classes without labels); times = ms per image for pre-process, inference, NMS.
     """
-    if task not in TASKS:
-        raise UserInputError(f"--task {task}: expected one of {', '.join(TASKS)}")
+    _check_numbers(task, conf_thres, iou_thres, max_det, batch_size)
     training = model is not None
     if task == "speed" and not training:  # yolov5's speed benchmark: deployment thresholds, nothing saved
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False

@@ -9,6 +9,7 @@ latency: how well a design turns FLOPs into speed on this machine, the quantity 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import statistics
@@ -22,6 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
+# Idle OpenMP threads must sleep, not spin: on a shared CPU spinning 2-thread PyTorch ran 5-30x slower
+# (yolov5n 1-4 s instead of 0.3 s under load 12); ONNX Runtime gets the same (allow_spinning 0) below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
@@ -122,15 +126,18 @@ def time_once(entry: Entry, x_torch: torch.Tensor, x_numpy: np.ndarray, record: 
 
 def markdown_table(entries: list[Entry], imgsz: int) -> str:
     by_name = {e.name: e for e in entries}
-    lines = [f"| model | params (M) | GFLOPs@{imgsz} | PyTorch ms | ONNX RT ms | ONNX RT img/s | "
-             "ONNX RT GFLOPS | vs baseline (ORT) | ORT max diff |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| model | params (M) | GFLOPs@{imgsz} | PyTorch ms | PyTorch img/s | ONNX RT ms | ONNX RT img/s | "
+             "ONNX RT GFLOPS | vs baseline (PyTorch / ONNX RT) | ORT max diff |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         pt, ox = statistics.median(e.torch_times), statistics.median(e.ort_times)
         base = by_name.get(baseline_of(e.name))
-        ratio = f"{ox / statistics.median(base.ort_times):.2f}x {base.name}" if base and base is not e else "—"
-        lines.append(f"| {e.name} | {e.params / 1e6:.2f} | {e.gflops:.1f} | {pt * 1e3:.1f} | {ox * 1e3:.1f} | "
-                     f"{1 / ox:.1f} | {e.gflops / ox:.0f} | {ratio} | {e.ort_max_diff:.1e} |")
+        ratio = "—"
+        if base is not None and base is not e:
+            ratio = (f"{pt / statistics.median(base.torch_times):.2f}x / "
+                     f"{ox / statistics.median(base.ort_times):.2f}x {base.name}")
+        lines.append(f"| {e.name} | {e.params / 1e6:.2f} | {e.gflops:.1f} | {pt * 1e3:.1f} | {1 / pt:.1f} | "
+                     f"{ox * 1e3:.1f} | {1 / ox:.1f} | {e.gflops / ox:.0f} | {ratio} | {e.ort_max_diff:.1e} |")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""YOLOv5's anchor-based detection head.
+"""Detection heads: YOLOv5's anchor-based Detect and the anchor-free DetectAF (DFL boxes, decoupled).
 
 Outputs follow docs/ARCHITECTURE.md: training → list of raw maps (B, na, ny, nx, 5+nc);
 eval → (decoded (B, N, 5+nc) in input pixels with sigmoid scores, raw list);
@@ -10,6 +10,9 @@ import math
 
 import torch
 import torch.nn as nn
+
+from models.common import Conv
+from models.fasternet import PConv
 
 
 class Detect(nn.Module):
@@ -78,3 +81,96 @@ class Detect(nn.Module):
             b = conv.bias.data.view(self.na, -1)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
             b[:, 5: 5 + self.nc] += math.log(0.6 / (self.nc - 0.99))
+
+
+def dfl_expectation(dist: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """(..., 4 * reg_max) logits → (..., 4) distances: the expected bin under a softmax over each side's bins.
+
+    Distribution Focal Loss heads predict each side's distance as a distribution over 0..reg_max-1 grid
+    cells; its mean is the distance. A matmul with the bin values (no pow, no gather) traces to any exporter.
+    """
+    reg_max = bins.shape[0]
+    return dist.unflatten(-1, (4, reg_max)).softmax(-1).matmul(bins)
+
+
+class DetectAF(nn.Module):
+    """Anchor-free decoupled head: per level a DFL box branch (4 x reg_max) and a class branch, no objectness.
+
+    Each cell centre is one anchor point; boxes decode as centre ∓ (left, top, right, bottom) · stride.
+    Train mode returns the raw maps, one per level, shaped (B, ny, nx, 4·reg_max + nc) (channels last,
+    so `shape[-3]` is the map height as for Detect). Eval returns (B, N, 5 + nc) exactly like Detect —
+    cx, cy, w, h pixels, an objectness column fixed at 1.0, class probabilities — so NMS, val, detect and
+    the exporters need no special case. `block` picks the branch convs: 'conv' (two 3x3 Conv, the usual
+    decoupled head) or 'pconv' (3x3 Conv, then PConv + 1x1 Conv in place of the second 3x3: cheaper).
+    """
+
+    anchor_free = True  # utils.loss.build_loss and the anchor tooling tell heads apart by this
+    BLOCKS = ("conv", "pconv", "pconv_lite")
+
+    def __init__(self, nc: int = 80, reg_max: int = 16, block: str = "conv", ch: list[int] = ()):
+        super().__init__()
+        if not ch:
+            raise ValueError("DetectAF needs at least one input layer")
+        if block not in self.BLOCKS:
+            raise ValueError(f"block must be one of {self.BLOCKS}, got {block!r}")
+        if reg_max < 2:
+            raise ValueError(f"reg_max must be at least 2, got {reg_max}")
+        self.nc, self.nl, self.reg_max, self.block = nc, len(ch), reg_max, block
+        self.no = 4 * reg_max + nc
+        c_box = max(16, ch[0] // 4, 4 * reg_max)
+        c_cls = max(ch[0], min(nc, 100))
+        self.box = nn.ModuleList(self._branch(c, c_box, 4 * reg_max) for c in ch)
+        self.cls = nn.ModuleList(self._branch(c, c_cls, nc) for c in ch)
+        self.register_buffer("stride", torch.zeros(self.nl))
+        self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32))
+        self.export = False
+        self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _branch(self, c1: int, c: int, c_out: int) -> nn.Sequential:
+        if self.block == "pconv":
+            return nn.Sequential(PConv(c1), Conv(c1, c, 1), PConv(c), Conv(c, c, 1), nn.Conv2d(c, c_out, 1))
+        if self.block == "pconv_lite":
+            return nn.Sequential(PConv(c1), Conv(c1, c, 1), nn.Conv2d(c, c_out, 1))
+        return nn.Sequential(Conv(c1, c, 3), Conv(c, c, 3), nn.Conv2d(c, c_out, 1))
+
+    def forward(self, xs: list[torch.Tensor]):
+        raw = [torch.cat((self.box[i](x), self.cls[i](x)), 1).permute(0, 2, 3, 1) for i, x in enumerate(xs)]
+        if self.training and not self.export:
+            return raw
+        pred = self.decode(raw)
+        return pred if self.export else (pred, raw)
+
+    def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
+        """Raw maps → (B, N, 5 + nc): cx, cy, w, h pixels, 1.0, sigmoid class scores."""
+        bs = raw[0].shape[0]
+        p = torch.cat([r.reshape(bs, -1, self.no) for r in raw], 1)
+        dist, logits = p.split((4 * self.reg_max, self.nc), 2)
+        points, strides = self.anchor_points([r.shape[1:3] for r in raw], p.device, p.dtype)
+        ltrb = dfl_expectation(dist, self.bins.to(p.dtype)) * strides
+        lt, rb = ltrb.split((2, 2), 2)
+        centre = points * strides + (rb - lt) * 0.5
+        scores = logits.sigmoid()
+        return torch.cat((centre, lt + rb, torch.ones_like(scores[..., :1]), scores), 2)
+
+    def anchor_points(self, shapes: list, device: torch.device, dtype: torch.dtype):
+        """(cell centres (N, 2) in grid units of their level, strides (N, 1)) for maps of `shapes` [(ny, nx)].
+
+        Cached per size (so a fixed-size trace records constants); `utils.exporters.clear_traced_grid_cache`
+        empties `_grids` when a dynamic-size export must record how they are built.
+        """
+        key = (tuple((int(h), int(w)) for h, w in shapes), device, dtype)
+        if key not in self._grids:
+            points, strides = [], []
+            for (ny, nx), s in zip(shapes, self.stride.tolist()):
+                yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=dtype) + 0.5,
+                                        torch.arange(nx, device=device, dtype=dtype) + 0.5, indexing="ij")
+                points.append(torch.stack((xv, yv), 2).view(-1, 2))
+                strides.append(torch.full((ny * nx, 1), s, device=device, dtype=dtype))
+            self._grids[key] = (torch.cat(points), torch.cat(strides))
+        return self._grids[key]
+
+    def initialize_biases(self, strides: list[float]) -> None:
+        """Box logits start flat (bias 1.0); class prior ~5 objects per 640² image spread over the classes."""
+        for box, cls, s in zip(self.box, self.cls, strides):
+            box[-1].bias.data[:] = 1.0
+            cls[-1].bias.data[: self.nc] = math.log(5 / self.nc / (640 / s) ** 2)

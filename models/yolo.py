@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models.common import C3, SPPF, Bottleneck, Concat, Conv  # noqa: E402
 from models.fasternet import C3Faster, FasterNetStage, PatchEmbed, PatchMerging  # noqa: E402
-from models.heads import Detect  # noqa: E402
+from models.heads import Detect, DetectAF  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.torch_utils import fuse_conv_and_bn, model_info  # noqa: E402
@@ -41,7 +41,8 @@ class ModuleSpec:
 
     kind: 'conv' → args become (c1, c2 scaled by width, *rest); 'csp' → like conv, with the row's
     repeat count inserted as the third argument; 'concat' → c2 = sum of inputs; 'detect' → input
-    channels appended; 'keep' → channels unchanged, args passed as given.
+    channels appended; 'head' → args as given, then the list of per-level input channels (anchor-free
+    heads); 'keep' → channels unchanged, args passed as given.
     """
 
     cls: type[nn.Module]
@@ -62,7 +63,9 @@ REGISTRY: dict[str, ModuleSpec] = {
     "nn.Upsample": ModuleSpec(nn.Upsample, "keep"),
     "Upsample": ModuleSpec(nn.Upsample, "keep"),
     "Detect": ModuleSpec(Detect, "detect"),
+    "DetectAF": ModuleSpec(DetectAF, "head"),
 }
+HEADS = (Detect, DetectAF)
 REQUIRED_KEYS = ("nc", "anchors", "backbone", "head")
 
 
@@ -107,9 +110,21 @@ def check_model_dict(d: dict, source: str) -> None:
         value = d.get(key, 1.0)
         if not isinstance(value, (int, float)) or value <= 0:
             raise UserInputError(f"{source}: {key} must be a positive number, got {value!r}")
+    anchors = d["anchors"]
+    if not anchors_well_formed(anchors):
+        raise UserInputError(f"{source}: anchors must be a list of [w1,h1, w2,h2, ...] per level or an anchor "
+                             f"count, got {anchors!r}")
     for key in ("backbone", "head"):
         if not isinstance(d[key], list) or not d[key]:
             raise UserInputError(f"{source}: {key} must be a non-empty list of [from, number, module, args] rows")
+
+
+def anchors_well_formed(anchors) -> bool:
+    """A positive anchor count, or a non-empty list of non-empty number lists (one per level)."""
+    if isinstance(anchors, int) and not isinstance(anchors, bool):
+        return anchors > 0
+    return isinstance(anchors, list) and bool(anchors) and all(
+        isinstance(level, list) and level and all(isinstance(v, (int, float)) for v in level) for level in anchors)
 
 
 def resolve_arg(a, nc: int, anchors):
@@ -161,32 +176,40 @@ def parse_model(d: dict, ch: int, source: str) -> tuple[nn.Sequential, list[int]
         c_in = [ch if j == -1 else chs[j] for j in fs]
         args = [resolve_arg(a, nc, anchors) for a in args]
         n = n_scaled = max(round(n * gd), 1) if n > 1 else n
-        c2 = c_in[0]
-        if spec.kind in ("conv", "csp"):
-            if not args:
-                raise UserInputError(f"{where}: {name} needs its output channels as the first argument")
-            c2 = args[0] if args[0] == no else make_divisible(args[0] * gw, 8)
-            args = [c_in[0], c2, *args[1:]]
-            if spec.kind == "csp":
-                args.insert(2, n)
-                n = 1
-        elif spec.kind == "concat":
-            c2 = sum(c_in)
-        elif spec.kind == "detect":
-            if len(args) != 2:
-                raise UserInputError(f"{where}: Detect takes [nc, anchors], got {len(args)} argument(s)")
-            if isinstance(args[1], int):
-                args[1] = [list(range(args[1] * 2))] * len(fs)
-            args.append(c_in)
+        args, c2, n = wire_channels(spec, args, c_in, n, no, gw, where)
         module = build_module(spec.cls, args, n, where, name)
         module.i, module.f, module.type, module.n, module.args = i, f, name, n_scaled, args
         module.np = sum(p.numel() for p in module.parameters())
         save.extend(x % i for x in (f if isinstance(f, list) else [f]) if x != -1)
         layers.append(module)
         chs.append(c2)
-    if not isinstance(layers[-1], Detect):
+    if not isinstance(layers[-1], HEADS):
         raise UserInputError(f"{source}: the last row must be a Detect head, got {rows[-1][2]!r}")
     return nn.Sequential(*layers), sorted(set(save))
+
+
+def wire_channels(spec: ModuleSpec, args: list, c_in: list[int], n: int, no: int, gw: float,
+                  where: str) -> tuple[list, int, int]:
+    """Prepend input/output channels per the module's kind. Returns (args, output channels, repeats)."""
+    if spec.kind in ("conv", "csp"):
+        if not args or not isinstance(args[0], int) or isinstance(args[0], bool):
+            raise UserInputError(f"{where}: {spec.cls.__name__} needs its output channels (an int) as the first "
+                                 f"argument, got {args!r}")
+        c2 = args[0] if args[0] == no else make_divisible(args[0] * gw, 8)
+        args = [c_in[0], c2, *args[1:]]
+        if spec.kind == "csp":  # the repeats live inside the block
+            return [*args[:2], n, *args[2:]], c2, 1
+        return args, c2, n
+    if spec.kind == "concat":
+        return args, sum(c_in), n
+    if spec.kind == "detect":
+        if len(args) != 2:
+            raise UserInputError(f"{where}: Detect takes [nc, anchors], got {len(args)} argument(s)")
+        anchors = [list(range(args[1] * 2))] * len(c_in) if isinstance(args[1], int) else args[1]
+        return [args[0], anchors, c_in], c_in[0], n
+    if spec.kind == "head":
+        return [*args, c_in], c_in[0], n
+    return args, c_in[0], n
 
 
 def build_module(cls: type[nn.Module], args: list, n: int, where: str, name: str) -> nn.Module:
@@ -243,12 +266,15 @@ class DetectionModel(nn.Module):
         detect = self.model[-1]
         s = STRIDE_PROBE_SIZE
         with torch.no_grad():
-            raw = self.forward(torch.zeros(1, ch, s, s, device=detect.anchors.device))
+            raw = self.forward(torch.zeros(1, ch, s, s, device=detect.stride.device))
         strides = [s / r.shape[-3] for r in raw]
         for m in self.modules():  # the probe must not leave statistics of an all-zero image behind
             if isinstance(m, nn.BatchNorm2d):
                 m.reset_running_stats()
         detect.stride.copy_(torch.tensor(strides))
+        if not hasattr(detect, "anchors"):  # anchor-free head
+            detect.initialize_biases(strides)
+            return
         if self._anchor_order_reversed(strides):
             LOGGER.info("Reversing anchor order to match stride order")
             detect.anchors.copy_(detect.anchors.flip(0))

@@ -10,6 +10,7 @@ The keys (written by utils/exporters.py, read here; all values are strings):
     names   JSON list of class names, index = class id (a JSON object {"0": "person", ...} is accepted too)
     stride  the model's largest stride, an integer ("32")
     imgsz   JSON [height, width] the model was exported at
+    batch   optional, the batch size a TorchScript file was traced with (ONNX/TFLite: read from the input)
     nms     optional JSON boolean: "true" when NMS is inside the graph; the output is then (B, max_det, 6)
             rows x1 y1 x2 y2 conf cls (zero rows are padding) instead of the raw predictions
 Where they live: ONNX `metadata_props`; TorchScript `_extra_files={"config.txt": <JSON object>}`;
@@ -95,8 +96,16 @@ class Backend:
     def __call__(self, im: torch.Tensor | np.ndarray) -> torch.Tensor:
         im = torch.as_tensor(im, device=self.device)
         im = im.half() if self.fp16 else im.float()
-        if self.fixed_batch and im.shape[0] != self.fixed_batch:
-            return torch.cat([self(im[i:i + 1]) for i in range(im.shape[0])], 0)
+        if self.fixed_batch and im.shape[0] != self.fixed_batch:  # run in chunks of the exported batch size
+            k = self.fixed_batch
+            chunks = []
+            for i in range(0, im.shape[0], k):
+                chunk = im[i:i + k]
+                pad = k - chunk.shape[0]
+                if pad:
+                    chunk = torch.cat([chunk, chunk.new_zeros(pad, *chunk.shape[1:])], 0)
+                chunks.append(self(chunk)[:k - pad])
+            return torch.cat(chunks, 0)
         pred = self._forward(im)
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
         pred = torch.as_tensor(pred, device=self.device).float()
@@ -150,14 +159,16 @@ class TorchScriptBackend(Backend):
             model = torch.jit.load(str(path), map_location=device, _extra_files=extra)
         except RuntimeError as e:
             raise UserInputError(f"--weights {path}: not a readable TorchScript file ({str(e).splitlines()[0]})") from None
+        config: dict[str, Any] = {}
         if extra["config.txt"]:
             try:
-                self._apply_metadata(json.loads(extra["config.txt"]))
+                config = json.loads(extra["config.txt"])
             except json.JSONDecodeError as e:
                 raise UserInputError(f"--weights {path}: config.txt is not JSON ({e})") from None
+        self._apply_metadata(config)
         self.model = model.half() if fp16 else model.float()
         self.model.eval()
-        self.fixed_batch = 1
+        self.fixed_batch = int(config.get("batch", 1))  # a traced graph keeps the batch size it was traced with
 
     def _forward(self, im: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

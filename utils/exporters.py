@@ -12,6 +12,7 @@ import copy
 import datetime
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -193,15 +194,16 @@ def require_litert() -> None:
         raise UserInputError(f"--include tflite: {TFLITE_HINT} ({e})") from None
 
 
-def export_tflite(model: nn.Module, im: torch.Tensor, path: Path, metadata: dict[str, str],
-                  precision: str = "fp32", calibration: list[np.ndarray] | None = None) -> Path:
-    """litert_torch.convert straight from PyTorch, then ai-edge-quantizer for fp16 / int8.
+def export_tflite(model: nn.Module, im: torch.Tensor, outputs: dict[str, Path], metadata: dict[str, str],
+                  calibration: list[np.ndarray] | None = None) -> dict[str, Path]:
+    """litert_torch.convert straight from PyTorch (once), then ai-edge-quantizer for each reduced precision.
 
-    fp16 stores conv weights as float16 (dequantized at load; compute stays fp32 on XNNPACK). int8 is static
-    post-training quantization (int8 weights and activations) calibrated on `calibration` batches; the Detect
-    decode (sigmoid, grid, anchors, the final concat) stays float, because one int8 scale over a tensor that
-    holds both pixel boxes and 0-1 scores would round every score to zero. Input and output stay float32.
-    Metadata goes to a sidecar `<file>.json` (utils.backends reads it).
+    `outputs` maps precision (fp32, fp16, int8) to the file to write. fp16 stores conv weights as float16
+    (dequantized at load; compute stays fp32 on XNNPACK). int8 is static post-training quantization (int8
+    weights and activations) calibrated on `calibration` batches; the Detect decode (sigmoid, grid, anchors,
+    the final concat) stays float, because one int8 scale over a tensor holding both pixel boxes and 0-1
+    scores rounds every score to zero. Input and output stay float32. Metadata goes to a sidecar
+    `<file>.json` (utils.backends reads it), with the precision and the input layout the converter produced.
     """
     require_litert()
     import litert_torch
@@ -209,17 +211,19 @@ def export_tflite(model: nn.Module, im: torch.Tensor, path: Path, metadata: dict
     with torch.inference_mode():
         model(im)  # fixed input size: Detect's grids become constants instead of attributes set mid-export
     edge_model = litert_torch.convert(model, (im,))
-    if precision == "fp32":
-        edge_model.export(str(path))
-    else:
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            float_file = Path(tmp) / "float.tflite"
-            edge_model.export(str(float_file))
-            quantize_tflite(float_file, path, precision, calibration)
-    layout = "NCHW" if tflite_input_shape(path)[1] == im.shape[1] else "NHWC"  # as the converter produced it
-    sidecar = path.with_suffix(".json")
-    sidecar.write_text(json.dumps({**metadata, "layout": layout}, indent=2), encoding="utf-8")
-    return path
+    folder = next(iter(outputs.values())).parent
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        float_file = Path(tmp) / "float.tflite"
+        edge_model.export(str(float_file))
+        layout = "NCHW" if tflite_input_shape(float_file)[1] == im.shape[1] else "NHWC"
+        for precision, path in outputs.items():
+            if precision == "fp32":
+                shutil.copyfile(float_file, path)
+            else:
+                quantize_tflite(float_file, path, precision, calibration)
+            meta = {**metadata, "precision": precision, "layout": layout}
+            path.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return outputs
 
 
 def quantize_tflite(src: Path, dst: Path, precision: str, calibration: list[np.ndarray] | None) -> None:

@@ -27,7 +27,8 @@ def plot_latency_vs_flops(model_rows: list[dict], path: Path) -> Path:
 def plot_layer_flops(layer_rows: list[dict], path: Path) -> Path:
     """Achieved GFLOPS of each YAML row, one bar colour per model: the rows far below the rest are the slow ones."""
     df = pd.DataFrame(layer_rows)
-    fig, ax = plt.subplots(figsize=(max(8, 0.35 * df["layer"].nunique() * max(df["model"].nunique(), 1)), 4.5))
+    bars = df["layer"].nunique() * max(df["model"].nunique(), 1)
+    fig, ax = plt.subplots(figsize=(min(max(8.0, 0.12 * bars), 24.0), 4.5))
     sns.barplot(data=df, x="layer", y="GFLOPS", hue="model", ax=ax)
     ax.set(xlabel="layer (YAML row)", ylabel="achieved GFLOPS", title="Achieved FLOPS per layer")
     ax.grid(axis="y", alpha=0.3)
@@ -40,7 +41,7 @@ def plot_operator_benchmark(op_rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     sns.barplot(data=df, x="stage", y="GFLOPS", hue="operator", ax=ax)
     ax.set(xlabel="feature map (channels@HxW)", ylabel="achieved GFLOPS", title="Operator FLOPS (paper Table 1)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     ax.grid(axis="y", alpha=0.3)
     return save(fig, path)
 

@@ -373,24 +373,28 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (since the last reset where /proc allows it)."""
+def proc_status_mb(key: str) -> float | None:
+    """A memory line of /proc/self/status (e.g. 'VmHWM', 'VmRSS') in MB; None off Linux."""
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (since the last reset where /proc allows it)."""
+    peak = proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
     scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
 
 
 def current_rss_mb() -> float:
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return peak_rss_mb()
+    rss = proc_status_mb("VmRSS")
+    return peak_rss_mb() if rss is None else rss
 
 
 def pytorch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:

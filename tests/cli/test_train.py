@@ -90,7 +90,7 @@ def test_resume_of_finished_run_is_a_clear_message(finished_run):
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_epoch(tmp_path):
-    epochs = 5
+    epochs = 3
     cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(COCO8), "--cfg", CFG, "--imgsz", "64",
            "--batch-size", "4", "--workers", "0", "--noplots", "--epochs", str(epochs), "--project", str(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
@@ -206,3 +206,41 @@ def test_resume_without_any_run_is_a_clear_cli_error(tmp_path):
     assert proc.stderr.strip() == f"error: --resume: no last.pt found under {tmp_path} to resume; " \
                                   f"give a checkpoint path or start a new run"
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------- pieces of the flow
+def test_optimizer_groups_split_biases_weights_and_norm_weights():
+    from models.yolo import DetectionModel
+
+    model = DetectionModel(CFG)
+    opt = train.build_optimizer(model, "SGD", lr=0.01, momentum=0.9, decay=5e-4)
+    biases, weights, norms = opt.param_groups
+    n_bn = sum(1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert len(norms["params"]) == n_bn and norms["weight_decay"] == 0.0
+    assert weights["weight_decay"] == 5e-4 and all(p.dim() == 4 for p in weights["params"])  # conv kernels
+    assert biases["weight_decay"] == 0.0 and all(p.dim() == 1 for p in biases["params"])
+    assert len(biases["params"]) + len(weights["params"]) + len(norms["params"]) == len(list(model.parameters()))
+    assert biases["nesterov"] is True
+    adam = train.build_optimizer(model, "AdamW", lr=0.001, momentum=0.937, decay=5e-4)
+    assert adam.param_groups[0]["betas"] == (0.937, 0.999) and adam.param_groups[1]["weight_decay"] == 5e-4
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_lr_schedule_runs_from_one_to_lrf(cosine):
+    lf = train.lr_lambda(epochs=10, lrf=0.01, cosine=cosine)
+    assert lf(0) == pytest.approx(1.0) and lf(10) == pytest.approx(0.01)
+    values = [lf(e) for e in range(11)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert lf(5) == pytest.approx(0.505)  # both pass the midpoint at half-time
+
+
+def test_mutated_hyps_stay_within_limits_and_differ():
+    import numpy as np
+
+    base = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+    rng = np.random.default_rng(0)
+    children = [train.mutate_hyp(base, rng) for _ in range(20)]
+    for child in children:
+        assert set(child) == set(base) and child != base
+        for k, (_, lo, hi) in train.EVOLVE_SPACE.items():
+            assert lo <= child[k] <= hi

@@ -253,9 +253,17 @@ def test_missing_test_split_and_class_count_mismatch(checkpoint, tmp_path, capsy
 def test_bad_task_and_missing_coco_json(checkpoint, tmp_path):
     with pytest.raises(UserInputError, match="--task study"):
         val.run(data=COCO8, weights=checkpoint, task="study", project=tmp_path)
+    with pytest.raises(UserInputError, match="--conf-thres 1.5: must be between 0 and 1"):
+        val.run(data=COCO8, weights=checkpoint, conf_thres=1.5, project=tmp_path)
     with pytest.raises(UserInputError, match="--coco-json: COCO annotation file .*nope.json not found"):
         val.run(data=COCO8, weights=checkpoint, imgsz=64, save_json=True, coco_json=str(tmp_path / "nope.json"),
                 project=tmp_path, workers=0)
+    with_key = tmp_path / "with_key.yaml"
+    with_key.write_text(yaml.safe_dump({**yaml.safe_load(COCO8.read_text()), "path": str(ROOT / "data/coco8"),
+                                        "coco_json": "annotations/instances_val.json"}))
+    with pytest.raises(UserInputError, match=r"with_key.yaml: coco_json: .*coco8/annotations/instances_val.json"):
+        val.run(data=with_key, weights=checkpoint, imgsz=64, save_json=True, project=tmp_path, workers=0)
+    assert not (tmp_path / "exp").exists(), "no run folder is left behind by bad input"
 
 
 def test_onnx_model_validates_at_its_export_size(checkpoint, tmp_path, log_text):

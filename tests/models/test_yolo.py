@@ -195,6 +195,12 @@ def test_error_malformed_row_and_bad_values(tmp_path):
     d["head"][-1] = [[3, 9, 6], 1, "Detect", ["nc"]]
     with pytest.raises(UserInputError, match=r"row 10: Detect takes \[nc, anchors\], got 1 argument"):
         DetectionModel(write_yaml(tmp_path, d))
+    with pytest.raises(UserInputError, match=r"anchors must be a list"):
+        DetectionModel(write_yaml(tmp_path, tiny(anchors="big")))
+    d = tiny()
+    d["backbone"][0][3] = ["wide", 6, 2, 2]
+    with pytest.raises(UserInputError, match=r"row 0: Conv needs its output channels \(an int\)"):
+        DetectionModel(write_yaml(tmp_path, d))
     with pytest.raises(UserInputError, match=r"nc must be a positive integer"):
         DetectionModel(write_yaml(tmp_path, tiny(nc=0)))
     d = tiny()

@@ -111,6 +111,13 @@ def test_torchscript_metadata_and_outputs(tiny, tmp_path):
         ("torchscript", NAMES, 8, (32, 48), False)
     x = torch.rand(1, 3, 32, 48)
     torch.testing.assert_close(backend(x), tiny(x))
+    batched = tmp_path / "batch2.torchscript"
+    traced.save(str(batched), _extra_files={"config.txt": json.dumps({**encode_metadata(NAMES, 8, (32, 48)),
+                                                                      "batch": "2"})})
+    backend = load_backend(batched)
+    x = torch.rand(3, 3, 32, 48)  # chunks of 2: the second is padded with a blank image, then trimmed
+    assert backend.fixed_batch == 2 and backend(x).shape == (3, 24, 7)
+    torch.testing.assert_close(backend(x), tiny(x))
 
 
 def test_pytorch_checkpoint(tmp_path):
