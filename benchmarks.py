@@ -158,45 +158,48 @@ def run(**kwargs) -> Path:
     device = select_device(opt.device, opt.batch_size)
     if opt.timer == "cpu" and device.type != "cpu":
         raise UserInputError(f"--timer cpu: only for --device cpu (got {device})")
+    models = {} if opt.ops_only else load_models(opt, device)  # bad files fail before a run folder exists
     threads_before = torch.get_num_threads()
     torch.set_num_threads(opt.threads)
     try:
         save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
         md = [f"# Benchmark at {opt.imgsz}x{opt.imgsz}, batch {opt.batch_size}\n",
               f"Device: {device_line(device, opt.threads)}  \nOptions: {options_line(opt)}\n"]
-        model_rows, profiles, op_rows = [], [], []
-        if not opt.ops_only:
-            models = load_models(opt, device)
-            backends = tuple(iter_backends(tuple(opt.backends)))
-            LOGGER.info(f"Timing {', '.join(models)} on {', '.join(backends)} ({opt.runs} runs each)")
-            model_rows = whole_model_rows(models, opt.imgsz, device, backends, opt.runs, opt.warmup,
-                                          opt.batch_size, opt.threads, opt.timer)
-            md += ["\n## Whole models\n", markdown_table(model_rows, MODEL_COLUMNS),
-                   "\nms: median latency (min_ms: the fastest run); GFLOPS: GFLOPs / latency; peak_MB: process "
-                   "peak RSS during warm-up forwards (CUDA: max allocated); forward_MB: its rise over the RSS "
-                   "before them.\n"]
-            write_csv(model_rows, save_dir / "models.csv")
-            if not opt.no_layers:
-                LOGGER.info("Profiling layers and operators")
-                profiles = profile_models(models, opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size,
-                                          opt.timer)
-                md += ["\n## Per layer (PyTorch eager, fused)\n"] + profile_sections(profiles, save_dir)
-        if opt.ops or opt.ops_only:
-            LOGGER.info("Running the operator micro-benchmark")
-            op_rows = operator_benchmark(opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size, opt.timer)
-            md += ["\n## Operators (paper Table 1; YOLOv5-s backbone stage shapes)\n",
-                   markdown_table(op_rows, digits=3)]
-            write_csv(op_rows, save_dir / "ops_benchmark.csv")
-        if not opt.noplots:
-            save_plots(model_rows, profiles, op_rows, save_dir)
-        wall = time.perf_counter() - t_start
-        md.append(f"\nWall time {wall:.1f} s; process peak RSS {peak_rss_mb():.0f} MB.\n")
+        md += benchmark_sections(opt, models, device, save_dir)
+        md.append(f"\nWall time {time.perf_counter() - t_start:.1f} s; process peak RSS {peak_rss_mb():.0f} MB.\n")
         (save_dir / "results.md").write_text("\n".join(md), encoding="utf-8")
     finally:
         torch.set_num_threads(threads_before)
     LOGGER.info("\n".join(md))
     LOGGER.info(f"Results saved to {save_dir}")
     return save_dir
+
+
+def benchmark_sections(opt: argparse.Namespace, models: dict[str, torch.nn.Module], device: torch.device,
+                       save_dir: Path) -> list[str]:
+    """Run what opt asks for, write its CSVs and plots, return the markdown sections."""
+    md, model_rows, profiles, op_rows = [], [], [], []
+    if models:
+        backends = tuple(iter_backends(tuple(opt.backends)))
+        LOGGER.info(f"Timing {', '.join(models)} on {', '.join(backends)} ({opt.runs} runs each)")
+        model_rows = whole_model_rows(models, opt.imgsz, device, backends, opt.runs, opt.warmup, opt.batch_size,
+                                      opt.threads, opt.timer)
+        md += ["\n## Whole models\n", markdown_table(model_rows, MODEL_COLUMNS),
+               "\nms: median latency (min_ms: the fastest run); GFLOPS: GFLOPs / latency; peak_MB: process peak "
+               "RSS during warm-up forwards (CUDA: max allocated); forward_MB: its rise over the RSS before them.\n"]
+        write_csv(model_rows, save_dir / "models.csv")
+        if not opt.no_layers:
+            LOGGER.info("Profiling layers and operators")
+            profiles = profile_models(models, opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size, opt.timer)
+            md += ["\n## Per layer (PyTorch eager, fused)\n"] + profile_sections(profiles, save_dir)
+    if opt.ops or opt.ops_only:
+        LOGGER.info("Running the operator micro-benchmark")
+        op_rows = operator_benchmark(opt.imgsz, device, opt.runs, opt.warmup, opt.batch_size, opt.timer)
+        md += ["\n## Operators (paper Table 1; YOLOv5-s backbone stage shapes)\n", markdown_table(op_rows, digits=3)]
+        write_csv(op_rows, save_dir / "ops_benchmark.csv")
+    if not opt.noplots:
+        save_plots(model_rows, profiles, op_rows, save_dir)
+    return md
 
 
 def save_plots(model_rows: list[dict], profiles: list[ModelProfile], op_rows: list[dict], save_dir: Path) -> None:

@@ -153,3 +153,17 @@ class ComputeLoss:
             box = torch.cat((gxy - gij, gwh), 1)
             out.append((img, anchor_idx, gj, gi, box, cls))
         return out
+
+
+def build_loss(model: nn.Module, hyp: dict[str, Any], imgsz: int = 640):
+    """The loss that matches the model's head — picked by the head, not by a flag (train.py and val use this).
+
+    Heads that declare `anchor_free` (DetectAF) get AnchorFreeLoss (box, dfl, cls); the YOLOv5 anchor head
+    gets ComputeLoss (box, obj, cls). Both return (total × batch size, three loss items).
+    """
+    from utils.loss_anchor_free import AnchorFreeLoss  # imports models.heads; kept out of anchor-only paths
+
+    bare = model.module if hasattr(model, "module") else model
+    if any(getattr(m, "anchor_free", False) for m in bare.modules()):
+        return AnchorFreeLoss(model, hyp, imgsz)
+    return ComputeLoss(model, hyp, imgsz)

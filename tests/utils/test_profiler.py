@@ -106,7 +106,10 @@ def test_cli_writes_tables_and_plots(tmp_path):
                noplots=True, threads=1, project=tmp_path, name="exp") == tmp_path / "exp2"
 
 
-def test_cli_rejects_bad_flags():
+def test_cli_rejects_bad_flags(tmp_path):
+    with pytest.raises(UserInputError, match="nope.yaml: model YAML file not found"):
+        main(["--cfg", "nope.yaml", "--project", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing written for a bad input
     with pytest.raises(UserInputError, match="--imgsz 65"):
         main(["--imgsz", "65"])
     with pytest.raises(UserInputError, match="--weights missing.pt: file not found"):
