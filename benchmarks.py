@@ -29,7 +29,7 @@ from utils.runs import increment_path
 from utils.torch_utils import select_device
 
 ROOT = Path(__file__).resolve().parent
-LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "ms", "GFLOPS"]
+LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "FLOP/B", "ms", "GFLOPS"]
 MODEL_COLUMNS = ["model", "backend", "params", "GFLOPs", "ms", "min_ms", "GFLOPS", "img/s", "peak_MB", "forward_MB",
                  "build_s", "note"]
 

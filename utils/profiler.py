@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from models.fasternet import PConv
 from utils.log import LOGGER
@@ -70,8 +70,8 @@ class Stopwatch:
 def make_stopwatch(device: torch.device, timer: str = "wall") -> Stopwatch:
     if timer not in TIMERS:
         raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    return Stopwatch(sync, time.perf_counter if timer == "wall" else time.process_time)
+    syncs = {"cuda": lambda: torch.cuda.synchronize(device), "mps": lambda: torch.mps.synchronize()}
+    return Stopwatch(syncs.get(device.type, lambda: None), time.perf_counter if timer == "wall" else time.process_time)
 
 
 def median_ms(seconds: list[float]) -> float:
@@ -263,8 +263,10 @@ def aggregate_ops(ops: list[OpRecord], key: Callable[[OpRecord], str], label: st
     for name, recs in groups.items():
         seconds = sum(r.seconds for r in recs)
         flops = sum(r.flops for r in recs)
-        rows.append({label: name, "calls": len(recs), "GFLOPs": flops / 1e9, "MB": sum(r.bytes for r in recs) / MB,
-                     "ms": seconds * 1e3, "GFLOPS": flops / seconds / 1e9 if seconds else 0.0})
+        nbytes = sum(r.bytes for r in recs)
+        rows.append({label: name, "calls": len(recs), "GFLOPs": flops / 1e9, "MB": nbytes / MB,
+                     "FLOP/B": flops / nbytes if nbytes else 0.0, "ms": seconds * 1e3,
+                     "GFLOPS": flops / seconds / 1e9 if seconds else 0.0})
     return rows
 
 
@@ -304,9 +306,9 @@ def profile_models(models: dict[str, nn.Module], imgsz: int, device: torch.devic
         layer_ms = [median_ms(list(s)) for s in zip(*per_run[name])]
         for row, ms in zip(describe_rows(m), layer_ms):
             recs = [r for r in ops if layer_of(r.module) == row["layer"]]
-            flops = sum(r.flops for r in recs)
-            row.update({"GFLOPs": flops / 1e9, "MB": sum(r.bytes for r in recs) / MB, "ms": ms,
-                        "GFLOPS": flops / ms / 1e6 if ms else 0.0})
+            flops, nbytes = sum(r.flops for r in recs), sum(r.bytes for r in recs)
+            row.update({"GFLOPs": flops / 1e9, "MB": nbytes / MB, "FLOP/B": flops / nbytes if nbytes else 0.0,
+                        "ms": ms, "GFLOPS": flops / ms / 1e6 if ms else 0.0})
             profile.layer_rows.append(row)
         profiles.append(profile)
     return profiles
@@ -356,9 +358,9 @@ def operator_benchmark(imgsz: int, device: torch.device, runs: int = 50, warmup:
         seconds = time_calls({k: (lambda m=m: m(x)) for k, m in suite.items()}, runs, warmup, watch)
         for k, m in suite.items():
             ops = record_ops(m, lambda m=m: m(x), device)
-            flops, ms = sum(r.flops for r in ops), median_ms(seconds[k])
-            rows.append({"stage": f"{c}@{side}x{side}", "operator": k, "GFLOPs": flops / 1e9,
-                         "MB": sum(r.bytes for r in ops) / MB, "ms": ms, "GFLOPS": flops / ms / 1e6,
+            flops, nbytes, ms = sum(r.flops for r in ops), sum(r.bytes for r in ops), median_ms(seconds[k])
+            rows.append({"stage": f"{c}@{side}x{side}", "operator": k, "GFLOPs": flops / 1e9, "MB": nbytes / MB,
+                         "FLOP/B": flops / nbytes, "ms": ms, "GFLOPS": flops / ms / 1e6,
                          "min_ms": min(seconds[k]) * 1e3})
     return rows
 

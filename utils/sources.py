@@ -254,9 +254,9 @@ class LiveSource:
             if not cap.isOpened():
                 for opened in [cap] + [r.capture for r in self.readers]:
                     opened.release()
-                what = f"camera {source} could not be opened (no such device?)" if isinstance(source, int) \
-                    else "stream could not be opened"
-                raise UserInputError(f"--source {name}: {what}")
+                if isinstance(source, int):
+                    raise UserInputError(f"--source {source}: camera {source} could not be opened (no such device?)")
+                raise UserInputError(f"--source {name}: stream could not be opened")
             fps = cap.get(cv2.CAP_PROP_FPS)
             self.fps.append((fps if math.isfinite(fps) and 0 < fps < 1000 else DEFAULT_STREAM_FPS) / vid_stride)
             self.readers.append(_NewestFrameReader(source, name, cap, capture_factory, vid_stride, retries,

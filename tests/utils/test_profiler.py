@@ -8,6 +8,7 @@ import torch.nn as nn
 from benchmarks import main, run
 from models.fasternet import PConv
 from models.yolo import DetectionModel
+from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 from utils.profiler import (BACKBONE_STAGES, PCONV_N_DIVS, layer_of, operator_benchmark, prepare_model,
                             profile_models, record_ops)
@@ -102,8 +103,14 @@ def test_cli_writes_tables_and_plots(tmp_path):
     assert all(float(r["ms"]) > 0 and float(r["peak_MB"]) > 0 for r in models)
     text = (save_dir / "results.md").read_text()
     assert "## Whole models" in text and "## Operators" in text and "Wall time" in text
-    assert run(cfg=["yolov5n.yaml"], imgsz=64, runs=1, warmup=0, backends=["pytorch"], no_layers=True,
-               noplots=True, threads=1, project=tmp_path, name="exp") == tmp_path / "exp2"
+
+    weights = save_checkpoint(build_checkpoint(DetectionModel("yolov5n-faster.yaml")), tmp_path / "best.pt")
+    again = run(weights=[str(weights)], imgsz=64, runs=1, warmup=0, backends=["pytorch"], no_layers=True,
+                noplots=True, threads=1, project=tmp_path, name="exp")
+    assert again == tmp_path / "exp2"  # never reuses a run folder
+    with (again / "models.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["model"] == "best" and int(row["params"]) == 1_559_773
 
 
 def test_cli_rejects_bad_flags(tmp_path):

@@ -198,7 +198,7 @@ def test_streams_file_reads_every_stream(tmp_path):
 
 
 def test_camera_that_does_not_open():
-    with pytest.raises(UserInputError, match="camera 3 could not be opened"):
+    with pytest.raises(UserInputError, match="^--source 3: camera 3 could not be opened"):
         open_source("3", capture_factory=lambda s: FakeCapture(opened=False))
 
 

@@ -1,0 +1,15 @@
+"""Run exported PConv-YOLO models (.onnx, .tflite) on a device that has no PyTorch.
+
+The package is copied alone to the device (a Raspberry Pi, a Jetson, an Android board): it needs only
+numpy, OpenCV and one runtime (onnxruntime or ai-edge-litert), and never imports the project's utils/ or
+models/ (they import torch). Command line: `python -m deploy.run --model best.tflite --source 0`.
+Python:
+
+    from deploy import Detector
+    detector = Detector("best.onnx", conf_thres=0.25)
+    result = detector.predict(cv2.imread("bus.jpg"))   # result.xyxy / .conf / .cls in the image's pixels
+"""
+from .detector import Detections, Detector, Options
+from .errors import DeployError
+
+__all__ = ["Detections", "Detector", "DeployError", "Options"]

@@ -1,0 +1,160 @@
+"""The inference runtimes: ONNX Runtime for .onnx, LiteRT (ai-edge-litert) for .tflite.
+
+Both take the array `preprocess.to_input` built for them (layout, dtype and quantisation of the file's own
+input tensor) and return the first output as float32, dequantised when the file's output is int8/uint8.
+A runtime is imported only when a file needs it, so a device may install just one of them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeployError
+from .metadata import ModelInfo, read_tflite_metadata, parse_metadata
+
+SUFFIXES = (".onnx", ".tflite")
+QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
+ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+               "tensor(int8)": np.int8}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor: dtype and affine quantisation (real = (q - zero_point) * scale; scale 0: none)."""
+
+    dtype: type
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.dtype(self.dtype).type in QUANTIZED_DTYPES
+
+
+def default_threads() -> int:
+    """Every core the process may use (an affinity mask on a shared board can hold fewer than cpu_count)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Engine:
+    """A loaded model file. `batch` is None and `dynamic` True when the input size is free (dynamic ONNX)."""
+
+    def __init__(self, path: Path, info: ModelInfo, shape: list, layout: str, input_spec: TensorSpec,
+                 output_spec: TensorSpec):
+        self.path, self.info, self.layout = path, info, layout
+        self.input_spec, self.output_spec = input_spec, output_spec
+        batch, h, w = (shape[0], shape[1], shape[2]) if layout == "NHWC" else (shape[0], shape[2], shape[3])
+        self.batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.dynamic = not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0)
+        self.input_hw = info.imgsz if self.dynamic else (int(h), int(w))
+        if not self.dynamic and self.input_hw != info.imgsz:
+            raise DeployError(f"--model {path}: input tensor is {self.input_hw[0]}x{self.input_hw[1]} but its metadata "
+                              f"says imgsz {info.imgsz[0]}x{info.imgsz[1]}; re-export the file")
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run one image (batch 1 array); a file exported with a larger fixed batch gets zero images alongside."""
+        if self.batch and self.batch > 1:
+            x = np.concatenate([x, np.zeros((self.batch - 1, *x.shape[1:]), x.dtype)])
+        y = self._run(x)[:1]
+        spec = self.output_spec
+        if spec.quantized:
+            return (y.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
+        return y.astype(np.float32, copy=False)
+
+
+def layout_of(shape: list, declared: str | None) -> str:
+    """NHWC when the last axis holds the 3 colour channels and the second does not; else what the file declares."""
+    if len(shape) != 4:
+        raise ValueError(f"expected a 4-D image input, got shape {shape}")
+    if shape[-1] == 3 and shape[1] != 3:
+        return "NHWC"
+    if shape[1] == 3 and shape[-1] != 3:
+        return "NCHW"
+    return declared or "NCHW"
+
+
+class OnnxEngine(Engine):
+    """ONNX Runtime; the CUDA provider when onnxruntime-gpu is installed with a GPU (e.g. a Jetson), else CPU."""
+
+    def __init__(self, path: Path, threads: int):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DeployError(f"--model {path}: .onnx files need onnxruntime (pip install onnxruntime)") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
+            raise DeployError(f"--model {path}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
+        info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path, "its ONNX metadata_props")
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        if inp.type not in ONNX_DTYPES:
+            raise DeployError(f"--model {path}: unsupported input type {inp.type}")
+        try:
+            layout = layout_of(list(inp.shape), info.layout)
+        except ValueError as e:
+            raise DeployError(f"--model {path}: {e}") from None
+        super().__init__(path, info, list(inp.shape), layout, TensorSpec(ONNX_DTYPES[inp.type]), TensorSpec(np.float32))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class TFLiteEngine(Engine):
+    """LiteRT interpreter (XNNPACK on CPU); fp32, fp16-weight and int8 files alike."""
+
+    def __init__(self, path: Path, threads: int):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise DeployError(f"--model {path}: .tflite files need ai-edge-litert (pip install ai-edge-litert)") from None
+        info = read_tflite_metadata(path)
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise DeployError(f"--model {path}: not a readable TFLite model ({str(e).splitlines()[0]})") from None
+        inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self.input_index, self.output_index = inp["index"], out["index"]
+        shape = [int(s) for s in inp["shape"]]
+        try:
+            layout = layout_of(shape, info.layout)
+        except ValueError as e:
+            raise DeployError(f"--model {path}: {e}") from None
+        super().__init__(path, info, shape, layout, self._spec(inp), self._spec(out))
+
+    @staticmethod
+    def _spec(details: dict) -> TensorSpec:
+        scale, zero_point = details.get("quantization", (0.0, 0))
+        return TensorSpec(details["dtype"], float(scale), int(zero_point))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input_index, x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_index)
+
+
+def load_engine(model: str | Path, threads: int | None = None) -> Engine:
+    """Open `model` with the runtime its extension names (.onnx or .tflite)."""
+    path = Path(model)
+    if path.suffix.lower() not in SUFFIXES:
+        raise DeployError(f"--model {path}: unsupported format '{path.suffix}' (use {' or '.join(SUFFIXES)}; "
+                          f"export .pt checkpoints with export.py first)")
+    if not path.is_file():
+        raise DeployError(f"--model {path}: file not found")
+    threads = threads or default_threads()
+    return OnnxEngine(path, threads) if path.suffix.lower() == ".onnx" else TFLiteEngine(path, threads)
