@@ -79,7 +79,8 @@ def check_options(opt: argparse.Namespace) -> None:
     if not opt.weights:
         raise UserInputError("--weights: give the checkpoint (.pt) to export")
     if Path(opt.weights).suffix.lower() != ".pt":
-        raise UserInputError(f"--weights {opt.weights}: export reads a .pt checkpoint (got '{Path(opt.weights).suffix}')")
+        raise UserInputError(f"--weights {opt.weights}: export reads a .pt checkpoint "
+                             f"(got '{Path(opt.weights).suffix}')")
     if not Path(opt.weights).is_file():
         raise UserInputError(f"--weights {opt.weights}: file not found")
     if opt.int8 and not opt.data:

@@ -45,7 +45,7 @@ from utils.cli import run_cli  # noqa: E402
 from utils.dataset import check_dataset, create_dataloader  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.loss import ComputeLoss  # noqa: E402
+from utils.loss import build_loss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.torch_utils import ModelEMA, de_parallel, init_seeds, model_info, select_device  # noqa: E402
@@ -127,6 +127,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     parser.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--close-mosaic", type=int, default=0, help="train the last N epochs without mosaic/mixup")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by torch.distributed (env LOCAL_RANK wins)")
     return parser.parse_args(argv)
 
@@ -248,6 +249,29 @@ def lr_lambda(epochs: int, lrf: float, cosine: bool):
     return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
 
 
+def warmup(optimizer: torch.optim.Optimizer, hyp: dict, ni: int, nw: int, lr_factor: float, batch_size: int) -> int:
+    """Iteration ni of nw warmup iterations (yolov5): weight lrs rise from 0 and the bias lr falls from
+    warmup_bias_lr to the scheduled lr, momentum rises from warmup_momentum, and the number of batches
+    accumulated per optimizer step grows from 1 to nominal/batch (returned)."""
+    xi = [0, nw]
+    for j, group in enumerate(optimizer.param_groups):
+        start_lr = hyp["warmup_bias_lr"] if j == 0 else 0.0
+        group["lr"] = float(np.interp(ni, xi, [start_lr, group["initial_lr"] * lr_factor]))
+        if "momentum" in group:
+            group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+    return max(1, int(np.interp(ni, xi, [1, NOMINAL_BATCH / batch_size]).round()))
+
+
+def random_rescale(imgs: torch.Tensor, imgsz: int, stride: int) -> torch.Tensor:
+    """--multi-scale: resize the batch so its long side is a random stride multiple in [0.5, 1.5]·imgsz."""
+    size = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + stride) // stride * stride
+    scale = size / max(imgs.shape[2:])
+    if scale == 1:
+        return imgs
+    new_shape = [math.ceil(x * scale / stride) * stride for x in imgs.shape[2:]]
+    return F.interpolate(imgs, size=new_shape, mode="bilinear", align_corners=False)
+
+
 def check_train_imgsz(imgsz: int, stride: int) -> int:
     """Reject sizes below the model's largest stride; round others up to a stride multiple (yolov5)."""
     if imgsz < stride:
@@ -326,6 +350,15 @@ def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
 
 
 # -------------------------------------------------------------------------------------------- train
+def build_train_loader(data: dict, imgsz: int, batch_size: int, gs: int, hyp: dict, opt: argparse.Namespace,
+                       ctx: DistContext):
+    """The augmenting, shuffled training loader (rebuilt without mosaic by --close-mosaic)."""
+    return create_dataloader(
+        data["train"], imgsz, batch_size, gs, hyp=hyp, augment=True, cache=opt.cache, rect=opt.rect,
+        rank=ctx.local_rank if ctx.distributed else -1, workers=opt.workers, shuffle=True, seed=opt.seed,
+        single_cls=opt.single_cls, prefix="train: ", nc=int(data["nc"]))
+
+
 def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext,
           resume_ckpt: dict | None = None) -> TrainSummary:
     """One training run, from data to final validation. Rank 0 logs, validates and saves."""
@@ -363,10 +396,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     # data loaders (batch is per process under DDP)
     batch_size = opt.batch_size // ctx.world_size
     with main_process_first(ctx):
-        train_loader, dataset = create_dataloader(
-            data["train"], imgsz, batch_size, gs, hyp=hyp, augment=True, cache=opt.cache, rect=opt.rect,
-            rank=ctx.local_rank if ctx.distributed else -1, workers=opt.workers, shuffle=True, seed=opt.seed,
-            single_cls=opt.single_cls, prefix="train: ", nc=int(data["nc"]))
+        train_loader, dataset = build_train_loader(data, imgsz, batch_size, gs, hyp, opt, ctx)
     if batch_size > len(dataset):
         LOGGER.warning(f"WARNING: --batch-size {opt.batch_size} is larger than the {len(dataset)} training "
                        f"images of {opt.data}; training with batch {len(dataset)}")
@@ -380,7 +410,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
             data["val"], imgsz, batch_size * 2, gs, hyp=hyp, cache=None if opt.noval else opt.cache, rect=True,
             workers=opt.workers * 2, pad=0.5, single_cls=opt.single_cls, prefix="val: ", nc=int(data["nc"]))[0]
         if not opt.resume:
-            if not opt.noautoanchor:
+            if not opt.noautoanchor and not getattr(model.model[-1], "anchor_free", False):
                 check_anchors(model, dataset.labels, dataset.shapes, thr=hyp["anchor_t"], imgsz=imgsz, seed=opt.seed)
             if plots:
                 plot_safely(plotting.plot_labels, np.concatenate(dataset.labels, 0), names, save_dir)
@@ -418,7 +448,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     elif opt.sync_bn:
         LOGGER.warning("WARNING: --sync-bn only applies to DDP (torchrun) training, ignored")
 
-    compute_loss = ComputeLoss(model, {**hyp, "label_smoothing": opt.label_smoothing}, imgsz)
+    compute_loss = build_loss(model, {**hyp, "label_smoothing": opt.label_smoothing}, imgsz)
     nw = max(round(hyp["warmup_epochs"] * nb), MIN_WARMUP_ITERS) if hyp["warmup_epochs"] > 0 else -1
     last_opt_step = -1
     results = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -431,6 +461,12 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     epoch = start_epoch
     for epoch in range(start_epoch, opt.epochs):
         model.train()
+        if epoch >= opt.epochs - opt.close_mosaic and dataset.mosaic:
+            # workers are persistent and hold their own dataset copy: a new loader is how they see the change
+            LOGGER.info(f"Closing mosaic and mixup for the last {opt.epochs - epoch} epoch(s) (--close-mosaic)")
+            no_mosaic = {**hyp, "mosaic": 0.0, "mixup": 0.0}
+            with main_process_first(ctx):
+                train_loader, dataset = build_train_loader(data, imgsz, batch_size, gs, no_mosaic, opt, ctx)
         if ctx.distributed:
             train_loader.sampler.set_epoch(epoch)
         mloss = torch.zeros(3, device=device)
@@ -443,21 +479,10 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
             ni = i + nb * epoch  # integrated batches since the start of training
             imgs = imgs.to(device, non_blocking=True).float() / 255
 
-            if ni <= nw:  # warmup: lr ramps up (bias lr down), momentum ramps up, accumulation grows
-                xi = [0, nw]
-                accumulate = max(1, int(np.interp(ni, xi, [1, NOMINAL_BATCH / opt.batch_size]).round()))
-                for j, group in enumerate(optimizer.param_groups):
-                    start_lr = hyp["warmup_bias_lr"] if j == 0 else 0.0
-                    group["lr"] = float(np.interp(ni, xi, [start_lr, group["initial_lr"] * lf(epoch)]))
-                    if "momentum" in group:
-                        group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
-
+            if ni <= nw:
+                accumulate = warmup(optimizer, hyp, ni, nw, lf(epoch), opt.batch_size)
             if opt.multi_scale:
-                sz = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
-                scale = sz / max(imgs.shape[2:])
-                if scale != 1:
-                    new_shape = [math.ceil(x * scale / gs) * gs for x in imgs.shape[2:]]
-                    imgs = F.interpolate(imgs, size=new_shape, mode="bilinear", align_corners=False)
+                imgs = random_rescale(imgs, imgsz, gs)
 
             with torch.autocast(device_type=device.type, enabled=cuda):
                 pred = model(imgs)

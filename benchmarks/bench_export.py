@@ -95,7 +95,17 @@ def time_one(weights: str, size: int, runs: int, warmup: int) -> dict:
         backend(x)
         times.append((time.perf_counter() - t) * 1e3)
     return {"median_ms": float(np.median(times)), "wall_s": time.perf_counter() - t0,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's high-water RSS. VmHWM restarts at exec; ru_maxrss would carry the parent's over."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -127,7 +137,8 @@ def main() -> None:
                         cmd = [sys.executable, __file__, "--child", str(files[(cfg, size)][runtime]), str(size),
                                "--runs", str(opt.runs), "--warmup", str(opt.warmup)]
                         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-                        results.setdefault((size, runtime, cfg), []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+                        row = json.loads(out.stdout.strip().splitlines()[-1])
+                        results.setdefault((size, runtime, cfg), []).append(row)
     rows = []
     for (size, runtime, cfg), rs in results.items():
         median = sorted(r["median_ms"] for r in rs)[len(rs) // 2]
@@ -136,7 +147,8 @@ def main() -> None:
                      "child_wall_s": sum(r["wall_s"] for r in rs) / len(rs)})
     print(f"CPU: {cpu_name()}, 2 threads, batch 1, {opt.runs} runs x {opt.rounds} rounds; "
           f"export + calibration {export_s:.0f} s, total wall {time.perf_counter() - t_start:.0f} s")
-    print(f"{'imgsz':>5}  {'runtime':<12}{'model':<16}{'ms':>8}{'img/s':>8}{'peak MB':>9}{'wall s':>8}{'vs yolov5n':>11}")
+    print(f"{'imgsz':>5}  {'runtime':<12}{'model':<16}{'ms':>8}{'img/s':>8}{'peak MB':>9}{'wall s':>8}"
+          f"{'vs ' + Path(opt.cfg[0]).stem:>11}")
     base = {(r["imgsz"], r["runtime"]): r["median_ms"] for r in rows if r["model"] == Path(opt.cfg[0]).stem}
     for r in rows:
         ratio = r["median_ms"] / base[(r["imgsz"], r["runtime"])]

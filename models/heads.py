@@ -161,11 +161,11 @@ class DetectAF(nn.Module):
         key = (tuple((int(h), int(w)) for h, w in shapes), device, dtype)
         if key not in self._grids:
             points, strides = [], []
-            for (ny, nx), s in zip(shapes, self.stride.tolist()):
+            for i, (ny, nx) in enumerate(shapes):
                 yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=dtype) + 0.5,
                                         torch.arange(nx, device=device, dtype=dtype) + 0.5, indexing="ij")
                 points.append(torch.stack((xv, yv), 2).view(-1, 2))
-                strides.append(torch.full((ny * nx, 1), s, device=device, dtype=dtype))
+                strides.append(self.stride[i].to(device, dtype).view(1, 1).expand(ny * nx, 1))
             self._grids[key] = (torch.cat(points), torch.cat(strides))
         return self._grids[key]
 

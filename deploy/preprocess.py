@@ -1,0 +1,62 @@
+"""Original BGR frame → the exact array the model file takes (letterboxed, RGB, [0, 1], its layout and dtype).
+
+The letterbox is the one detect.py applies (same rounding of the resized size and of the padding), so the
+runner feeds a model bit-for-bit the input detect.py feeds it and the boxes match.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .engines import TensorSpec
+
+PAD_COLOR = (114, 114, 114)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the network input: scale per axis and the left/top padding in pixels."""
+
+    ratio_x: float
+    ratio_y: float
+    pad_left: int
+    pad_top: int
+
+
+def letterbox(image: np.ndarray, new_shape: tuple[int, int], auto: bool = False,
+              stride: int = 32) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio, then pad to `new_shape` (h, w); `auto` pads only to a stride multiple."""
+    h0, w0 = image.shape[:2]
+    r = min(new_shape[0] / h0, new_shape[1] / w0)
+    new_w, new_h = int(round(w0 * r)), int(round(h0 * r))
+    dw, dh = new_shape[1] - new_w, new_shape[0] - new_h
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
+    if (w0, h0) != (new_w, new_h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=PAD_COLOR)
+    return image, Letterbox(new_w / w0, new_h / h0, left, top)
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Real values → the integer dtype of a quantised input: round(x / scale + zero_point), clipped to its range."""
+    limits = np.iinfo(spec.dtype)
+    q = np.round(x / np.float32(spec.scale) + spec.zero_point)
+    return np.clip(q, limits.min, limits.max).astype(spec.dtype)
+
+
+def to_input(boxed_bgr: np.ndarray, layout: str, spec: TensorSpec) -> np.ndarray:
+    """Letterboxed uint8 BGR (H, W, 3) → batch-1 RGB array in [0, 1] in the file's layout, dtype and quantisation."""
+    if layout == "NCHW":
+        x = cv2.dnn.blobFromImage(boxed_bgr, 1.0, swapRB=True, crop=False)  # (1, 3, H, W) float32, exact pixels
+    else:
+        x = cv2.cvtColor(boxed_bgr, cv2.COLOR_BGR2RGB)[None].astype(np.float32)
+    x /= 255  # a true division, as detect.py does (multiplying by 1/255 differs in the last bit)
+    if spec.quantized:
+        return quantize(x, spec)
+    return x if x.dtype == spec.dtype else x.astype(spec.dtype)
