@@ -52,7 +52,8 @@ def iou_one_to_many_xyxy(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = iw * ih
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / (area + areas - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):  # two zero-area boxes: NaN, never suppressed (as torchvision)
+        return inter / (area + areas - inter)
 
 
 def nms_xyxy(boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, iou_thres: float, max_det: int,

@@ -1,0 +1,222 @@
+"""deploy/ end to end on files written by the project's own export code: its boxes equal detect.py's for the
+same ONNX / TFLite fp32 / TFLite int8 / ONNX --nms file, it runs with torch and the project poisoned, its
+outputs follow detect.py's conventions, and bad models, sizes and sources get one-line errors (exit 2)."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+
+import detect
+import export
+from deploy.errors import DeployError
+from deploy.run import main as deploy_main
+from models.yolo import DetectionModel
+from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.dataset import check_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+COCO8 = ROOT / "data/coco8.yaml"
+IMAGES = [ROOT / "data/images/bus.jpg", ROOT / "data/images/zidane.jpg"]
+VIDEO = ROOT / "data/videos/people_6s.mp4"
+IMGSZ = 64
+CLIP_FRAMES = 6
+TINY_CFG = {  # a 7-layer detector with one C3Faster (PConv) block: converts to TFLite in seconds, not minutes
+    "nc": 80, "depth_multiple": 1.0, "width_multiple": 1.0,
+    "anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]],
+    "backbone": [[-1, 1, "Conv", [16, 6, 2, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "C3Faster", [32]],
+                 [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [32, 3, 2]],
+                 [-1, 1, "SPPF", [32, 5]]],
+    "head": [[[3, 4, 6], 1, "Detect", ["nc", "anchors"]]],
+}
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    """ONNX, TFLite fp32 and int8 (one conversion) and an ONNX with NMS inside, from a tiny untrained model whose
+    BN statistics and head are randomised so that its ~20 boxes per image depend on the image."""
+    torch.manual_seed(0)
+    model = DetectionModel(TINY_CFG)
+    model.names = check_dataset(COCO8)["names"]
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):  # small variances: features of std ~3-20 that vary with the image
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.05, 0.1)
+        for conv in model.model[-1].m:  # scores that depend on the image; boxes near anchor size (no 0-width)
+            conv.weight.normal_(0, 0.1)
+            conv.bias.normal_(-2.0, 0.5)
+            per_anchor_w, per_anchor_b = conv.weight.view(3, 85, -1), conv.bias.view(3, 85)
+            per_anchor_w[:, :4] *= 0.1
+            per_anchor_b[:, :4] = 0
+    weights = save_checkpoint(build_checkpoint(model), tmp_path_factory.mktemp("weights") / "tiny.pt")
+    project = tmp_path_factory.mktemp("export")
+    files = export.run(weights=str(weights), include=["onnx", "tflite"], imgsz=[IMGSZ], int8=True, data=str(COCO8),
+                       verify=False, project=str(project))["files"]
+    out = {f.label: f.path for f in files}
+    out["onnx nms"] = export.run(weights=str(weights), include=["onnx"], imgsz=[IMGSZ], nms=True, verify=False,
+                                 project=str(project))["files"][0].path
+    return out
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory) -> Path:
+    """The shipped images plus the first frames of the shipped video."""
+    folder = tmp_path_factory.mktemp("source")
+    for image in IMAGES:
+        shutil.copy(image, folder / image.name)
+    cap = cv2.VideoCapture(str(VIDEO))
+    fps, size = cap.get(cv2.CAP_PROP_FPS), (int(cap.get(3)), int(cap.get(4)))
+    writer = cv2.VideoWriter(str(folder / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for _ in range(CLIP_FRAMES):
+        writer.write(cap.read()[1])
+    writer.release()
+    cap.release()
+    return folder
+
+
+def read_labels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.loadtxt(p, ndmin=2) for p in sorted((folder / "labels").glob("*.txt"))}
+
+
+def xywh_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (n, 4) against (m, 4) normalised cx cy w h boxes."""
+    a1, a2 = a[:, None, :2] - a[:, None, 2:] / 2, a[:, None, :2] + a[:, None, 2:] / 2
+    b1, b2 = b[None, :, :2] - b[None, :, 2:] / 2, b[None, :, :2] + b[None, :, 2:] / 2
+    inter = (np.minimum(a2, b2) - np.maximum(a1, b1)).clip(0).prod(2)
+    return inter / (a[:, None, 2:].prod(2) + b[None, :, 2:].prod(2) - inter)
+
+
+def assert_same_detections(ours: np.ndarray, ref: np.ndarray, where: str) -> None:
+    """Same count; each reference box has its own box of the same class in ours with IoU > 0.99."""
+    assert ours.shape == ref.shape, where
+    iou = xywh_iou(ref[:, 1:5], ours[:, 1:5])
+    iou[ref[:, :1] != ours[:, 0][None]] = 0  # a box of another class is no match
+    taken = set()
+    for i in np.argsort(-ref[:, 5], kind="stable"):
+        j = next(j for j in np.argsort(-iou[i]) if j not in taken)
+        assert iou[i, j] > 0.99, (where, ref[i], ours[j])
+        assert abs(ours[j, 5] - ref[i, 5]) < 1e-4, where
+        taken.add(j)
+
+
+@pytest.mark.parametrize("label", ["onnx", "tflite", "tflite int8", "onnx nms"])
+def test_boxes_equal_detect_py(exported, source_dir, tmp_path, label):
+    model = exported[label]
+    common = ["--source", str(source_dir), "--conf-thres", "0.25", "--save-txt", "--save-conf", "--nosave"]
+    ours = deploy_main(["--model", str(model), "--project", str(tmp_path / "deploy"), "--threads", "2", *common])
+    ref = detect.run(weights=[str(model)], source=str(source_dir), conf_thres=0.25, save_txt=True, save_conf=True,
+                     nosave=True, project=str(tmp_path / "detect"))
+    ours, ref = read_labels(ours), read_labels(ref)
+    assert list(ref) == ["bus.txt", *(f"clip_{k}.txt" for k in range(1, CLIP_FRAMES + 1)), "zidane.txt"]
+    assert list(ours) == list(ref)
+    assert sum(len(v) for v in ref.values()) > 5 * len(ref)  # enough boxes for the comparison to mean something
+    assert not np.array_equal(ref["bus.txt"], ref["zidane.txt"])  # boxes depend on the image
+    for name in ref:
+        assert_same_detections(ours[name], ref[name], f"{label} {name}")
+
+
+def test_outputs_follow_detect_conventions(exported, source_dir, tmp_path):
+    args = ["--model", str(exported["onnx"]), "--source", str(source_dir), "--project", str(tmp_path), "--save-txt"]
+    first, second = deploy_main(args), deploy_main(args + ["--classes", "0", "1"])
+    assert (first.name, second.name) == ("exp", "exp2")  # a new folder per run, never overwritten
+    for image in IMAGES:
+        assert cv2.imread(str(first / image.name)).shape == cv2.imread(str(image)).shape
+    video, clip = cv2.VideoCapture(str(first / "clip.mp4")), cv2.VideoCapture(str(source_dir / "clip.mp4"))
+    for prop in (cv2.CAP_PROP_FPS, cv2.CAP_PROP_FRAME_COUNT, cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+        assert video.get(prop) == clip.get(prop)
+    video.release()
+    clip.release()
+    rows = np.concatenate(list(read_labels(first).values()))
+    assert rows.shape[1] == 5 and np.all((rows[:, 1:] >= 0) & (rows[:, 1:] <= 1))
+    filtered = np.concatenate(list(read_labels(second).values()))
+    assert set(filtered[:, 0].astype(int)) <= {0, 1} and len(filtered) < len(rows)
+
+
+def test_runs_alone_without_torch(exported, source_dir, tmp_path):
+    """deploy/ copied alone to a 'device' folder, torch/torchvision/ultralytics and the project poisoned."""
+    device = tmp_path / "device"
+    shutil.copytree(ROOT / "deploy", device / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
+    for label in ("onnx", "tflite int8"):
+        shutil.copy(exported[label], device / exported[label].name)
+    shutil.copy(exported["tflite int8"].with_suffix(".json"), device)
+    script = f"""
+import sys
+POISONED = ("torch", "torchvision", "ultralytics", "utils", "models", "detect", "export")
+for name in POISONED:
+    sys.modules[name] = None  # any import of these now raises ImportError
+from deploy.run import main
+for model in ({exported['onnx'].name!r}, {exported['tflite int8'].name!r}):
+    main(["--model", model, "--source", {str(source_dir)!r}, "--project", "runs", "--save-txt"])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in POISONED and sys.modules[m] is not None)
+print("loaded:", loaded)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=device, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loaded: []" in proc.stdout
+    assert proc.stdout.count("FPS: ") == 2
+    for run in ("exp", "exp2"):
+        assert sorted(p.name for p in (device / "runs" / run).iterdir()) == ["bus.jpg", "clip.mp4", "labels",
+                                                                             "zidane.jpg"]
+
+
+def test_bad_model_messages(exported, tmp_path):
+    stripped = onnx.load(str(exported["onnx"]))
+    kept = [p for p in stripped.metadata_props if p.key != "names"]
+    del stripped.metadata_props[:]
+    onnx.save(stripped, str(tmp_path / "no_meta.onnx"))
+    stripped.metadata_props.extend(kept)
+    onnx.save(stripped, str(tmp_path / "no_names.onnx"))
+    shutil.copy(exported["tflite"], tmp_path / "alone.tflite")
+    shutil.copy(exported["tflite"], tmp_path / "resized.tflite")
+    meta = json.loads(exported["tflite"].with_suffix(".json").read_text())
+    (tmp_path / "resized.json").write_text(json.dumps({**meta, "imgsz": "[128, 128]"}))
+    (tmp_path / "garbage.onnx").write_bytes(b"not a model")
+    cases = [
+        (["--model", str(tmp_path / "no_meta.onnx")], "missing PConv-YOLO metadata names, stride, imgsz in its ONNX"),
+        (["--model", str(tmp_path / "no_names.onnx")], "missing PConv-YOLO metadata names in its ONNX metadata_props"),
+        (["--model", str(tmp_path / "alone.tflite")],
+         "missing PConv-YOLO metadata names, stride, imgsz in alone.json / alone.tflite.json (no such file"),
+        (["--model", str(tmp_path / "resized.tflite")], "input tensor is 64x64 but its metadata says imgsz 128x128"),
+        (["--model", str(exported["onnx"]), "--imgsz", "320"], "takes a fixed 64x64 input"),
+        (["--model", str(tmp_path / "garbage.onnx")], "not a readable ONNX model"),
+        (["--model", str(tmp_path / "missing.onnx")], "missing.onnx: file not found"),
+        (["--model", str(tmp_path / "best.pt")], "unsupported format '.pt'"),
+        (["--model", str(exported["onnx"]), "--conf-thres", "2"], "--conf-thres 2.0: must be between 0 and 1"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(DeployError) as e:
+            deploy_main(argv + ["--source", str(IMAGES[0]), "--project", str(tmp_path / "runs")])
+        assert message in str(e.value), (argv, str(e.value))
+        assert "\n" not in str(e.value)
+
+
+def test_bad_sources_exit_2_with_one_line(exported, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    (tmp_path / "notes.txt").write_text("hello")
+    cases = [
+        (str(tmp_path / "nowhere"), "file or folder not found"),
+        (str(tmp_path / "broken.jpg"), "broken.jpg: cannot read image"),
+        (str(tmp_path / "broken.mp4"), "broken.mp4: cannot read video"),
+        (str(tmp_path / "notes.txt"), "unsupported file type '.txt'"),
+        ("7", "--source 7: camera 7 could not be opened"),
+    ]
+    for source, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "deploy.run", "--model", str(exported["onnx"]), "--source", source,
+                               "--project", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2, (source, proc.stderr[-1000:])
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: --source ") and message in last, (source, last)
+        assert "Traceback" not in proc.stderr

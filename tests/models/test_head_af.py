@@ -1,0 +1,121 @@
+"""DetectAF: DFL decode, output contract shared with Detect, bias priors, fuse/export/checkpoint round trips."""
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import export
+from models.heads import Detect, DetectAF, dfl_expectation
+from models.yolo import DetectionModel, load_model_yaml
+from utils.checkpoint import build_checkpoint, load_model, save_checkpoint
+from utils.errors import UserInputError
+
+NC = 3
+
+
+@pytest.fixture(scope="module")
+def af_model() -> DetectionModel:
+    torch.manual_seed(0)
+    return DetectionModel("yolov5n-faster-af.yaml", nc=NC)
+
+
+def test_dfl_decode_of_known_distributions():
+    bins = torch.arange(16, dtype=torch.float32)
+    logits = torch.full((4, 16), -1e4)
+    logits[0, 3] = 0.0  # all mass on bin 3 → 3
+    logits[1, [2, 5]] = 0.0  # half on 2, half on 5 → 3.5
+    logits[2] = 0.0  # uniform → 7.5
+    logits[3, 15] = 0.0  # the last bin → 15
+    assert torch.allclose(dfl_expectation(logits.view(1, 64), bins), torch.tensor([[3.0, 3.5, 7.5, 15.0]]))
+
+
+def test_decode_turns_distances_into_pixel_boxes_with_unit_objectness():
+    head = DetectAF(nc=2, reg_max=4, ch=[8]).eval()
+    head.stride.fill_(8.0)
+    raw = torch.full((1, 2, 3, 4 * 4 + 2), -1e4)  # a 2x3 map
+    raw[..., [1, 4 + 2, 8 + 3, 12 + 0]] = 0.0  # l=1, t=2, r=3, b=0 cells
+    raw[..., 16:] = torch.tensor([0.0, 2.0])
+    pred = head.decode([raw])
+    assert pred.shape == (1, 6, 7)
+    # cell (x=1, y=1) is row 4: centre (12, 12) px; x1 = 12-8, y1 = 12-16, x2 = 12+24, y2 = 12+0
+    assert torch.allclose(pred[0, 4, :4], torch.tensor([20.0, 4.0, 32.0, 16.0]))
+    assert torch.equal(pred[..., 4], torch.ones(1, 6))
+    assert torch.allclose(pred[0, 0, 5:], torch.sigmoid(torch.tensor([0.0, 2.0])))
+
+
+def test_model_contract_matches_detect(af_model):
+    head = af_model.model[-1]
+    assert isinstance(head, DetectAF) and not hasattr(head, "anchors")
+    assert af_model.stride.tolist() == [8.0, 16.0, 32.0]
+    x = torch.rand(2, 3, 64, 96)
+    af_model.train()
+    raw = af_model(x)
+    assert [tuple(r.shape) for r in raw] == [(2, 8, 12, 64 + NC), (2, 4, 6, 64 + NC), (2, 2, 3, 64 + NC)]
+    af_model.eval()
+    with torch.no_grad():
+        pred = af_model(x)
+        pred2, raw2 = af_model(x, raw=True)
+    assert pred.shape == (2, 96 + 24 + 6, 5 + NC)
+    assert torch.equal(pred, pred2) and len(raw2) == 3
+    assert ((pred[..., 5:] >= 0) & (pred[..., 5:] <= 1)).all() and (pred[..., 2:4] > 0).all()
+
+
+def test_bias_priors(af_model):
+    head = af_model.model[-1]
+    for box, cls, s in zip(head.box, head.cls, (8, 16, 32)):
+        assert torch.equal(box[-1].bias, torch.ones(64))
+        assert torch.allclose(cls[-1].bias, torch.full((NC,), math.log(5 / NC / (640 / s) ** 2)))
+
+
+def test_fuse_and_export_mode_keep_outputs(af_model):
+    x = torch.rand(1, 3, 64, 64)
+    model = DetectionModel(af_model.yaml).eval()
+    with torch.no_grad():
+        expected = model(x)
+        model.fuse()
+        assert torch.allclose(model(x), expected, atol=1e-3)
+        model.set_export_mode(True)
+        out = model(x)
+    assert isinstance(out, torch.Tensor) and torch.allclose(out, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("block", DetectAF.BLOCKS)
+def test_every_branch_block_builds_and_decodes(block):
+    d = load_model_yaml("yolov5n-af.yaml")
+    d["head"][-1][3] = ["nc", 8, block]
+    model = DetectionModel(d, nc=2).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64)).shape == (1, 84, 7)
+
+
+def test_bad_head_arguments_are_user_errors():
+    d = load_model_yaml("yolov5n-af.yaml")
+    d["head"][-1][3] = ["nc", 16, "dwconv"]
+    with pytest.raises(UserInputError, match="DetectAF.*block must be one of"):
+        DetectionModel(d)
+
+
+def test_checkpoint_weights_only_and_onnx_export_parity(af_model, tmp_path):
+    af_model.names = ["a", "b", "c"]
+    path = save_checkpoint(build_checkpoint(af_model, ema=af_model), tmp_path / "af.pt")
+    loaded = load_model(path)  # torch.load(weights_only=True) inside
+    assert isinstance(loaded.model[-1], DetectAF) and loaded.names == ["a", "b", "c"]
+    x = torch.rand(1, 3, 64, 64)
+    af_model.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), af_model(x), atol=1e-5)
+    result = export.run(weights=str(path), include=["onnx"], imgsz=[64], project=str(tmp_path / "export"))
+    onnx_file = next(f.path for f in result["files"] if f.path.suffix == ".onnx")
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        expected = loaded(x).numpy()
+    assert got.shape == expected.shape == (1, 84, 5 + NC)
+    assert np.abs(got - expected).max() < 1e-3
+    assert all(row["max_abs"] < 1e-3 for row in result["rows"])  # export.py's own self-check
+
+
+def test_anchor_head_still_builds():
+    assert isinstance(DetectionModel("yolov5n.yaml", nc=2).model[-1], Detect)
