@@ -44,7 +44,8 @@ WRITABLE_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".w
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """yolov5's detect.py flags (plus --allow-local-streams)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--weights", nargs="+", type=str, default=None, help="model file: .pt, .torchscript, .onnx, .tflite")
+    p.add_argument("--weights", nargs="+", type=str, default=None,
+                   help="model file(s): .pt, .torchscript, .onnx, .tflite; several = ensemble")
     p.add_argument("--source", type=str, default=str(ROOT / "data/images"),
                    help="file/dir/glob/.txt/.streams/URL/camera index")
     p.add_argument("--data", type=str, default=None, help="data YAML, for class names a model file lacks")
@@ -198,13 +199,7 @@ def detect(opt: argparse.Namespace) -> Path:
     """Run the whole detection job described by `opt`; return the run folder."""
     if not opt.weights:
         raise UserInputError("--weights: give a model file (.pt, .torchscript, .onnx or .tflite)")
-    weights = opt.weights
-    if isinstance(weights, (list, tuple)):
-        if len(weights) > 1:
-            raise UserInputError(f"--weights {' '.join(map(str, weights))}: model ensembles are not supported; "
-                                 f"give one file")
-        weights = weights[0]
-    detector = Detector(weights, device=opt.device, imgsz=opt.imgsz, conf=opt.conf_thres, iou=opt.iou_thres,
+    detector = Detector(opt.weights, device=opt.device, imgsz=opt.imgsz, conf=opt.conf_thres, iou=opt.iou_thres,
                         classes=opt.classes, agnostic=opt.agnostic_nms, max_det=opt.max_det, half=opt.half,
                         augment=opt.augment, data=opt.data)
     loader = open_source(opt.source, vid_stride=opt.vid_stride, allow_local_streams=opt.allow_local_streams)

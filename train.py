@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import math
 import os
 import random
@@ -48,6 +49,7 @@ from utils.log import LOGGER  # noqa: E402
 from utils.loss import build_loss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
+from utils.tensorboard_log import TensorBoardLogger  # noqa: E402
 from utils.torch_utils import ModelEMA, de_parallel, init_seeds, model_info, select_device  # noqa: E402
 
 DEFAULT_HYP = ROOT / "data/hyps/hyp.scratch-low.yaml"
@@ -57,6 +59,9 @@ GRAD_CLIP_NORM = 10.0
 PLOTTED_TRAIN_BATCHES = 3
 REQUIRED_HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum",
                      "warmup_bias_lr", "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
+OPTIONAL_HYP_KEYS = ("iou_t", "fl_gamma", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear",
+                     "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "anchors",
+                     "dfl", "tal_topk")  # the last two: anchor-free head (hyp.scratch-af.yaml)
 RESULTS_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
                    "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
                    "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
@@ -149,10 +154,20 @@ def load_hyp(path: str | Path | dict) -> dict[str, Any]:
     missing = [k for k in REQUIRED_HYP_KEYS if k not in hyp]
     if missing:
         raise UserInputError(f"--hyp {source}: missing key(s) {', '.join(missing)}")
+    known = REQUIRED_HYP_KEYS + OPTIONAL_HYP_KEYS
+    unknown = [str(k) for k in hyp if k not in known]
+    if unknown:  # a typo would otherwise silently train with the default value
+        raise UserInputError(f"--hyp {source}: unknown key(s) {', '.join(with_suggestion(k, known) for k in unknown)}")
     bad = [k for k, v in hyp.items() if k != "anchors" and (not isinstance(v, (int, float)) or isinstance(v, bool))]
     if bad:
         raise UserInputError(f"--hyp {source}: values must be numbers, not for {', '.join(bad)}")
     return hyp
+
+
+def with_suggestion(key: str, known: tuple[str, ...]) -> str:
+    """'lr_0 (did you mean lr0?)' when a known key is close, else the key alone."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"{key} (did you mean {close[0]}?)" if close else key
 
 
 def latest_last_checkpoint(search_dir: Path) -> Path:
@@ -415,6 +430,8 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
             if plots:
                 plot_safely(plotting.plot_labels, np.concatenate(dataset.labels, 0), names, save_dir)
 
+    tb = TensorBoardLogger(save_dir, enabled=ctx.is_main and not opt.evolve)  # silent without tensorboard
+
     # optimizer: weight decay scaled to the nominal batch, 3 parameter groups
     accumulate = max(round(NOMINAL_BATCH / opt.batch_size), 1)
     decay = hyp["weight_decay"] * opt.batch_size * accumulate / NOMINAL_BATCH
@@ -528,6 +545,9 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
                 best_epoch = epoch
             best_fitness = max(best_fitness, fi)
             write_results_row(save_dir / "results.csv", epoch, [*mloss.tolist(), *results, *lrs])
+            tb.log_scalars(RESULTS_COLUMNS[1:], [*mloss.tolist(), *results, *lrs], epoch)
+            if epoch == start_epoch:
+                tb.log_new_images(epoch)  # labels.jpg, train_batch0..2.jpg
             stop = 0 < opt.patience <= epoch - best_epoch
             if not opt.nosave or final_epoch or stop:
                 ckpt_out = build_checkpoint(de_parallel(model), ema=ema.ema, optimizer=optimizer, scaler=scaler,
@@ -564,6 +584,8 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
                                                plots=plots, compute_loss=compute_loss)
         if plots:
             plot_safely(plotting.plot_results, save_dir / "results.csv")
+        tb.log_new_images(epoch)  # results.png
+        tb.close()
         LOGGER.info(f"Results saved to {save_dir}")
     return TrainSummary(save_dir, last, best, tuple(float(x) for x in final_results), epoch - start_epoch + 1)
 

@@ -189,9 +189,9 @@ def _open_for_cli(weights: str | Path | None, device: torch.device, half: bool, 
         raise UserInputError(f"--weights {weights}: exported at {fixed[1]}x{fixed[0]}; val needs a square "
                              f"input, re-export with a single --imgsz")
     if imgsz != fixed[0]:
-        LOGGER.warning(f"WARNING: --imgsz {imgsz}: {Path(weights).name} takes {fixed[0]} only, using that")
+        LOGGER.warning(f"WARNING: --imgsz {imgsz}: {backend.path.name} takes {fixed[0]} only, using that")
     if augment:
-        raise UserInputError(f"--augment: {Path(weights).name} has a fixed input size; TTA needs a .pt model")
+        raise UserInputError(f"--augment: {backend.path.name} has a fixed input size; TTA needs a .pt model")
     return backend, fixed[0]
 
 
@@ -219,7 +219,7 @@ def _class_names(model_names: list[str], data: dict, single_cls: bool, source: s
 
 def run(
     data: str | Path | dict = ROOT / "data/coco8.yaml",
-    weights: str | Path | None = None,
+    weights: str | Path | list[str | Path] | None = None,
     batch_size: int = 32,
     imgsz: int = 640,
     conf_thres: float = 0.001,
@@ -252,10 +252,13 @@ def run(
     """
     _check_numbers(task, conf_thres, iou_thres, max_det, batch_size)
     training = model is not None
+    if isinstance(weights, (list, tuple)) and len(weights) == 1:  # --weights a.pt; a.pt b.pt is an ensemble
+        weights = weights[0]
+    ensemble = isinstance(weights, (list, tuple))
     if task == "speed" and not training:  # yolov5's speed benchmark: deployment thresholds, nothing saved
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
     data = data if isinstance(data, dict) else check_dataset(data)
-    source = "model" if training else f"--weights {weights}"  # names the culprit in error messages
+    source = "model" if training else f"--weights {' '.join(map(str, weights)) if ensemble else weights}"
     if training:  # called by train.py: a live DetectionModel (EMA), the loader already built
         device = next(model.parameters()).device
         half &= device.type == "cuda"  # autocast, not model.half(): the EMA weights must stay float32
@@ -269,7 +272,8 @@ def run(
         split_paths = _split_paths(data, task)
         device = select_device(device, batch_size)
         forward_model, imgsz = _open_for_cli(weights, device, half, imgsz, augment)
-        half, stride, weights_stem = forward_model.fp16, forward_model.stride, Path(weights).stem
+        half, stride = forward_model.fp16, forward_model.stride
+        weights_stem = "ensemble" if ensemble else Path(weights).stem
         names = _class_names(forward_model.names, data, single_cls, source)
     nc = len(names)
     n_outputs = int(getattr(model, "nc", nc)) if training else len(forward_model.names) or data["nc"]  # head classes
@@ -366,7 +370,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Validate a PConv-YOLO model on a dataset split")
     parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
     parser.add_argument("--weights", nargs="+", type=str, required=True,
-                        help="model path(s): .pt checkpoint, .torchscript, .onnx or .tflite")
+                        help="model path(s): .pt checkpoint, .torchscript, .onnx or .tflite; several = ensemble")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
@@ -395,9 +399,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    opt = parse_opt(argv)
-    for w in opt.weights:
-        run(**{**vars(opt), "weights": w})
+    run(**vars(parse_opt(argv)))  # several --weights validate as one ensemble, as in yolov5
 
 
 if __name__ == "__main__":

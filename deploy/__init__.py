@@ -5,8 +5,8 @@ numpy, OpenCV and one runtime (onnxruntime or ai-edge-litert), and never imports
 models/ (they import torch). Command line: `python -m deploy.run --model best.tflite --source 0`.
 Python:
 
-    from deploy import Detector
-    detector = Detector("best.onnx", conf_thres=0.25)
+    from deploy import Detector, Options
+    detector = Detector("best.onnx", Options(conf_thres=0.25))
     result = detector.predict(cv2.imread("bus.jpg"))   # result.xyxy / .conf / .cls in the image's pixels
 """
 from .detector import Detections, Detector, Options

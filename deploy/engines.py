@@ -121,7 +121,8 @@ class TFLiteEngine(Engine):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise DeployError(f"--model {path}: .tflite files need ai-edge-litert (pip install ai-edge-litert)") from None
+            raise DeployError(f"--model {path}: .tflite files need ai-edge-litert "
+                              f"(pip install ai-edge-litert)") from None
         info = read_tflite_metadata(path)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)

@@ -13,6 +13,7 @@ import numpy as np
 from .preprocess import Letterbox
 
 MAX_NMS_CANDIDATES = 30000  # boxes fed into NMS per image; beyond that NMS time explodes for no gain
+MATRIX_NMS_MAX = 2048  # boxes of one class whose IoU matrix (n² float32, 16 MB at 2048) is computed at once
 
 
 def as_rows(output: np.ndarray, nc: int, end_to_end: bool) -> np.ndarray:
@@ -47,29 +48,56 @@ def raw_candidates(rows: np.ndarray, conf_thres: float,
 
 def iou_one_to_many_xyxy(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box against (n, 4) xyxy boxes, in float32 like the reference NMS."""
-    iw = (np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])).clip(0)
-    ih = (np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])).clip(0)
+    return pairwise_iou_xyxy(box[None], boxes)[0]
+
+
+def pairwise_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, 4) × (m, 4) xyxy → (n, m) IoU in float32 (torchvision's formula); two zero-area boxes give NaN."""
+    iw = (np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])).clip(0)
+    ih = (np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])).clip(0)
     inter = iw * ih
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    with np.errstate(invalid="ignore", divide="ignore"):  # two zero-area boxes: NaN, never suppressed (as torchvision)
-        return inter / (area + areas - inter)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (area_a[:, None] + area_b[None] - inter)
+
+
+def greedy_nms_xyxy(boxes: np.ndarray, iou_thres: float, max_det: int) -> list[int]:
+    """Greedy NMS over boxes already sorted by descending score; positions kept. NaN IoU never suppresses.
+
+    Up to MATRIX_NMS_MAX boxes, all IoUs are computed at once and the loop only reads rows of the matrix;
+    beyond that (memory grows as n²) each kept box is compared with the boxes still standing.
+    """
+    keep: list[int] = []
+    if len(boxes) <= MATRIX_NMS_MAX:
+        overlaps = pairwise_iou_xyxy(boxes, boxes) > iou_thres
+        removed = np.zeros(len(boxes), bool)
+        for i in range(len(boxes)):
+            if not removed[i]:
+                keep.append(i)
+                if len(keep) == max_det:
+                    break
+                removed |= overlaps[i]
+        return keep
+    order = np.arange(len(boxes))
+    while order.size and len(keep) < max_det:
+        i, rest = order[0], order[1:]
+        keep.append(int(i))
+        order = rest[~(iou_one_to_many_xyxy(boxes[i], boxes[rest]) > iou_thres)]
+    return keep
 
 
 def nms_xyxy(boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, iou_thres: float, max_det: int,
              agnostic: bool = False) -> np.ndarray:
-    """Greedy NMS within each class (across classes when agnostic); indices kept, highest score first."""
+    """Greedy NMS within each class (across classes when agnostic); indices kept, highest score first.
+
+    Classes are run one at a time so each step compares a box only with its own class's boxes: the Python
+    loop runs once per kept box over a short array, which keeps thousands of candidates in the milliseconds.
+    """
     order = np.argsort(-scores, kind="stable")[:MAX_NMS_CANDIDATES]
-    keep = []
-    while order.size and len(keep) < max_det:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        iou = iou_one_to_many_xyxy(boxes[i], boxes[rest])
-        suppressed = iou > iou_thres
-        if not agnostic:
-            suppressed &= cls[rest] == cls[i]
-        order = rest[~suppressed]
-    return np.asarray(keep, dtype=np.int64)
+    groups = [order] if agnostic else [order[cls[order] == c] for c in np.unique(cls[order])]
+    keep = np.concatenate([g[greedy_nms_xyxy(boxes[g], iou_thres, max_det)] for g in groups] or [order[:0]])
+    return keep[np.argsort(-scores[keep], kind="stable")][:max_det].astype(np.int64)
 
 
 def end_to_end_detections(rows: np.ndarray, conf_thres: float, classes: list[int] | None,

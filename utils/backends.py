@@ -147,6 +147,24 @@ class PyTorchBackend(Backend):
             return self.model(im)
 
 
+class ModelBackend(Backend):
+    """A live DetectionModel, no file behind it (hubconf's untrained constructors, notebooks)."""
+
+    kind = "pytorch"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", fp16: bool = False):
+        super().__init__(Path(getattr(model, "yaml", {}).get("yaml_file", "model")), torch.device(device), fp16)
+        model = model.to(self.device).eval()
+        self.model = model.half() if fp16 else model.float()
+        self.names = list(getattr(model, "names", []) or [])
+        self.stride = int(max(int(s) for s in model.stride))
+        self.dynamic = True
+
+    def _forward(self, im: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(im)
+
+
 class TorchScriptBackend(Backend):
     """A torch.jit.trace'd model with its metadata in the `config.txt` extra file."""
 
@@ -274,8 +292,22 @@ BACKENDS: dict[str, type[Backend]] = {
     "pytorch": PyTorchBackend, "torchscript": TorchScriptBackend, "onnx": ONNXBackend, "tflite": TFLiteBackend}
 
 
-def load_backend(weights: str | Path, device: torch.device | str = "cpu", fp16: bool = False) -> Backend:
-    """Open `weights` with the backend its extension names. The path is only ever a file path (no shell)."""
+def load_backend(weights: str | Path | list | tuple | Backend, device: torch.device | str = "cpu",
+                 fp16: bool = False) -> Backend:
+    """Open `weights` with the backend its extension names. The path is only ever a file path (no shell).
+
+    Several paths (`--weights a.pt b.pt`) give an ensemble; an already-built Backend is used as is.
+    """
+    if isinstance(weights, Backend):
+        return weights
+    if isinstance(weights, (list, tuple)):
+        if len(weights) > 1:
+            from utils.ensemble import load_ensemble  # ensemble.py imports this module
+
+            return load_ensemble(weights, torch.device(device), fp16)
+        if not weights:
+            raise UserInputError("--weights: give a model file (.pt, .torchscript, .onnx or .tflite)")
+        weights = weights[0]
     path = Path(weights)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:

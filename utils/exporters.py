@@ -200,8 +200,8 @@ def export_tflite(model: nn.Module, im: torch.Tensor, outputs: dict[str, Path], 
 
     `outputs` maps precision (fp32, fp16, int8) to the file to write. fp16 stores conv weights as float16
     (dequantized at load; compute stays fp32 on XNNPACK). int8 is static post-training quantization (int8
-    weights and activations) calibrated on `calibration` batches; the Detect decode (sigmoid, grid, anchors,
-    the final concat) stays float, because one int8 scale over a tensor holding both pixel boxes and 0-1
+    weights and activations) calibrated on `calibration` batches; the Detect head (its 1x1 convs, the decode
+    and the final concat) stays float, because one int8 scale over a tensor holding both pixel boxes and 0-1
     scores rounds every score to zero. Input and output stay float32. Metadata goes to a sidecar
     `<file>.json` (utils.backends reads it), with the precision and the input layout the converter produced.
     """
@@ -243,7 +243,7 @@ def quantize_tflite(src: Path, dst: Path, precision: str, calibration: list[np.n
     if not calibration:
         raise UserInputError("--int8: no calibration images (pass --data with a train split)")
     qt.load_quantization_recipe(recipe.static_wi8_ai8())
-    float_regexes = (r".*heads\.Detect.*", r"serving_default_output.*")  # the decode and its final concat
+    float_regexes = (r".*heads\.Detect.*", r"serving_default_output.*")  # the head and its final concat
     for regex in float_regexes:
         qt.update_quantization_recipe(regex=regex, operation_name=ops.ALL_SUPPORTED,
                                       algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)

@@ -19,7 +19,6 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from utils.augment import letterbox
@@ -29,10 +28,7 @@ from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.sources import Frame, is_live_source, open_source
 from utils.torch_utils import select_device
-
-TTA_SCALES_FLIPS = ((1.0, False), (0.83, True), (0.67, False))  # yolov5's --augment: scales, left-right flip
-TTA_PAD_VALUE = 0.447  # grey used by yolov5 to pad scaled TTA images
-
+from utils.tta import predict_augmented
 
 @dataclass
 class Detections:
@@ -209,27 +205,7 @@ class Detector:
         """(B, N, 5+nc) raw predictions; with --augment, those of the scaled/flipped copies are appended."""
         if not self.augment:
             return self.backend(im)
-        h, w = im.shape[2:]
-        preds = []
-        for scale, flip in TTA_SCALES_FLIPS:
-            x = im.flip(3) if flip else im
-            if scale != 1.0:
-                x = self._scaled(x, scale)
-            pred = self.backend(x)
-            pred[..., :4] /= scale
-            if flip:
-                pred[..., 0] = w - pred[..., 0]
-            preds.append(pred)
-        return torch.cat(preds, 1)
-
-    def _scaled(self, im: torch.Tensor, scale: float) -> torch.Tensor:
-        """Resize by `scale`, then pad right/bottom to a stride multiple (top-left stays fixed)."""
-        h, w = im.shape[2:]
-        size = (int(h * scale), int(w * scale))
-        im = F.interpolate(im, size=size, mode="bilinear", align_corners=False)
-        s = self.backend.stride
-        ph, pw = -(-size[0] // s) * s - size[0], -(-size[1] // s) * s - size[1]
-        return F.pad(im, (0, pw, 0, ph), value=TTA_PAD_VALUE)
+        return predict_augmented(self.backend, im, self.backend.stride)  # the same views and merge as val
 
     def postprocess(self, pred: torch.Tensor, input_shape: tuple[int, int], image: np.ndarray,
                     ratio_pad: tuple, path: str = "") -> Detections:

@@ -212,8 +212,8 @@ def test_bad_input(weights, tmp_path):
         run(tmp_path / "m.caffemodel", tmp_path)
     with pytest.raises(UserInputError, match="--source .*nope: file or folder not found"):
         run(weights, tmp_path, source=str(tmp_path / "nope"))
-    with pytest.raises(UserInputError, match="model ensembles are not supported"):
-        run([weights, weights], tmp_path)
+    with pytest.raises(UserInputError, match="missing2.pt: file not found"):  # each ensemble member is checked
+        run([weights, tmp_path / "missing2.pt"], tmp_path)
     with pytest.raises(UserInputError, match="non-public address"):
         run(weights, tmp_path, source="http://169.254.169.254/latest/meta-data")
     with pytest.raises(UserInputError, match="unknown option.*conf_thresh"):

@@ -88,18 +88,21 @@ def read_labels(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: np.loadtxt(p, ndmin=2) for p in sorted((folder / "labels").glob("*.txt"))}
 
 
-def xywh_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (n, 4) against (m, 4) normalised cx cy w h boxes."""
+def box_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, 4) × (m, 4) normalised cx cy w h → IoU; for boxes clipped to zero area (they lay in the letterbox
+    padding) 1.0 where the coordinates agree within 1e-5 of the image size, else 0."""
     a1, a2 = a[:, None, :2] - a[:, None, 2:] / 2, a[:, None, :2] + a[:, None, 2:] / 2
     b1, b2 = b[None, :, :2] - b[None, :, 2:] / 2, b[None, :, :2] + b[None, :, 2:] / 2
     inter = (np.minimum(a2, b2) - np.maximum(a1, b1)).clip(0).prod(2)
-    return inter / (a[:, None, 2:].prod(2) + b[None, :, 2:].prod(2) - inter)
+    union = a[:, None, 2:].prod(2) + b[None, :, 2:].prod(2) - inter
+    close = (np.abs(a[:, None] - b[None]).max(2) < 1e-5).astype(float)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), close)
 
 
 def assert_same_detections(ours: np.ndarray, ref: np.ndarray, where: str) -> None:
     """Same count; each reference box has its own box of the same class in ours with IoU > 0.99."""
     assert ours.shape == ref.shape, where
-    iou = xywh_iou(ref[:, 1:5], ours[:, 1:5])
+    iou = box_similarity(ref[:, 1:5], ours[:, 1:5])
     iou[ref[:, :1] != ours[:, 0][None]] = 0  # a box of another class is no match
     taken = set()
     for i in np.argsort(-ref[:, 5], kind="stable"):

@@ -1,0 +1,267 @@
+"""Accuracy and speed side by side, from scratch: our yolov5n / -faster, the anchor-free (-af) variants, and
+ultralytics yolov5nu — same data, image size, epochs, batch, CPU; mAP on a split not used for training.
+
+Why: an anchor-free PConv model is only worth switching to if it is as accurate as ultralytics' yolov5nu
+(the issue's goal: mAP50-95 >= yolov5nu's at <= 0.65x its ONNX Runtime latency, 2 threads, 640, fused).
+
+Each training runs in its own child process (our train.py CLI; ultralytics' trainer through its Python API,
+offline: pretrained=False, amp=False, plots=False), so the peak memory of each is measured alone
+(os.wait4). Our models are scored by val.py on best.pt, yolovnu by its trainer's final validation of its
+best.pt — both COCO-style mAP50 / mAP50-95 over the same val images. Latency: every model at random init,
+fused, exported with torch.onnx (dynamo=False, opset 17), timed in ONNX Runtime, rounds interleaved.
+
+Usage:
+    python benchmarks/bench_accuracy.py --imgsz 320 --epochs 3 --batch-size 16         # small CPU setting
+    python benchmarks/bench_accuracy.py --imgsz 640 --epochs 100 --batch-size 16        # a real comparison
+    python benchmarks/bench_accuracy.py --skip-train                                    # latency only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from utils.errors import UserInputError  # noqa: E402
+from utils.log import LOGGER  # noqa: E402
+from utils.runs import increment_path  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared/data/coco128/data.yaml"
+OURS = ("yolov5n", "yolov5n-faster", "yolov5n-af", "yolov5n-faster-af", "yolov5n-pconv-lite-af")
+PEER = "yolov5nu"
+ULTRALYTICS_CHILD = """
+import json, sys, torch
+torch.set_num_threads({threads})
+from ultralytics import YOLO
+m = YOLO("{peer}.yaml").train(data={data!r}, epochs={epochs}, imgsz={imgsz}, batch={batch}, workers={workers},
+    device="cpu", pretrained=False, amp=False, plots=False, seed={seed}, project={project!r}, name="{peer}",
+    exist_ok=True, verbose=False)
+print("BENCH_RESULT " + json.dumps([float(m.box.map50), float(m.box.map)]))
+"""
+
+
+@dataclass
+class Row:
+    model: str
+    map50: float | None = None
+    map50_95: float | None = None
+    train_s: float | None = None
+    train_img_per_s: float | None = None
+    train_peak_rss_mb: float | None = None
+    onnx_ms: float | None = None
+    latency_vs_peer: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="data YAML with train and val splits")
+    p.add_argument("--models", nargs="+", default=list(OURS), help="our model YAML names")
+    p.add_argument("--peer", default=PEER, help="ultralytics model YAML to compare with ('' to skip)")
+    p.add_argument("--imgsz", type=int, default=320, help="train/val image size")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--close-mosaic", type=int, default=0, help="passed to train.py for the -af models")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads")
+    p.add_argument("--latency-imgsz", type=int, default=640)
+    p.add_argument("--latency-runs", type=int, default=20)
+    p.add_argument("--skip-train", action="store_true", help="latency only")
+    p.add_argument("--project", default=str(ROOT / "runs/benchmark"))
+    p.add_argument("--name", default="accuracy")
+    return p.parse_args(argv)
+
+
+def staged_dataset(data_yaml: Path, folder: Path) -> Path:
+    """A copy of the data YAML with an absolute path, images linked and labels copied into `folder`.
+
+    Label caches of both trainers are written beside the labels, so they land in `folder`, never in the
+    shared dataset; an absolute `path` stops ultralytics from resolving it under its own datasets dir.
+    """
+    if not data_yaml.is_file():
+        raise UserInputError(f"--data {data_yaml}: file not found")
+    d = yaml.safe_load(data_yaml.read_text())
+    src = (data_yaml.parent / d.get("path", ".")).resolve()
+    for split in ("train", "val"):
+        images = (src / d[split]).resolve()
+        labels = Path(str(images).replace(f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"))
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        os.symlink(images, folder / "images" / split)
+        shutil.copytree(labels, folder / "labels" / split, ignore=shutil.ignore_patterns("*.cache"))
+        d[split] = f"images/{split}"
+    d["path"] = str(folder)
+    out = folder / "data.yaml"
+    out.write_text(yaml.safe_dump(d, sort_keys=False))
+    return out
+
+
+def run_child(cmd: list[str], log: Path) -> tuple[float, float, str]:
+    """Run one training process; (wall seconds, peak RSS MB of that process alone, its stdout)."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)})
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    text = log.read_text(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd[1]} failed, see {log}:\n{text[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, text
+
+
+def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int) -> Row:
+    import val
+
+    af = name.endswith("-af")
+    hyp = ROOT / "data/hyps" / ("hyp.scratch-af.yaml" if af else "hyp.scratch-low.yaml")
+    cmd = [sys.executable, "train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
+           "--imgsz", str(opt.imgsz), "--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size),
+           "--workers", str(opt.workers), "--seed", str(opt.seed), "--device", "cpu", "--noplots",
+           "--project", str(out), "--name", name, "--exist-ok"]
+    if af and opt.close_mosaic:
+        cmd += ["--close-mosaic", str(opt.close_mosaic)]
+    wall, rss, _ = run_child(cmd, out / f"{name}.log")
+    results, _, _ = val.run(data=str(data), weights=str(out / name / "weights/best.pt"), imgsz=opt.imgsz,
+                            batch_size=opt.batch_size, device="cpu", workers=opt.workers, plots=False,
+                            project=str(out / "val"), name=name, exist_ok=True)
+    return Row(name, float(results[2]), float(results[3]), wall, opt.epochs * n_train / wall, rss,
+               notes=[f"hyp {hyp.name}"])
+
+
+def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int) -> Row:
+    script = ULTRALYTICS_CHILD.format(threads=opt.threads, peer=opt.peer, data=str(data), epochs=opt.epochs,
+                                      imgsz=opt.imgsz, batch=opt.batch_size, workers=opt.workers, seed=opt.seed,
+                                      project=str(out))
+    wall, rss, text = run_child([sys.executable, "-c", script], out / f"{opt.peer}.log")
+    line = next(x for x in text.splitlines() if x.startswith("BENCH_RESULT "))
+    map50, map50_95 = json.loads(line.split(" ", 1)[1])
+    return Row(opt.peer, map50, map50_95, wall, opt.epochs * n_train / wall, rss,
+               notes=["ultralytics trainer defaults (optimizer 'auto')"])
+
+
+def export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["images"])
+    return path
+
+
+def onnx_files(models: list[str], peer: str, imgsz: int, folder: Path) -> dict[str, Path]:
+    """Random-init, fused, exporter-form models written as ONNX (ultralytics' head in its own ONNX form)."""
+    from models.yolo import DetectionModel
+
+    x = torch.rand(1, 3, imgsz, imgsz)
+    files = {}
+    if peer:
+        from ultralytics import YOLO
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = YOLO(f"{peer}.yaml").model.fuse(verbose=False).eval()
+        for mod in m.modules():
+            if type(mod).__name__ == "Detect":
+                mod.export, mod.format = True, "onnx"
+        files[peer] = export_onnx(m, x, folder / f"{peer}.onnx")
+    for name in models:
+        torch.manual_seed(0)
+        model = DetectionModel(f"{name}.yaml").fuse().eval().set_export_mode(True)
+        files[name] = export_onnx(model, x, folder / f"{name}.onnx")
+    return files
+
+
+def time_onnx(files: dict[str, Path], imgsz: int, threads: int, runs: int) -> dict[str, float]:
+    """Median ms per image, rounds interleaved (order alternating) so background load hits all alike."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for k, p in files.items()}
+    feed = {"images": np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)}
+    times = {k: [] for k in sessions}
+    for s in sessions.values():
+        for _ in range(3):
+            s.run(None, feed)
+    order = list(sessions)
+    for r in range(runs):
+        for k in order if r % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            sessions[k].run(None, feed)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def table(rows: list[Row]) -> str:
+    head = "| model | mAP50 | mAP50-95 | train s | train img/s | train peak RSS MB | ONNX ms | latency vs peer |"
+    lines = [head, "|" + "---|" * 8]
+    fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
+    for r in rows:
+        lines.append(f"| {r.model} | {fmt(r.map50, '.3f')} | {fmt(r.map50_95, '.3f')} | {fmt(r.train_s, '.0f')} | "
+                     f"{fmt(r.train_img_per_s, '.1f')} | {fmt(r.train_peak_rss_mb, '.0f')} | {fmt(r.onnx_ms, '.1f')} | "
+                     f"{fmt(r.latency_vs_peer, '.2f')}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    opt = parse_opt(argv)
+    torch.set_num_threads(opt.threads)
+    save_dir = increment_path(Path(opt.project) / opt.name)
+    save_dir.mkdir(parents=True)
+    t_start = time.perf_counter()
+    rows = {m: Row(m) for m in ([opt.peer] if opt.peer else []) + list(opt.models)}
+    with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as tmp:
+        tmp = Path(tmp)
+        if not opt.skip_train:
+            data = staged_dataset(Path(opt.data), tmp / "data")
+            n_train = sum(1 for _ in (tmp / "data/images/train").iterdir())
+            for name in opt.models:
+                LOGGER.info(f"bench_accuracy: training {name} ({opt.epochs} epochs at {opt.imgsz})")
+                rows[name] = train_ours(name, data, opt, save_dir, n_train)
+            if opt.peer:
+                LOGGER.info(f"bench_accuracy: training ultralytics {opt.peer}")
+                rows[opt.peer] = train_peer(data, opt, save_dir, n_train)
+        ms = time_onnx(onnx_files(list(opt.models), opt.peer, opt.latency_imgsz, tmp), opt.latency_imgsz,
+                       opt.threads, opt.latency_runs)
+    for name, row in rows.items():
+        row.onnx_ms = ms[name]
+        row.latency_vs_peer = ms[name] / ms[opt.peer] if opt.peer else None
+    rows = list(rows.values())
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
+                   if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    summary = (f"bench_accuracy on {cpu} ({os.cpu_count()} cores), data {opt.data}, imgsz {opt.imgsz}, "
+               f"epochs {opt.epochs}, batch {opt.batch_size}; latency: ONNX Runtime {opt.threads} threads, "
+               f"{opt.latency_imgsz}, fused, random init, median of {opt.latency_runs}; "
+               f"total wall {time.perf_counter() - t_start:.0f} s")
+    report = f"{summary}\n\n{table(rows)}\n"
+    print(report)
+    (save_dir / "accuracy.md").write_text(report)
+    (save_dir / "accuracy.json").write_text(json.dumps({"summary": summary, "rows": [asdict(r) for r in rows]},
+                                                       indent=2))
+    LOGGER.info(f"Results saved to {save_dir}")
+    return rows
+
+
+if __name__ == "__main__":
+    from utils.cli import run_cli
+
+    run_cli(main)

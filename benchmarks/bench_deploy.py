@@ -1,0 +1,178 @@
+"""deploy/ runner vs detect.py, end to end on a video with the same exported files (ONNX, TFLite), one run.
+
+Usage: python benchmarks/bench_deploy.py [--source ../shared/media/people_6s.mp4] [--model yolov5n-faster]
+                                         [--imgsz 640] [--formats onnx tflite] [--rounds 2] [--threads 2]
+
+An untrained models/<model>.yaml (nc=80; speed does not depend on the weights) has its head biases set so that
+~100 boxes per frame survive NMS at --conf-thres 0.25, as busy as a trained model on a crowded scene; it is
+exported once per format with export.py's code. Then each (runner, format) pair runs the whole job in a
+fresh process — read the video, letterbox, infer, NMS, draw, write the annotated .mp4 and the labels —
+rounds alternating the order so the machine's background load hits both alike. Reported per pair (median
+over rounds): process wall time (interpreter start, imports, model load and all frames), the run's own
+wall time (model load + frames), throughput = frames / run time, peak RSS of the process, and the
+number of boxes written (equal boxes show both runners did the same work).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+import cv2  # noqa: E402
+
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import UserInputError  # noqa: E402
+from utils.log import LOGGER  # noqa: E402
+from utils.runs import increment_path  # noqa: E402
+
+RUNNERS = ("deploy", "detect.py")
+HEAD_BIAS = -4.0  # objectness/class logit bias of the untrained head: ~1500 candidates, ~100 kept per frame
+
+DEPLOY_CHILD = """
+import json, resource, sys, time
+from deploy.run import main
+t0 = time.perf_counter()
+save_dir = main(["--model", sys.argv[1], "--source", sys.argv[2], "--conf-thres", sys.argv[3], "--threads", sys.argv[4],
+                 "--project", sys.argv[5], "--name", "run", "--save-txt"])
+print("BENCH " + json.dumps({"run_s": time.perf_counter() - t0, "save_dir": str(save_dir),
+                            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+DETECT_CHILD = """
+import json, resource, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[4]))
+import detect
+t0 = time.perf_counter()
+save_dir = detect.run(weights=[sys.argv[1]], source=sys.argv[2], conf_thres=float(sys.argv[3]), device="cpu",
+                      project=sys.argv[5], name="run", save_txt=True)
+print("BENCH " + json.dumps({"run_s": time.perf_counter() - t0, "save_dir": str(save_dir),
+                            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--source", default=str(ROOT.parent / "shared/media/people_6s.mp4"), help="video file")
+    p.add_argument("--model", default="yolov5n-faster", help="model YAML name in models/")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--formats", nargs="+", default=["onnx", "tflite"], choices=["onnx", "tflite"])
+    p.add_argument("--conf-thres", type=float, default=0.25)
+    p.add_argument("--rounds", type=int, default=2, help="runs per (runner, format), order alternating")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime")
+    p.add_argument("--project", default=str(ROOT / "runs/benchmark"))
+    p.add_argument("--name", default="deploy")
+    return p.parse_args(argv)
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def export_files(model_name: str, imgsz: int, formats: list[str], folder: Path) -> dict[str, Path]:
+    """Untrained model with a busy head, exported with the project's export code."""
+    import torch
+
+    import export
+    from models.yolo import DetectionModel
+    from utils.checkpoint import build_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = DetectionModel(ROOT / f"models/{model_name}.yaml", nc=80)
+    with torch.no_grad():
+        for conv in model.model[-1].m:
+            conv.bias.normal_(HEAD_BIAS, 0.5)
+            conv.bias.view(model.model[-1].na, -1)[:, :4] = 0  # box offsets: anchor-sized boxes on the grid
+    weights = save_checkpoint(build_checkpoint(model), folder / f"{model_name}.pt")
+    files = export.run(weights=str(weights), include=formats, imgsz=[imgsz], verify=False,
+                       project=str(folder / "export"))["files"]
+    return {f.fmt: f.path for f in files}
+
+
+def count_outputs(save_dir: Path) -> tuple[int, int]:
+    """(frames in the annotated video, boxes in the label files)."""
+    cap = cv2.VideoCapture(str(next(save_dir.glob("*.mp4"))))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    boxes = sum(len(p.read_text().splitlines()) for p in (save_dir / "labels").glob("*.txt"))
+    return frames, boxes
+
+
+def one_run(runner: str, model: Path, opt: argparse.Namespace, project: Path) -> dict:
+    """A fresh process: wall time measured here; run time and peak RSS (ru_maxrss) reported by the child."""
+    code = DEPLOY_CHILD if runner == "deploy" else DETECT_CHILD
+    args = [sys.executable, "-c", code, str(model), opt.source, str(opt.conf_thres), str(opt.threads), str(project)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    lines = [line for line in stdout.splitlines() if line.startswith("BENCH ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{runner} {model.name} failed:\n{stderr[-2000:]}")
+    child = json.loads(lines[-1][6:])
+    frames, boxes = count_outputs(Path(child["save_dir"]))
+    return {"process_s": wall, "run_s": child["run_s"], "frames": frames, "boxes": boxes,
+            "peak_rss_mb": child["peak_rss_mb"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    opt = parse_opt(argv)
+    if not Path(opt.source).is_file():
+        raise UserInputError(f"--source {opt.source}: video not found")
+    cap = cv2.VideoCapture(opt.source)
+    n_in, fps_in, size_in = int(cap.get(7)), cap.get(5), (int(cap.get(3)), int(cap.get(4)))
+    cap.release()
+    save_dir = increment_path(Path(opt.project) / opt.name, mkdir=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = export_files(opt.model, opt.imgsz, opt.formats, Path(tmp))
+        pairs = [(runner, fmt) for fmt in opt.formats for runner in RUNNERS]
+        results: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+        for r in range(opt.rounds):
+            for runner, fmt in pairs if r % 2 == 0 else pairs[::-1]:
+                res = one_run(runner, files[fmt], opt, Path(tmp) / f"{runner}-{fmt}-{r}")
+                results[(runner, fmt)].append(res)
+                LOGGER.info(f"round {r + 1}: {runner:<9} {fmt:<6} {res['frames']} frames in {res['run_s']:.2f}s run "
+                            f"({res['process_s']:.2f}s process), {res['boxes']} boxes, {res['peak_rss_mb']:.0f} MB")
+    rows = []
+    for (runner, fmt), runs in results.items():
+        run_s = statistics.median(x["run_s"] for x in runs)
+        rows.append({"runner": runner, "format": fmt, "frames": runs[0]["frames"], "boxes": runs[0]["boxes"],
+                     "process_s": statistics.median(x["process_s"] for x in runs), "run_s": run_s,
+                     "fps": runs[0]["frames"] / run_s,
+                     "peak_rss_mb": max(x["peak_rss_mb"] for x in runs)})
+    header = (f"{opt.model} @{opt.imgsz}, {Path(opt.source).name} ({n_in} frames {size_in[0]}x{size_in[1]} @ "
+              f"{fps_in:.0f} fps), conf {opt.conf_thres}, {opt.threads} threads, {cpu_name()}, "
+              f"median of {opt.rounds} rounds")
+    table = [f"| runner | format | frames | boxes | process wall s | run wall s | FPS (run) | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    table += [f"| {x['runner']} | {x['format']} | {x['frames']} | {x['boxes']} | {x['process_s']:.2f} | "
+              f"{x['run_s']:.2f} | {x['fps']:.1f} | {x['peak_rss_mb']:.0f} |" for x in rows]
+    for fmt in opt.formats:
+        ours, ref = (next(x for x in rows if x["runner"] == k and x["format"] == fmt) for k in RUNNERS)
+        table.append(f"\n{fmt}: deploy is {ref['run_s'] / ours['run_s']:.2f}x detect.py's speed (run), "
+                     f"{ref['process_s'] / ours['process_s']:.2f}x end to end with start-up, "
+                     f"{ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x its peak memory")
+    report = header + "\n\n" + "\n".join(table)
+    LOGGER.info("\n" + report)
+    (save_dir / "results.md").write_text(report + "\n", encoding="utf-8")
+    (save_dir / "results.json").write_text(json.dumps({"setup": header, "rows": rows}, indent=2), encoding="utf-8")
+    LOGGER.info(f"Saved {save_dir / 'results.md'}")
+    return {"rows": rows, "save_dir": save_dir}
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,105 @@
+"""torch.hub entry points, offline from a local clone (yolov5's habit):
+
+    import torch
+    model = torch.hub.load("path/to/pconv-yolo", "custom", path="runs/train/exp/weights/best.pt", source="local")
+    model = torch.hub.load("path/to/pconv-yolo", "yolov5n_faster", pretrained=False, classes=3, source="local")
+    results = model("data/images/bus.jpg")        # list of utils.predictor.Detections, one per image
+    model.conf, model.iou, model.classes = 0.4, 0.5, [0]   # yolov5's after-load settings work too
+
+Every model YAML in models/ gets a constructor named after it ('-' → '_'). No pretrained weights are
+published (PConv-YOLO models are trained from scratch), so `pretrained=True` needs `path=` to a checkpoint.
+`autoshape=False` returns the bare DetectionModel (nn.Module) instead of the Detector, e.g. to train it.
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+dependencies = ["torch", "torchvision", "cv2", "numpy", "yaml"]
+REPO = pathlib.Path(__file__).resolve().parent
+COCO_NAMES_YAML = REPO / "data/coco8.yaml"  # the 80 COCO names, for untrained 80-class models
+
+
+def _check_no_foreign_packages() -> None:
+    """torch.hub imports this repo's top-level `models` / `utils`; another project's, already imported, would
+    shadow them and fail later with a confusing ImportError. Say so now."""
+    for name in ("models", "utils"):
+        module = sys.modules.get(name)
+        origin = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
+        if module is not None and origin and REPO not in pathlib.Path(origin).resolve().parents:
+            raise ImportError(f"torch.hub.load({str(REPO)!r}): a different '{name}' package is already imported "
+                              f"(from {origin}); load this repo in a fresh Python process or before importing that one")
+
+
+_check_no_foreign_packages()
+
+# Imported now, while torch.hub has REPO on sys.path: it is removed again once loading returns, and the
+# lazy imports inside these modules then resolve through the already-imported packages.
+import models.yolo  # noqa: E402
+import utils.backends  # noqa: E402
+import utils.checkpoint  # noqa: E402
+import utils.errors  # noqa: E402
+import utils.predictor  # noqa: E402
+
+
+def custom(path: str, autoshape: bool = True, device: str | None = None, **detector_options):
+    """A trained checkpoint (or exported .onnx / .torchscript / .tflite) as a Detector.
+
+    detector_options are utils.predictor.Detector's: conf, iou, imgsz, classes (a class filter here),
+    agnostic, max_det, half, augment, data.
+    """
+    if not autoshape:
+        return utils.checkpoint.load_model(path, device or "cpu")
+    return utils.predictor.Detector(path, device=device or "", **detector_options)
+
+
+def _create(cfg: pathlib.Path, pretrained: bool, classes: int | None, channels: int, autoshape: bool,
+            device: str | None, path: str | None, names: list[str] | None, detector_options: dict):
+    entry = cfg.stem.replace("-", "_")
+    if pretrained and not path:
+        raise utils.errors.UserInputError(
+            f"{entry}(pretrained=True): no pretrained weights are published for PConv-YOLO (models are trained "
+            f"from scratch); pass path='runs/train/exp/weights/best.pt' or use pretrained=False")
+    if path:
+        loaded = custom(path, autoshape, device, **detector_options)  # a Detector or a DetectionModel
+        if classes is not None and classes != len(loaded.names):
+            raise utils.errors.UserInputError(f"{entry}(classes={classes}): {path} has {len(loaded.names)} classes")
+        return loaded
+    model = models.yolo.DetectionModel(cfg, ch=channels, nc=classes)
+    model.names = _names_for(model.nc, names, entry)
+    if not autoshape:
+        return model.to(utils.predictor.select_device(device or ""))
+    backend = utils.backends.ModelBackend(model, utils.predictor.select_device(device or ""),
+                                          detector_options.pop("half", False))
+    return utils.predictor.Detector(backend, device=device or "", **detector_options)
+
+
+def _names_for(nc: int, names: list[str] | None, entry: str) -> list[str]:
+    """Given names, else COCO's for 80 classes (yolov5's default), else class0, class1, ..."""
+    if names is not None:
+        if len(names) != nc:
+            raise utils.errors.UserInputError(f"{entry}(names=...): {len(names)} names for {nc} classes")
+        return [str(n) for n in names]
+    if nc == 80:
+        return utils.predictor.names_from_data_yaml(COCO_NAMES_YAML)
+    return [f"class{i}" for i in range(nc)]
+
+
+def _constructor(cfg: pathlib.Path):
+    """`<yaml stem>(pretrained=False, classes=None, ...)`: an untrained model of that YAML, or `path`'s weights."""
+
+    def build(pretrained: bool = False, classes: int | None = None, channels: int = 3, autoshape: bool = True,
+              device: str | None = None, path: str | None = None, names: list[str] | None = None,
+              **detector_options):
+        return _create(cfg, pretrained, classes, channels, autoshape, device, path, names, detector_options)
+
+    build.__name__ = build.__qualname__ = cfg.stem.replace("-", "_")
+    build.__doc__ = (f"{cfg.name} as a Detector: untrained with `classes` classes (default: the YAML's), or "
+                     f"loaded from `path`. autoshape=False returns the bare DetectionModel. Other keywords "
+                     f"(conf, iou, imgsz, ...) go to utils.predictor.Detector.")
+    return build
+
+
+for _cfg in sorted((REPO / "models").glob("*.yaml")):
+    globals()[_cfg.stem.replace("-", "_")] = _constructor(_cfg)
+del _cfg

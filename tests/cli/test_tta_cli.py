@@ -1,0 +1,93 @@
+"""Test-time augmentation (--augment) through val.py and detect.py with a real checkpoint.
+
+An untrained one-class model scores a non-zero mAP on large single-object images (its big-anchor boxes
+overlap them), so plain and augmented validation give numbers that can be told apart.
+"""
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import detect
+import val
+from models.yolo import DetectionModel
+from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.log import LOGGER_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+BOXES = ((0.5, 0.5, 0.8, 0.7), (0.4, 0.55, 0.6, 0.8), (0.6, 0.5, 0.7, 0.6), (0.5, 0.45, 0.9, 0.5))  # cx cy w h
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """(data YAML, checkpoint): 4 noise images with one large labelled box each; an untrained 1-class model."""
+    root = tmp_path_factory.mktemp("blobs")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i, box in enumerate(BOXES):
+        cv2.imwrite(str(root / f"images/im{i}.jpg"), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+        (root / f"labels/im{i}.txt").write_text("0 %g %g %g %g\n" % box)
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["blob"]}))
+    torch.manual_seed(0)
+    model = DetectionModel(ROOT / "models/yolov5n-faster.yaml", nc=1)
+    model.names = ["blob"]
+    return data, save_checkpoint(build_checkpoint(model), root / "blob.pt")
+
+
+@pytest.fixture
+def log_text(caplog):
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.propagate = True
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    yield caplog
+    logger.propagate = False
+
+
+def _all_row(messages: list[str]) -> list[float]:
+    """P, R, mAP50, mAP50-95 of the last 'all' row of val's table."""
+    rows = [line.split() for m in messages for line in m.splitlines() if line.split()[:1] == ["all"]]
+    return [float(v) for v in rows[-1][3:7]]
+
+
+def test_val_with_augment_reports_a_different_map(blobs, tmp_path, log_text):
+    data, weights = blobs
+    common = ["--weights", str(weights), "--data", str(data), "--imgsz", "128", "--batch-size", "4",
+              "--workers", "0", "--project", str(tmp_path)]
+    plain = val.run(**vars(val.parse_opt(common)))[0][:4]
+    plain_row = _all_row(log_text.messages)
+    augmented = val.run(**vars(val.parse_opt(common + ["--augment"])))[0][:4]
+    augmented_row = _all_row(log_text.messages)
+    assert plain[2] > 0 and augmented[2] > 0, "both runs find the blobs"
+    assert plain != augmented, "TTA adds boxes from scaled/flipped views, so the mAP must change"
+    assert plain_row == pytest.approx(plain, abs=6e-3) and augmented_row == pytest.approx(augmented, abs=6e-3), \
+        "the printed table reports the returned numbers"
+    assert plain_row != augmented_row
+
+
+def test_detect_with_augment_merges_more_views(blobs, tmp_path):
+    from utils.predictor import Detector
+
+    _, weights = blobs
+    image = str(ROOT / "data/images/bus.jpg")
+    plain = Detector(weights, imgsz=128, conf=0.001, iou=0.99, max_det=10000)(image)[0]
+    augmented = Detector(weights, imgsz=128, conf=0.001, iou=0.99, max_det=10000, augment=True)(image)[0]
+    assert len(augmented) > len(plain) > 0, "three views give more boxes before NMS merges them"
+    h, w = augmented.image.shape[:2]
+    assert (augmented.xyxy >= 0).all() and (augmented.xyxy[:, [0, 2]] <= w).all()  # mapped back to the image
+    save_dir = detect.run(weights=[str(weights)], source=image, imgsz=[128], conf_thres=0.001, augment=True,
+                          project=str(tmp_path), save_txt=True)
+    assert (save_dir / "bus.jpg").is_file() and (save_dir / "labels/bus.txt").read_text().strip()
