@@ -65,8 +65,10 @@ def _create(cfg: pathlib.Path, pretrained: bool, classes: int | None, channels: 
         if classes is not None and classes != len(loaded.names):
             raise utils.errors.UserInputError(f"{entry}(classes={classes}): {path} has {len(loaded.names)} classes")
         return loaded
-    model = models.yolo.DetectionModel(cfg, ch=channels, nc=classes)
-    model.names = _names_for(model.nc, names, entry)
+    nc = classes or models.yolo.load_model_yaml(cfg)["nc"]
+    model_names = _names_for(nc, names, entry)  # checked before the (slower) model build
+    model = models.yolo.DetectionModel(cfg, ch=channels, nc=nc)
+    model.names = model_names
     if not autoshape:
         return model.to(utils.predictor.select_device(device or ""))
     backend = utils.backends.ModelBackend(model, utils.predictor.select_device(device or ""),

@@ -38,25 +38,27 @@ from utils.runs import increment_path  # noqa: E402
 RUNNERS = ("deploy", "detect.py")
 HEAD_BIAS = -4.0  # objectness/class logit bias of the untrained head: ~1500 candidates, ~100 kept per frame
 
-DEPLOY_CHILD = """
-import json, resource, sys, time
-from deploy.run import main
-t0 = time.perf_counter()
-save_dir = main(["--model", sys.argv[1], "--source", sys.argv[2], "--conf-thres", sys.argv[3], "--threads", sys.argv[4],
-                 "--project", sys.argv[5], "--name", "run", "--save-txt"])
-print("BENCH " + json.dumps({"run_s": time.perf_counter() - t0, "save_dir": str(save_dir),
-                            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+CHILD_REPORT = """
+def report(t0, save_dir):  # VmHWM: this process's own peak RSS (ru_maxrss keeps the parent's across exec)
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    result = {"run_s": time.perf_counter() - t0, "save_dir": str(save_dir), "peak_rss_mb": hwm / 1024}
+    print("BENCH " + json.dumps(result))
 """
-DETECT_CHILD = """
-import json, resource, sys, time
+DEPLOY_CHILD = """import json, sys, time
+from deploy.run import main
+""" + CHILD_REPORT + """
+t0 = time.perf_counter()
+report(t0, main(["--model", sys.argv[1], "--source", sys.argv[2], "--conf-thres", sys.argv[3], "--threads", sys.argv[4],
+                 "--project", sys.argv[5], "--name", "run", "--save-txt"]))
+"""
+DETECT_CHILD = """import json, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[4]))
 import detect
+""" + CHILD_REPORT + """
 t0 = time.perf_counter()
-save_dir = detect.run(weights=[sys.argv[1]], source=sys.argv[2], conf_thres=float(sys.argv[3]), device="cpu",
-                      project=sys.argv[5], name="run", save_txt=True)
-print("BENCH " + json.dumps({"run_s": time.perf_counter() - t0, "save_dir": str(save_dir),
-                            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+report(t0, detect.run(weights=[sys.argv[1]], source=sys.argv[2], conf_thres=float(sys.argv[3]), device="cpu",
+                      project=sys.argv[5], name="run", save_txt=True))
 """
 
 
@@ -81,20 +83,33 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def export_files(model_name: str, imgsz: int, formats: list[str], folder: Path) -> dict[str, Path]:
-    """Untrained model with a busy head, exported with the project's export code."""
+def export_files(model_name: str, imgsz: int, formats: list[str], folder: Path, source: str) -> dict[str, Path]:
+    """Untrained model whose head is scaled to its features on the video's first frame (an untrained backbone's
+    features are ~1e-6, so plain biases would put the same score on every grid cell), exported with export.py."""
     import torch
 
     import export
     from models.yolo import DetectionModel
+    from utils.augment import letterbox
     from utils.checkpoint import build_checkpoint, save_checkpoint
 
+    image = letterbox(cv2.VideoCapture(source).read()[1], (imgsz, imgsz))[0]
+    frame = torch.from_numpy(image[:, :, ::-1].transpose(2, 0, 1).copy()).float()[None] / 255
+
     torch.manual_seed(0)
-    model = DetectionModel(ROOT / f"models/{model_name}.yaml", nc=80)
+    model = DetectionModel(ROOT / f"models/{model_name}.yaml", nc=80).eval()
+    detect_head = model.model[-1]
+    features = []
+    hooks = [conv.register_forward_hook(lambda m, x, y: features.append(x[0])) for conv in detect_head.m]
     with torch.no_grad():
-        for conv in model.model[-1].m:
+        model(frame)
+        for hook in hooks:
+            hook.remove()
+        for conv, x in zip(detect_head.m, features):  # logits of std ~1 that vary over the image, mean HEAD_BIAS
+            conv.weight.normal_(0, 1 / (float(x.std()) * conv.in_channels ** 0.5))
             conv.bias.normal_(HEAD_BIAS, 0.5)
-            conv.bias.view(model.model[-1].na, -1)[:, :4] = 0  # box offsets: anchor-sized boxes on the grid
+            conv.weight.view(detect_head.na, -1, *conv.weight.shape[1:])[:, :4] *= 0.1  # anchor-sized boxes
+            conv.bias.view(detect_head.na, -1)[:, :4] = 0
     weights = save_checkpoint(build_checkpoint(model), folder / f"{model_name}.pt")
     files = export.run(weights=str(weights), include=formats, imgsz=[imgsz], verify=False,
                        project=str(folder / "export"))["files"]
@@ -138,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     cap.release()
     save_dir = increment_path(Path(opt.project) / opt.name, mkdir=True)
     with tempfile.TemporaryDirectory() as tmp:
-        files = export_files(opt.model, opt.imgsz, opt.formats, Path(tmp))
+        files = export_files(opt.model, opt.imgsz, opt.formats, Path(tmp), opt.source)
         pairs = [(runner, fmt) for fmt in opt.formats for runner in RUNNERS]
         results: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
         for r in range(opt.rounds):

@@ -153,9 +153,11 @@ class ModelBackend(Backend):
     kind = "pytorch"
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", fp16: bool = False):
-        super().__init__(Path(getattr(model, "yaml", {}).get("yaml_file", "model")), torch.device(device), fp16)
+        device = torch.device(device)
+        super().__init__(Path(getattr(model, "yaml", {}).get("yaml_file", "model")), device,
+                         fp16 and device.type == "cuda")  # fp16 convs on CPU are slow or unsupported
         model = model.to(self.device).eval()
-        self.model = model.half() if fp16 else model.float()
+        self.model = model.half() if self.fp16 else model.float()
         self.names = list(getattr(model, "names", []) or [])
         self.stride = int(max(int(s) for s in model.stride))
         self.dynamic = True

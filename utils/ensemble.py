@@ -28,7 +28,7 @@ class Ensemble(Backend):
         super().__init__(first.path, first.device, first.fp16)
         self.members = list(members)
         _check_compatible(self.members)
-        self.names = list(first.names)
+        self.names = next((list(m.names) for m in self.members if m.names), [])  # a TFLite file may lack names
         self.stride = first.stride
         self.dynamic = all(m.dynamic for m in self.members)
         self.imgsz = next((m.imgsz for m in self.members if not m.dynamic), first.imgsz)

@@ -64,7 +64,7 @@ class TinyDetector(nn.Module):
         self.detect = Detect(nc, anchors, ch=[16, 16, 16])
         self.detect.stride[:] = torch.tensor([8.0, 16.0, 32.0])
         self.detect.anchors /= self.detect.stride.view(-1, 1, 1)
-        self.detect.initialize_biases()
+        self.detect.initialize_biases([8.0, 16.0, 32.0])
 
     def forward(self, x):
         p3 = self.p3(x)

@@ -64,6 +64,27 @@ def test_loss_is_finite_and_decreases_on_an_overfit_batch():
     assert torch.isfinite(empty) and empty_items[0] == 0 and empty_items[1] == 0 and empty_items[2] > 0
 
 
+def test_af_training_closes_mosaic_and_logs_box_dfl_cls(tmp_path, monkeypatch):
+    """--close-mosaic 1 of 2 epochs: the train loader is rebuilt without mosaic (workers are persistent)."""
+    train_loader_mosaic = []
+    real = train.create_dataloader
+
+    def spy(*args, **kwargs):
+        if kwargs.get("augment"):
+            train_loader_mosaic.append(kwargs["hyp"]["mosaic"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "create_dataloader", spy)
+    summary = train.run(data=str(ROOT / "data/coco8.yaml"), cfg="yolov5n-af.yaml", hyp=str(HYP_AF), imgsz=64,
+                        batch_size=4, epochs=2, close_mosaic=1, workers=1, noval=True, noplots=True, nosave=True,
+                        project=str(tmp_path))
+    assert train_loader_mosaic == [1.0, 0.0]
+    rows = [line.split(",") for line in (summary.save_dir / "results.csv").read_text().splitlines()[1:]]
+    assert len(rows) == 2
+    train_losses, val_losses = [float(v) for v in rows[-1][1:4]], [float(v) for v in rows[-1][8:11]]
+    assert all(math.isfinite(v) and v > 0 for v in train_losses + val_losses)  # box, dfl (obj column), cls
+
+
 @pytest.mark.slow
 def test_anchor_free_model_overfits_coco8(tmp_path):
     """From random init the anchor-free model learns coco8's train images to mAP50 > 0.5 (via train.run)."""

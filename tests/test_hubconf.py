@@ -1,0 +1,84 @@
+"""torch.hub.load from a local clone: a fresh Python in another folder, offline, yolov5's call shapes."""
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import hubconf
+from models.yolo import DetectionModel, load_model_yaml
+from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.errors import UserInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+HUB_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+repo, weights, image = sys.argv[1:4]
+out = {}
+model = torch.hub.load(repo, "custom", path=weights, source="local", conf=0.001, imgsz=128)
+results = model(image)
+out["custom"] = [type(model).__name__, len(results), len(results[0]), results[0].names, results[0].image.shape[:2]]
+out["custom_boxes_in_image"] = bool((results[0].xyxy[:, 2] <= results[0].image.shape[1] + 0.01).all())
+scratch = torch.hub.load(repo, "yolov5n_faster", pretrained=False, classes=80, source="local", imgsz=64)
+out["named"] = [type(scratch).__name__, len(scratch.names), scratch.names[0], len(scratch(image))]
+try:
+    torch.hub.load(repo, "yolov5s_faster", pretrained=True, source="local")
+except Exception as e:
+    out["pretrained"] = [type(e).__name__, str(e)]
+out["repo_left_on_path"] = repo in sys.path
+print(json.dumps(out))
+"""
+
+
+def test_hub_load_from_local_clone_in_a_fresh_process(tmp_path):
+    torch.manual_seed(0)
+    cfg = load_model_yaml(ROOT / "models/yolov5n-faster.yaml")
+    cfg["width_multiple"] = 0.0625
+    model = DetectionModel(cfg, nc=2)
+    model.names = ["blob", "bus"]
+    weights = save_checkpoint(build_checkpoint(model), tmp_path / "best.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the repo is found via torch.hub only
+    argv = [sys.executable, "-c", HUB_SCRIPT, str(ROOT), str(weights), str(ROOT / "data/images/bus.jpg")]
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["custom"][:2] == ["Detector", 1] and out["custom"][2] > 0, "detections from the checkpoint"
+    assert out["custom"][3] == ["blob", "bus"] and out["custom"][4] == [1080, 810], "boxes on the original image"
+    assert out["custom_boxes_in_image"]
+    assert out["named"][:3] == ["Detector", 80, "person"] and out["named"][3] == 1
+    assert out["pretrained"][0] == "UserInputError"
+    assert "no pretrained weights are published" in out["pretrained"][1] and "path=" in out["pretrained"][1]
+    assert not out["repo_left_on_path"]
+
+
+def test_every_zoo_yaml_has_a_constructor():
+    for cfg in (ROOT / "models").glob("*.yaml"):
+        entry = getattr(hubconf, cfg.stem.replace("-", "_"))
+        assert callable(entry) and cfg.name in entry.__doc__
+    model = hubconf.yolov5n_faster(classes=3, autoshape=False)
+    assert isinstance(model, DetectionModel) and model.nc == 3 and model.names == ["class0", "class1", "class2"]
+    with pytest.raises(UserInputError, match=r"yolov5n\(names=...\): 1 names for 3 classes"):
+        hubconf.yolov5n(classes=3, names=["a"])
+
+
+def test_a_foreign_utils_package_is_named(monkeypatch, tmp_path):
+    foreign = types.ModuleType("utils")
+    foreign.__file__ = str(tmp_path / "other_project/utils/__init__.py")
+    monkeypatch.setitem(sys.modules, "utils", foreign)
+    with pytest.raises(ImportError, match="a different 'utils' package is already imported .*other_project"):
+        hubconf._check_no_foreign_packages()
