@@ -248,8 +248,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
                    if x.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    summary = (f"bench_accuracy on {cpu} ({os.cpu_count()} cores), data {opt.data}, imgsz {opt.imgsz}, "
-               f"epochs {opt.epochs}, batch {opt.batch_size}; latency: ONNX Runtime {opt.threads} threads, "
+    trained = "no training (--skip-train)" if opt.skip_train else \
+        f"data {opt.data}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}"
+    summary = (f"bench_accuracy on {cpu} ({os.cpu_count()} cores), {trained}; "
+               f"latency: ONNX Runtime {opt.threads} threads, "
                f"{opt.latency_imgsz}, fused, random init, median of {opt.latency_runs}; "
                f"total wall {time.perf_counter() - t_start:.0f} s")
     report = f"{summary}\n\n{table(rows)}\n"

@@ -97,7 +97,8 @@ class AnchorFreeLoss:
         if fg.any():
             weight = assigned.scores.sum(-1)[fg]
             target_boxes = assigned.boxes / strides  # grid units
-            lbox = (complete_box_iou_loss(pred_boxes[fg], target_boxes[fg], reduction="none") * weight).sum() / score_sum
+            ciou = complete_box_iou_loss(pred_boxes[fg], target_boxes[fg], reduction="none")
+            lbox = (ciou * weight).sum() / score_sum
             target_ltrb = torch.cat((points - target_boxes[..., :2], target_boxes[..., 2:] - points), 2)
             target_ltrb = target_ltrb[fg].clamp(0, self.reg_max - 1 - DFL_EDGE)
             per_side = dfl_loss(dist[fg].reshape(-1, self.reg_max), target_ltrb.reshape(-1)).view(-1, 4).mean(1)
