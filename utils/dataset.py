@@ -311,7 +311,7 @@ def scan_labels(im_files: list[str], label_files: list[str], nc: int, prefix: st
         LOGGER.warning(f"{prefix}WARNING: {m}")
     if keep and not any(len(all_labels[i]) for i in keep):
         LOGGER.warning(f"{prefix}WARNING: no labels found next to {Path(im_files[0]).parent}: every image is "
-                       f"background (labels go in a 'labels' folder beside 'images', see docs/README_data.md)")
+                       f"background (labels go in a 'labels' folder beside 'images', see docs/data.md)")
     if not keep:
         raise UserInputError(f"{prefix}{Path(im_files[0]).parent}: no valid images among {len(im_files)} "
                              f"({report.corrupt} corrupt); see the warnings above")
