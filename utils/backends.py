@@ -127,35 +127,16 @@ class Backend:
         self.end_to_end = meta.get("nms", self.end_to_end)
 
 
-class PyTorchBackend(Backend):
-    """Our training checkpoint (utils.checkpoint format), BN fused for speed."""
-
-    kind = "pytorch"
-
-    def __init__(self, path: Path, device: torch.device, fp16: bool = False):
-        super().__init__(path, device, fp16)
-        from utils.checkpoint import load_model  # imports models/, which the exported formats never need
-
-        model = load_model(path, device, fuse=True)
-        self.model = model.half() if fp16 else model.float()
-        self.names = list(getattr(model, "names", []) or [])
-        self.stride = int(max(int(s) for s in model.stride))
-        self.dynamic = True
-
-    def _forward(self, im: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.model(im)
-
-
 class ModelBackend(Backend):
     """A live DetectionModel, no file behind it (hubconf's untrained constructors, notebooks)."""
 
     kind = "pytorch"
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", fp16: bool = False):
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", fp16: bool = False,
+                 path: Path | None = None):
         device = torch.device(device)
-        super().__init__(Path(getattr(model, "yaml", {}).get("yaml_file", "model")), device,
-                         fp16 and device.type == "cuda")  # fp16 convs on CPU are slow or unsupported
+        path = path or Path(getattr(model, "yaml", {}).get("yaml_file", "model"))
+        super().__init__(path, device, fp16 and device.type == "cuda")  # fp16 convs on CPU are slow or unsupported
         model = model.to(self.device).eval()
         self.model = model.half() if self.fp16 else model.float()
         self.names = list(getattr(model, "names", []) or [])
@@ -165,6 +146,15 @@ class ModelBackend(Backend):
     def _forward(self, im: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(im)
+
+
+class PyTorchBackend(ModelBackend):
+    """Our training checkpoint (utils.checkpoint format), BN fused for speed."""
+
+    def __init__(self, path: Path, device: torch.device, fp16: bool = False):
+        from utils.checkpoint import load_model  # imports models/, which the exported formats never need
+
+        super().__init__(load_model(path, device, fuse=True), device, fp16, path=path)
 
 
 class TorchScriptBackend(Backend):
