@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import difflib
 import math
 import os
 import random
 import sys
 import time
-from contextlib import contextmanager
-from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # allow `python train.py` and torchrun from anywhere
@@ -44,48 +41,24 @@ from utils.anchors import check_anchors  # noqa: E402
 from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.dataset import check_dataset, create_dataloader  # noqa: E402
+from utils.distributed import DistContext, any_rank, init_distributed, main_process_first  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
+from utils.hyp import load_hyp  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.loss import build_loss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
+from utils.optim import NOMINAL_BATCH, build_optimizer, freeze_layers, lr_lambda, warmup  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.tensorboard_log import TensorBoardLogger  # noqa: E402
-from utils.torch_utils import ModelEMA, de_parallel, init_seeds, model_info, select_device  # noqa: E402
+from utils.torch_utils import ModelEMA, de_parallel, init_seeds, model_info  # noqa: E402
 
 DEFAULT_HYP = ROOT / "data/hyps/hyp.scratch-low.yaml"
-NOMINAL_BATCH = 64  # gradients are accumulated up to this batch size before each optimizer step
 MIN_WARMUP_ITERS = 100
 GRAD_CLIP_NORM = 10.0
 PLOTTED_TRAIN_BATCHES = 3
-REQUIRED_HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum",
-                     "warmup_bias_lr", "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
-OPTIONAL_HYP_KEYS = ("iou_t", "fl_gamma", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear",
-                     "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "anchors",
-                     "dfl", "tal_topk")  # the last two: anchor-free head (hyp.scratch-af.yaml)
 RESULTS_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
                    "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
                    "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process sits in a torchrun job (rank -1 and world 1 when not distributed)."""
-
-    local_rank: int
-    rank: int
-    world_size: int
-
-    @classmethod
-    def from_env(cls) -> DistContext:
-        return cls(int(os.getenv("LOCAL_RANK", -1)), int(os.getenv("RANK", -1)), int(os.getenv("WORLD_SIZE", 1)))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank in (-1, 0)
-
-    @property
-    def distributed(self) -> bool:
-        return self.rank != -1
 
 
 @dataclass
@@ -137,39 +110,6 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_hyp(path: str | Path | dict) -> dict[str, Any]:
-    """A hyperparameter YAML as a plain dict, checked for yolov5's required numeric keys."""
-    if isinstance(path, dict):
-        hyp, source = dict(path), "hyp"
-    else:
-        source = str(path)
-        if not Path(path).is_file():
-            raise UserInputError(f"--hyp {path}: hyperparameter file not found")
-        try:
-            hyp = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise UserInputError(f"--hyp {path}: not valid YAML ({type(e).__name__})") from None
-        if not isinstance(hyp, dict):
-            raise UserInputError(f"--hyp {path}: expected a mapping of hyperparameter names to numbers")
-    missing = [k for k in REQUIRED_HYP_KEYS if k not in hyp]
-    if missing:
-        raise UserInputError(f"--hyp {source}: missing key(s) {', '.join(missing)}")
-    known = REQUIRED_HYP_KEYS + OPTIONAL_HYP_KEYS
-    unknown = [str(k) for k in hyp if k not in known]
-    if unknown:  # a typo would otherwise silently train with the default value
-        raise UserInputError(f"--hyp {source}: unknown key(s) {', '.join(with_suggestion(k, known) for k in unknown)}")
-    bad = [k for k, v in hyp.items() if k != "anchors" and (not isinstance(v, (int, float)) or isinstance(v, bool))]
-    if bad:
-        raise UserInputError(f"--hyp {source}: values must be numbers, not for {', '.join(bad)}")
-    return hyp
-
-
-def with_suggestion(key: str, known: tuple[str, ...]) -> str:
-    """'lr_0 (did you mean lr0?)' when a known key is close, else the key alone."""
-    close = difflib.get_close_matches(key, known, n=1)
-    return f"{key} (did you mean {close[0]}?)" if close else key
-
-
 def latest_last_checkpoint(search_dir: Path) -> Path:
     """The most recently written last*.pt under search_dir (what a bare --resume continues)."""
     candidates = sorted(search_dir.glob("**/last*.pt"), key=os.path.getmtime) if search_dir.is_dir() else []
@@ -215,66 +155,6 @@ def build_model(opt: argparse.Namespace, hyp: dict, nc: int, ckpt: dict | None) 
     model.load_state_dict(state, strict=False)
     LOGGER.info(f"Transferred {len(state)}/{len(model.state_dict())} items from {opt.weights}")
     return model
-
-
-def freeze_layers(model: nn.Module, freeze: list[int]) -> list[str]:
-    """--freeze N freezes layers 0..N-1; several numbers freeze those layers. Returns frozen names."""
-    layers = range(freeze[0]) if len(freeze) == 1 else freeze
-    prefixes = tuple(f"model.{x}." for x in layers)
-    frozen = []
-    for name, p in model.named_parameters():
-        p.requires_grad = True
-        if prefixes and name.startswith(prefixes):
-            p.requires_grad = False
-            frozen.append(name)
-    if frozen:
-        LOGGER.info(f"Freezing {len(frozen)} parameter tensors in layers {list(layers)}")
-    return frozen
-
-
-def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float) -> torch.optim.Optimizer:
-    """Three groups as YOLOv5: [0] biases (no decay), [1] conv/linear weights (decay), [2] norm weights (no decay)."""
-    biases, weights, norm_weights = [], [], []
-    norm_types = tuple(v for k, v in nn.__dict__.items() if "Norm" in k and isinstance(v, type))
-    for module in model.modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            if p_name == "bias":
-                biases.append(p)
-            elif p_name == "weight" and isinstance(module, norm_types):
-                norm_weights.append(p)
-            else:
-                weights.append(p)
-    if name == "Adam":
-        optimizer = torch.optim.Adam(biases, lr=lr, betas=(momentum, 0.999))
-    elif name == "AdamW":
-        optimizer = torch.optim.AdamW(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
-    else:
-        optimizer = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
-    optimizer.add_param_group({"params": weights, "weight_decay": decay})
-    optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
-    LOGGER.info(f"optimizer: {name}(lr={lr}) with parameter groups {len(norm_weights)} weight(decay=0.0), "
-                f"{len(weights)} weight(decay={decay}), {len(biases)} bias")
-    return optimizer
-
-
-def lr_lambda(epochs: int, lrf: float, cosine: bool):
-    """LR multiplier per epoch: 1 → lrf, linearly or along half a cosine (yolov5's one_cycle)."""
-    if cosine:
-        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
-    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
-
-
-def warmup(optimizer: torch.optim.Optimizer, hyp: dict, ni: int, nw: int, lr_factor: float, batch_size: int) -> int:
-    """Iteration ni of nw warmup iterations (yolov5): weight lrs rise from 0 and the bias lr falls from
-    warmup_bias_lr to the scheduled lr, momentum rises from warmup_momentum, and the number of batches
-    accumulated per optimizer step grows from 1 to nominal/batch (returned)."""
-    xi = [0, nw]
-    for j, group in enumerate(optimizer.param_groups):
-        start_lr = hyp["warmup_bias_lr"] if j == 0 else 0.0
-        group["lr"] = float(np.interp(ni, xi, [start_lr, group["initial_lr"] * lr_factor]))
-        if "momentum" in group:
-            group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
-    return max(1, int(np.interp(ni, xi, [1, NOMINAL_BATCH / batch_size]).round()))
 
 
 def random_rescale(imgs: torch.Tensor, imgsz: int, stride: int) -> torch.Tensor:
@@ -325,43 +205,6 @@ def plot_safely(fn: Callable, *args: Any) -> None:
         fn(*args)
     except Exception as e:  # noqa: BLE001 — any plotting error (fonts, backend, data) must not stop training
         LOGGER.warning(f"WARNING: {fn.__name__} failed ({type(e).__name__}: {e})")
-
-
-# ------------------------------------------------------------------------------------------ DDP glue
-def init_distributed(ctx: DistContext, opt: argparse.Namespace) -> torch.device:
-    """Pick this process's device; under torchrun also join the process group (nccl on CUDA, gloo on CPU)."""
-    device = select_device(opt.device, batch_size=opt.batch_size)
-    if not ctx.distributed:
-        return device
-    if opt.batch_size % ctx.world_size:
-        raise UserInputError(f"--batch-size {opt.batch_size}: must be a multiple of WORLD_SIZE {ctx.world_size}")
-    if opt.evolve:
-        raise UserInputError("--evolve: not compatible with DDP training (run it in a single process)")
-    if device.type == "cuda":
-        torch.cuda.set_device(ctx.local_rank)
-        device = torch.device("cuda", ctx.local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
-@contextmanager
-def main_process_first(ctx: DistContext) -> Iterator[None]:
-    """Rank 0 builds shared files (label caches) first; the other ranks then read them."""
-    if ctx.distributed and not ctx.is_main:
-        dist.barrier()
-    yield
-    if ctx.distributed and ctx.is_main:
-        dist.barrier()
-
-
-def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    """True if `flag` is True on any rank (so all ranks stop together instead of hanging)."""
-    if not ctx.distributed:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 # -------------------------------------------------------------------------------------------- train

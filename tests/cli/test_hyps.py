@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 import train
+import utils.hyp as hyp_module
 from utils.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,14 +19,14 @@ YOLOV5_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmu
 @pytest.mark.parametrize("level", ["low", "med", "high"])
 def test_scratch_hyps_have_yolov5_keys_with_comments(level):
     path = ROOT / f"data/hyps/hyp.scratch-{level}.yaml"
-    hyp = train.load_hyp(path)
+    hyp = hyp_module.load_hyp(path)
     assert tuple(hyp) == YOLOV5_KEYS, "yolov5's keys, in yolov5's order"
     lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
     assert all("  # " in ln for ln in lines), "every value says what it does"
 
 
 def test_levels_differ_where_yolov5s_do():
-    low, med, high = (train.load_hyp(ROOT / f"data/hyps/hyp.scratch-{x}.yaml") for x in ("low", "med", "high"))
+    low, med, high = (hyp_module.load_hyp(ROOT / f"data/hyps/hyp.scratch-{x}.yaml") for x in ("low", "med", "high"))
     assert low["mixup"] <= med["mixup"] <= high["mixup"] and low["scale"] <= med["scale"] <= high["scale"]
     assert (low["lrf"], med["lrf"], high["lrf"]) == (0.01, 0.1, 0.1)
 
@@ -34,7 +35,7 @@ def test_user_file_is_accepted_and_unknown_keys_are_one_line_errors(tmp_path, ca
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-med.yaml").read_text())
     user = tmp_path / "my_hyp.yaml"
     user.write_text(yaml.safe_dump({**hyp, "lr0": 0.02}))
-    assert train.load_hyp(user)["lr0"] == 0.02
+    assert hyp_module.load_hyp(user)["lr0"] == 0.02
     user.write_text(yaml.safe_dump({**hyp, "lr_0": 0.02, "colour_jitter": 0.1}))
     with pytest.raises(SystemExit) as e:
         run_cli(lambda: train.main(["--hyp", str(user), "--cfg", "models/yolov5n-faster.yaml", "--epochs", "1",

@@ -13,6 +13,8 @@ import torch
 import yaml
 
 import train
+import utils.hyp as hyp_module
+import utils.optim as optim
 from utils.checkpoint import load_checkpoint, load_model
 from utils.errors import UserInputError
 from utils.log import LOGGER
@@ -173,7 +175,7 @@ def test_evolve_writes_evolve_csv_and_best_hyp(tmp_path):
     rows = (out.parent / "evolve.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("metrics/precision")
     best = yaml.safe_load(out.read_text())
-    assert set(train.REQUIRED_HYP_KEYS) <= set(best)
+    assert set(hyp_module.REQUIRED_HYP_KEYS) <= set(best)
     assert rows[1].split(",")[8:] != rows[2].split(",")[8:]  # generation 2 trained mutated hyps
 
 
@@ -233,7 +235,7 @@ def test_optimizer_groups_split_biases_weights_and_norm_weights():
     from models.yolo import DetectionModel
 
     model = DetectionModel(CFG)
-    opt = train.build_optimizer(model, "SGD", lr=0.01, momentum=0.9, decay=5e-4)
+    opt = optim.build_optimizer(model, "SGD", lr=0.01, momentum=0.9, decay=5e-4)
     biases, weights, norms = opt.param_groups
     n_bn = sum(1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert len(norms["params"]) == n_bn and norms["weight_decay"] == 0.0
@@ -241,13 +243,13 @@ def test_optimizer_groups_split_biases_weights_and_norm_weights():
     assert biases["weight_decay"] == 0.0 and all(p.dim() == 1 for p in biases["params"])
     assert len(biases["params"]) + len(weights["params"]) + len(norms["params"]) == len(list(model.parameters()))
     assert biases["nesterov"] is True
-    adam = train.build_optimizer(model, "AdamW", lr=0.001, momentum=0.937, decay=5e-4)
+    adam = optim.build_optimizer(model, "AdamW", lr=0.001, momentum=0.937, decay=5e-4)
     assert adam.param_groups[0]["betas"] == (0.937, 0.999) and adam.param_groups[1]["weight_decay"] == 5e-4
 
 
 @pytest.mark.parametrize("cosine", [False, True])
 def test_lr_schedule_runs_from_one_to_lrf(cosine):
-    lf = train.lr_lambda(epochs=10, lrf=0.01, cosine=cosine)
+    lf = optim.lr_lambda(epochs=10, lrf=0.01, cosine=cosine)
     assert lf(0) == pytest.approx(1.0) and lf(10) == pytest.approx(0.01)
     values = [lf(e) for e in range(11)]
     assert all(a > b for a, b in zip(values, values[1:]))
@@ -270,11 +272,11 @@ def test_warmup_ramps_lr_momentum_and_accumulation():
     hyp = {"warmup_bias_lr": 0.1, "warmup_momentum": 0.8, "momentum": 0.937}
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
     opt = torch.optim.SGD([{"params": [p], "initial_lr": 0.01} for p in params], lr=0.01, momentum=0.9)
-    assert train.warmup(opt, hyp, ni=0, nw=100, lr_factor=1.0, batch_size=16) == 1
+    assert optim.warmup(opt, hyp, ni=0, nw=100, lr_factor=1.0, batch_size=16) == 1
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.0, 0.0] and opt.param_groups[1]["momentum"] == 0.8
-    assert train.warmup(opt, hyp, ni=50, nw=100, lr_factor=1.0, batch_size=16) == 2  # halfway to 64/16
+    assert optim.warmup(opt, hyp, ni=50, nw=100, lr_factor=1.0, batch_size=16) == 2  # halfway to 64/16
     assert opt.param_groups[0]["lr"] == pytest.approx(0.055) and opt.param_groups[2]["lr"] == pytest.approx(0.005)
-    assert train.warmup(opt, hyp, ni=100, nw=100, lr_factor=0.5, batch_size=16) == 4
+    assert optim.warmup(opt, hyp, ni=100, nw=100, lr_factor=0.5, batch_size=16) == 4
     assert [g["lr"] for g in opt.param_groups] == [0.005] * 3 and opt.param_groups[0]["momentum"] == 0.937
 
 
@@ -293,8 +295,8 @@ def test_freeze_first_layers_stops_their_gradients():
     from models.yolo import DetectionModel
 
     model = DetectionModel(CFG)
-    frozen = train.freeze_layers(model, [3])
+    frozen = optim.freeze_layers(model, [3])
     assert frozen and all(n.startswith(("model.0.", "model.1.", "model.2.")) for n in frozen)
     for name, p in model.named_parameters():
         assert p.requires_grad == (not name.startswith(("model.0.", "model.1.", "model.2.")))
-    assert train.freeze_layers(model, [0]) == [] and all(p.requires_grad for p in model.parameters())
+    assert optim.freeze_layers(model, [0]) == [] and all(p.requires_grad for p in model.parameters())
