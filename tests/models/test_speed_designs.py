@@ -1,4 +1,5 @@
-"""The speed designs (models/yolov5{n,s}-pconv-lite.yaml): they build, run, train and export.
+"""The speed designs (models/yolov5{n,s}-pconv-lite.yaml, yolov5n-pconv-lite2.yaml): they build, run,
+train and export.
 
 Their speed is measured by benchmarks/bench_speed_designs.py, never asserted here (no timed tests);
 these tests pin what the speed claims rest on: the cheaper stem and downsamplers are really there,
@@ -14,7 +15,10 @@ import torch
 from models.yolo import DetectionModel
 from utils.torch_utils import count_params, model_flops
 
-DESIGNS = {"yolov5n-pconv-lite.yaml": "yolov5n.yaml", "yolov5s-pconv-lite.yaml": "yolov5s.yaml"}
+DESIGNS = {"yolov5n-pconv-lite.yaml": "yolov5n.yaml", "yolov5s-pconv-lite.yaml": "yolov5s.yaml",
+           "yolov5n-pconv-lite2.yaml": "yolov5n.yaml"}
+C3FASTER_ROWS = {"yolov5n-pconv-lite.yaml": 8, "yolov5s-pconv-lite.yaml": 8,
+                 "yolov5n-pconv-lite2.yaml": 7}  # lite2 has no C3Faster at P2
 NO = 85  # 5 + 80 classes per anchor
 
 
@@ -31,10 +35,10 @@ def design(request):
 
 
 def test_design_has_patch_stem_and_2x2_downsamplers(design):
-    _, model = design
+    cfg, model = design
     assert strided_convs(model) == [(4, 4)] + [(2, 2)] * 5
     assert model.stride.tolist() == [8.0, 16.0, 32.0]
-    assert [m.type for m in model.model].count("C3Faster") == 8
+    assert [m.type for m in model.model].count("C3Faster") == C3FASTER_ROWS[cfg]
 
 
 def test_design_is_smaller_than_its_baseline(design):
@@ -67,18 +71,20 @@ def test_design_gradients_reach_every_parameter(design):
     assert missing == []
 
 
-def test_n_design_eval_at_640():
+@pytest.mark.parametrize("cfg", ["yolov5n-pconv-lite.yaml", "yolov5n-pconv-lite2.yaml"])
+def test_n_design_eval_at_640(cfg):
     torch.manual_seed(0)
-    model = DetectionModel("yolov5n-pconv-lite.yaml").eval()
+    model = DetectionModel(cfg).eval()
     with torch.no_grad():
         pred = model(torch.rand(1, 3, 640, 640))
     assert pred.shape == (1, 3 * (80 * 80 + 40 * 40 + 20 * 20), NO)
     assert torch.isfinite(pred).all()
 
 
-def test_n_design_onnx_export_runs_in_onnxruntime():
+@pytest.mark.parametrize("cfg", ["yolov5n-pconv-lite.yaml", "yolov5n-pconv-lite2.yaml"])
+def test_n_design_onnx_export_runs_in_onnxruntime(cfg):
     torch.manual_seed(0)
-    model = DetectionModel("yolov5n-pconv-lite.yaml").eval().fuse().set_export_mode(True)
+    model = DetectionModel(cfg).eval().fuse().set_export_mode(True)
     x = torch.rand(1, 3, 320, 320)
     buffer = io.BytesIO()
     with torch.no_grad():
