@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +28,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -38,6 +35,7 @@ from tqdm import tqdm  # noqa: E402
 import val as validate  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.anchors import check_anchors  # noqa: E402
+from utils.augment import multi_scale_size, resize_batch  # noqa: E402
 from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.dataset import check_dataset, create_dataloader  # noqa: E402
@@ -155,16 +153,6 @@ def build_model(opt: argparse.Namespace, hyp: dict, nc: int, ckpt: dict | None) 
     model.load_state_dict(state, strict=False)
     LOGGER.info(f"Transferred {len(state)}/{len(model.state_dict())} items from {opt.weights}")
     return model
-
-
-def random_rescale(imgs: torch.Tensor, imgsz: int, stride: int) -> torch.Tensor:
-    """--multi-scale: resize the batch so its long side is a random stride multiple in [0.5, 1.5]·imgsz."""
-    size = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + stride) // stride * stride
-    scale = size / max(imgs.shape[2:])
-    if scale == 1:
-        return imgs
-    new_shape = [math.ceil(x * scale / stride) * stride for x in imgs.shape[2:]]
-    return F.interpolate(imgs, size=new_shape, mode="bilinear", align_corners=False)
 
 
 def check_train_imgsz(imgsz: int, stride: int) -> int:
@@ -319,6 +307,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\nUsing {train_loader.num_workers} dataloader workers\n"
                 f"Logging results to {save_dir}\nStarting training for {opt.epochs} epochs...")
     epoch = start_epoch
+    scale_rng = np.random.default_rng(opt.seed + max(ctx.rank, 0))  # --multi-scale sizes
     for epoch in range(start_epoch, opt.epochs):
         model.train()
         if epoch >= opt.epochs - opt.close_mosaic and dataset.mosaic:
@@ -342,7 +331,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
             if ni <= nw:
                 accumulate = warmup(optimizer, hyp, ni, nw, lf(epoch), opt.batch_size)
             if opt.multi_scale:
-                imgs = random_rescale(imgs, imgsz, gs)
+                imgs = resize_batch(imgs, multi_scale_size(imgsz, gs, scale_rng), gs)
 
             with torch.autocast(device_type=device.type, enabled=cuda):
                 pred = model(imgs)
