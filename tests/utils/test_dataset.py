@@ -12,8 +12,8 @@ import torch.distributed as dist
 import ultralytics.utils.patches  # noqa: F401  # the worst case: it replaces PIL's Image.open (see _pil_open)
 from PIL import Image
 
-from utils.dataset import (YOLODataset, cache_path_for, check_dataset, create_dataloader, image_to_label_path,
-                           load_label_cache)
+from utils.dataset import YOLODataset, check_dataset, create_dataloader
+from utils.labels import cache_path_for, image_to_label_path, load_label_cache
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
