@@ -27,6 +27,7 @@ from utils.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markd
                             peak_rss_mb, prepare_model, profile_models, whole_model_rows)
 from utils.runs import increment_path
 from utils.torch_utils import select_device
+from utils.profiler import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "FLOP/B", "ms", "GFLOPS"]
@@ -89,14 +90,6 @@ def load_models(opt: argparse.Namespace, device: torch.device) -> dict[str, torc
     return models
 
 
-def cpu_name() -> str:
-    """The CPU model (as lscpu names it), so every figure can be tied to its machine."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def device_line(device: torch.device, threads: int) -> str:

@@ -29,7 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.dataset import check_dataset, find_image_files, image_to_label_path  # noqa: E402
+from utils.dataset import check_dataset, find_image_files  # noqa: E402
+from utils.labels import image_to_label_path  # noqa: E402
 
 AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
             "fliplr", "mosaic", "mixup")

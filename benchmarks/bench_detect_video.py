@@ -16,7 +16,6 @@ import argparse
 import logging
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -34,6 +33,7 @@ from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
+from utils.profiler import cpu_name  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,14 +49,6 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_checkpoint_file(model_name: str, folder: Path) -> Path:

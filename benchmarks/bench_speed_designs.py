@@ -47,6 +47,7 @@ from utils.log import LOGGER  # noqa: E402
 from utils.profiler import current_rss_mb, peak_rss_mb  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.torch_utils import count_params, model_flops  # noqa: E402
+from utils.profiler import cpu_name  # noqa: E402
 
 CSP_TYPES = ("C3", "C3Faster", "C3_Faster")
 ACTIVATION_OPS = ("QuickGelu", "Sigmoid", "Mul", "Relu", "HardSigmoid", "Gelu")
@@ -72,15 +73,6 @@ class Candidate:
     session_mb: float = 0.0  # resident memory its two sessions added, warmed up
 
 
-def cpu_name() -> str:
-    """The CPU model as lscpu names it (from /proc/cpuinfo; no subprocess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def load_average() -> str:

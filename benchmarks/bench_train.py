@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -130,14 +129,6 @@ def private_copy(data_yaml: Path, dst: Path) -> Path:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def parse_opt() -> argparse.Namespace:
@@ -177,6 +168,8 @@ def main() -> None:
             print(f"{who} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
             continue
         results.append(json.loads(lines[0][len(RESULT_TAG):]))
+
+    from utils.profiler import cpu_name  # here, not at the top: the parent stays torch-free while trainers run
 
     print(f"\nTraining from scratch on {opt.data}: imgsz {opt.imgsz}, {opt.epochs} epochs, batch {opt.batch_size}, "
           f"CPU {cpu_name()} ({os.cpu_count()} cores, {opt.threads} torch threads), each trainer's default hyps")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -37,6 +36,7 @@ from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.torch_utils import count_params, model_flops, select_device  # noqa: E402
+from utils.profiler import cpu_name  # noqa: E402
 
 ZOO = ["yolov5n", "yolov5n-faster", "yolov5s", "yolov5s-faster", "yolov5-fasternet-t0", "yolov5m", "yolov5m-faster",
        "yolov5-fasternet-t1", "yolov5-fasternet-t2", "yolov5l", "yolov5l-faster", "yolov5x", "yolov5x-faster"]
@@ -58,15 +58,6 @@ class Entry:
     ort_times: list[float] = field(default_factory=list)
 
 
-def cpu_name() -> str:
-    """The CPU model as lscpu reports it (read from /proc/cpuinfo; no subprocess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def peak_rss_mb() -> float:

@@ -23,8 +23,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id, labels_to_coco_gt  # noqa: E402
-from utils.dataset import check_dataset, find_image_files, image_to_label_path  # noqa: E402
+from utils.dataset import check_dataset, find_image_files  # noqa: E402
+from utils.labels import image_to_label_path  # noqa: E402
 from utils.metrics import ap_per_class, match_predictions  # noqa: E402
+from utils.profiler import cpu_name  # noqa: E402
 
 
 def load_ground_truth(split: list[str]) -> list[tuple]:
@@ -114,17 +116,9 @@ def main() -> None:
         print(f"{name:22s} wall {np.median(t) * 1e3:8.1f} ms/eval (median)  {n / np.median(t):8.0f} images/s  "
               f"peak traced memory {max(m) / 2**20:6.1f} MiB")
     print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
-          f"CPU: {_cpu_name()}, torch threads {torch.get_num_threads()}")
+          f"CPU: {cpu_name()}, torch threads {torch.get_num_threads()}")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -385,6 +385,17 @@ def proc_status_mb(key: str) -> float | None:
     return None
 
 
+def cpu_name() -> str:
+    """The CPU model as lscpu names it (read from /proc/cpuinfo: no subprocess); every timing quotes it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MB (since the last reset where /proc allows it)."""
     peak = proc_status_mb("VmHWM")
