@@ -3,23 +3,17 @@
 An untrained one-class model scores a non-zero mAP on large single-object images (its big-anchor boxes
 overlap them), so plain and augmented validation give numbers that can be told apart.
 """
-import logging
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
-import yaml
 
 import detect
 import val
 from models.yolo import DetectionModel, load_model_yaml
 from utils.checkpoint import build_checkpoint, save_checkpoint
-from utils.log import LOGGER_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
-BOXES = ((0.5, 0.5, 0.8, 0.7), (0.4, 0.55, 0.6, 0.8), (0.6, 0.5, 0.7, 0.6), (0.5, 0.45, 0.9, 0.5))  # cx cy w h
 
 
 @pytest.fixture(autouse=True)
@@ -31,32 +25,16 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def blobs(tmp_path_factory):
-    """(data YAML, checkpoint): 4 noise images with one large labelled box each; an untrained 1-class model."""
-    root = tmp_path_factory.mktemp("blobs")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for i, box in enumerate(BOXES):
-        cv2.imwrite(str(root / f"images/im{i}.jpg"), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
-        (root / f"labels/im{i}.txt").write_text("0 %g %g %g %g\n" % box)
-    data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["blob"]}))
+def blobs(blob_data, tmp_path_factory):
+    """(data YAML, checkpoint): the shared blob data and an untrained 1-class model."""
     torch.manual_seed(0)
     cfg = load_model_yaml(ROOT / "models/yolov5n-faster.yaml")
     cfg["width_multiple"] = 0.0625  # tiny, but the real architecture and head
     model = DetectionModel(cfg, nc=1)
     model.names = ["blob"]
-    return data, save_checkpoint(build_checkpoint(model), root / "blob.pt")
+    return blob_data, save_checkpoint(build_checkpoint(model), tmp_path_factory.mktemp("blob_model") / "blob.pt")
 
 
-@pytest.fixture
-def log_text(caplog):
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.propagate = True
-    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
-    yield caplog
-    logger.propagate = False
 
 
 def _all_row(messages: list[str]) -> list[float]:

@@ -1,7 +1,6 @@
 """val.py end to end: an oracle model through the real dataloader (exact mAP, pycocotools agreement),
 an untrained checkpoint through the CLI (run folder, table, files), and the bad-input messages."""
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt
 from utils.dataset import check_dataset, create_dataloader
 from utils.errors import UserInputError
-from utils.log import LOGGER_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"
@@ -164,13 +162,6 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(build_checkpoint(model), tmp_path_factory.mktemp("weights") / "v5n.pt")
 
 
-@pytest.fixture
-def log_text(caplog):
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.propagate = True
-    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
-    yield caplog
-    logger.propagate = False
 
 
 def test_cli_writes_run_folder_table_and_files(checkpoint, tmp_path, log_text):

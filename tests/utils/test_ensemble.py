@@ -2,11 +2,9 @@
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import detect
 import val
@@ -18,7 +16,6 @@ from utils.errors import UserInputError
 from utils.log import LOGGER_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
-BOXES = ((0.5, 0.5, 0.8, 0.7), (0.4, 0.55, 0.6, 0.8), (0.6, 0.5, 0.7, 0.6), (0.5, 0.45, 0.9, 0.5))  # cx cy w h
 
 
 @pytest.fixture(autouse=True)
@@ -40,19 +37,11 @@ def tiny_model(seed: int, names=("blob",)) -> DetectionModel:
 
 
 @pytest.fixture(scope="module")
-def blobs(tmp_path_factory):
-    """(data YAML, a.pt, b.pt): 4 noise images with one large box each; two untrained 1-class models."""
-    root = tmp_path_factory.mktemp("blobs")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for i, box in enumerate(BOXES):
-        cv2.imwrite(str(root / f"images/im{i}.jpg"), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
-        (root / f"labels/im{i}.txt").write_text("0 %g %g %g %g\n" % box)
-    data = root / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["blob"]}))
+def blobs(blob_data, tmp_path_factory):
+    """(data YAML, a.pt, b.pt): the shared blob data and two untrained 1-class models."""
+    root = tmp_path_factory.mktemp("blob_models")
     a, b = (save_checkpoint(build_checkpoint(tiny_model(s)), root / f"{n}.pt") for s, n in ((0, "a"), (1, "b")))
-    return data, a, b
+    return blob_data, a, b
 
 
 class EndToEndBackend(Backend):
