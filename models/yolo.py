@@ -22,7 +22,6 @@ if str(ROOT) not in sys.path:  # allow `python models/yolo.py` from anywhere
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models.common import C3, SPPF, Bottleneck, Concat, Conv  # noqa: E402
@@ -30,6 +29,7 @@ from models.fasternet import C3Faster, FasterNetStage, PatchEmbed, PatchMerging 
 from models.heads import Detect, DetectAF  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
+from utils.yaml_io import read_yaml_mapping  # noqa: E402
 from utils.torch_utils import fuse_conv_and_bn, model_info  # noqa: E402
 
 STRIDE_PROBE_SIZE = 128  # input side used to measure each Detect level's stride (a multiple of 64)
@@ -89,12 +89,7 @@ def load_model_yaml(cfg: str | Path) -> dict:
         raise UserInputError(f"{cfg}: not a model YAML file (expected a .yaml or .yml file)")
     if not path.is_file():
         raise UserInputError(f"{cfg}: model YAML file not found")
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(d, dict):
-        raise UserInputError(f"{path}: a model YAML must be a mapping with keys {', '.join(REQUIRED_KEYS)}")
+    d = read_yaml_mapping(path, str(path), f"a model YAML must be a mapping with keys {', '.join(REQUIRED_KEYS)}")
     d["yaml_file"] = str(path)
     return d
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from utils import augment
 from utils.boxes import xywhn_to_xyxy, xyxy_to_xywhn
 from utils.errors import UserInputError
+from utils.yaml_io import read_yaml_mapping
 from utils.labels import image_to_label_path, scan_labels, short_error
 from utils.log import LOGGER
 
@@ -38,12 +38,7 @@ def check_dataset(path: str | Path) -> dict:
     yaml_file = Path(path)
     if not yaml_file.is_file():
         raise UserInputError(f"{path}: data YAML not found")
-    try:
-        data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{yaml_file}: not valid YAML ({type(e).__name__})") from None
-    if not isinstance(data, dict):
-        raise UserInputError(f"{yaml_file}: expected a mapping with train/val/names keys")
+    data = read_yaml_mapping(yaml_file, str(yaml_file), "expected a mapping with train/val/names keys")
     missing = [k for k in ("train", "val") if not data.get(k)]
     if "names" not in data and "nc" not in data:
         missing.append("names")

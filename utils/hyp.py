@@ -6,9 +6,9 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from utils.errors import UserInputError
+from utils.yaml_io import read_yaml_mapping
 
 REQUIRED_HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum",
                      "warmup_bias_lr", "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
@@ -25,12 +25,7 @@ def load_hyp(path: str | Path | dict) -> dict[str, Any]:
         source = str(path)
         if not Path(path).is_file():
             raise UserInputError(f"--hyp {path}: hyperparameter file not found")
-        try:
-            hyp = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise UserInputError(f"--hyp {path}: not valid YAML ({type(e).__name__})") from None
-        if not isinstance(hyp, dict):
-            raise UserInputError(f"--hyp {path}: expected a mapping of hyperparameter names to numbers")
+        hyp = read_yaml_mapping(Path(path), f"--hyp {path}", "expected a mapping of hyperparameter names to numbers")
     missing = [k for k in REQUIRED_HYP_KEYS if k not in hyp]
     if missing:
         raise UserInputError(f"--hyp {source}: missing key(s) {', '.join(missing)}")
