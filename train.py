@@ -45,7 +45,7 @@ from utils.hyp import load_hyp  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.loss import build_loss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
-from utils.optim import NOMINAL_BATCH, build_optimizer, freeze_layers, lr_lambda, warmup  # noqa: E402
+from utils.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch, warmup  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.tensorboard_log import TensorBoardLogger  # noqa: E402
 from utils.torch_utils import ModelEMA, de_parallel, init_seeds, model_info  # noqa: E402
@@ -264,8 +264,9 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     tb = TensorBoardLogger(save_dir, enabled=ctx.is_main and not opt.evolve)  # silent without tensorboard
 
     # optimizer: weight decay scaled to the nominal batch, 3 parameter groups
-    accumulate = max(round(NOMINAL_BATCH / opt.batch_size), 1)
-    decay = hyp["weight_decay"] * opt.batch_size * accumulate / NOMINAL_BATCH
+    nbs = nominal_batch(hyp)
+    accumulate = max(round(nbs / opt.batch_size), 1)
+    decay = hyp["weight_decay"] * opt.batch_size * accumulate / nbs
     optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
     lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)

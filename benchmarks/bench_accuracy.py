@@ -4,6 +4,8 @@ ultralytics yolov5nu — same data, image size, epochs, batch, CPU; mAP on a spl
 Why: an anchor-free PConv model is only worth switching to if it is as accurate as ultralytics' yolov5nu
 (the issue's goal: mAP50-95 >= yolov5nu's at <= 0.65x its ONNX Runtime latency, 2 threads, 640, fused).
 
+Both trainers follow one recipe (--optimizer, --lr0, --momentum, --nbs, --close-mosaic; every other setting
+at each project's scratch default): ours through a hyp file written from hyp.scratch-low / -af plus the recipe.
 Each training runs in its own child process (our train.py CLI; ultralytics' trainer through its Python API,
 offline: pretrained=False, amp=False, plots=False), so the peak memory of each is measured alone
 (os.wait4). Our models are scored by val.py on best.pt, yolovnu by its trainer's final validation of its
@@ -12,6 +14,7 @@ fused, exported with torch.onnx (dynamo=False, opset 17), timed in ONNX Runtime,
 
 Usage:
     python benchmarks/bench_accuracy.py --imgsz 320 --epochs 3 --batch-size 16         # small CPU setting
+    python benchmarks/bench_accuracy.py --data data/coco128-person.yaml --epochs 100 --nbs 16   # docs/accuracy.md
     python benchmarks/bench_accuracy.py --imgsz 640 --epochs 100 --batch-size 16        # a real comparison
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
 """
@@ -20,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,18 +42,21 @@ import yaml  # noqa: E402
 
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
+from utils.profiler import cpu_name  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared/data/coco128/data.yaml"
 OURS = ("yolov5n", "yolov5n-faster", "yolov5n-af", "yolov5n-faster-af", "yolov5n-pconv-lite-af")
 PEER = "yolov5nu"
+WARMUP_BIAS_LR = 0.0  # ultralytics sets 0 for Adam-family optimizers; the same for both trainers
 ULTRALYTICS_CHILD = """
 import json, sys, torch
 torch.set_num_threads({threads})
 from ultralytics import YOLO
 m = YOLO("{peer}.yaml").train(data={data!r}, epochs={epochs}, imgsz={imgsz}, batch={batch}, workers={workers},
     device="cpu", pretrained=False, amp=False, plots=False, seed={seed}, project={project!r}, name="{peer}",
-    exist_ok=True, verbose=False)
+    exist_ok=True, verbose=False, optimizer="{optimizer}", lr0={lr0}, momentum={momentum}, nbs={nbs},
+    warmup_bias_lr={warmup_bias_lr}, close_mosaic={close_mosaic})
 print("BENCH_RESULT " + json.dumps([float(m.box.map50), float(m.box.map)]))
 """
 
@@ -78,7 +83,12 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--close-mosaic", type=int, default=0, help="passed to train.py for the -af models")
+    p.add_argument("--close-mosaic", type=int, default=10, help="last N epochs without mosaic (ultralytics' default 10)")
+    p.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="AdamW",
+                   help="both trainers (ultralytics' 'auto' picks AdamW for runs this short)")
+    p.add_argument("--lr0", type=float, default=0.002, help="initial LR for both (ultralytics' auto AdamW value)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum / Adam beta1 for both")
+    p.add_argument("--nbs", type=int, default=64, help="nominal batch for both: an optimizer step per nbs images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads")
     p.add_argument("--latency-imgsz", type=int, default=640)
@@ -126,34 +136,44 @@ def run_child(cmd: list[str], log: Path) -> tuple[float, float, str]:
     return wall, usage.ru_maxrss / 1024, text
 
 
+def recipe_hyp(name: str, opt: argparse.Namespace, out: Path) -> Path:
+    """The model's scratch hyp file with the shared recipe written over it (saved beside the runs)."""
+    base = "hyp.scratch-af.yaml" if name.endswith("-af") else "hyp.scratch-low.yaml"
+    hyp = yaml.safe_load((ROOT / "data/hyps" / base).read_text())
+    hyp.update(lr0=opt.lr0, momentum=opt.momentum, nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR)
+    path = out / f"hyp.{name}.yaml"
+    path.write_text(f"# {base} + bench_accuracy recipe\n" + yaml.safe_dump(hyp, sort_keys=False))
+    return path
+
+
 def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int) -> Row:
     import val
 
-    af = name.endswith("-af")
-    hyp = ROOT / "data/hyps" / ("hyp.scratch-af.yaml" if af else "hyp.scratch-low.yaml")
+    hyp = recipe_hyp(name, opt, out)
     cmd = [sys.executable, "train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
            "--imgsz", str(opt.imgsz), "--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size),
+           "--optimizer", opt.optimizer, "--close-mosaic", str(opt.close_mosaic),
            "--workers", str(opt.workers), "--seed", str(opt.seed), "--device", "cpu", "--noplots",
            "--project", str(out), "--name", name, "--exist-ok"]
-    if af and opt.close_mosaic:
-        cmd += ["--close-mosaic", str(opt.close_mosaic)]
+    LOGGER.info(" ".join(cmd[1:]))
     wall, rss, _ = run_child(cmd, out / f"{name}.log")
     results, _, _ = val.run(data=str(data), weights=str(out / name / "weights/best.pt"), imgsz=opt.imgsz,
                             batch_size=opt.batch_size, device="cpu", workers=opt.workers, plots=False,
                             project=str(out / "val"), name=name, exist_ok=True)
     return Row(name, float(results[2]), float(results[3]), wall, opt.epochs * n_train / wall, rss,
-               notes=[f"hyp {hyp.name}"])
+               notes=[" ".join(cmd[1:])])
 
 
 def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int) -> Row:
     script = ULTRALYTICS_CHILD.format(threads=opt.threads, peer=opt.peer, data=str(data), epochs=opt.epochs,
                                       imgsz=opt.imgsz, batch=opt.batch_size, workers=opt.workers, seed=opt.seed,
-                                      project=str(out))
+                                      project=str(out), optimizer=opt.optimizer, lr0=opt.lr0, momentum=opt.momentum,
+                                      nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR, close_mosaic=opt.close_mosaic)
     wall, rss, text = run_child([sys.executable, "-c", script], out / f"{opt.peer}.log")
     line = next(x for x in text.splitlines() if x.startswith("BENCH_RESULT "))
     map50, map50_95 = json.loads(line.split(" ", 1)[1])
     return Row(opt.peer, map50, map50_95, wall, opt.epochs * n_train / wall, rss,
-               notes=["ultralytics trainer defaults (optimizer 'auto')"])
+               notes=["ultralytics trainer: its defaults plus the recipe"])
 
 
 def export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
@@ -242,19 +262,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
         row.onnx_ms = ms[name]
         row.latency_vs_peer = ms[name] / ms[opt.peer] if opt.peer else None
     rows = list(rows.values())
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
-                   if x.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     trained = "no training (--skip-train)" if opt.skip_train else \
-        f"data {opt.data}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}"
-    summary = (f"bench_accuracy on {cpu} ({os.cpu_count()} cores), {trained}; "
+        (f"data {opt.data}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}, {opt.optimizer} "
+         f"lr0 {opt.lr0} momentum {opt.momentum} nbs {opt.nbs}, close-mosaic {opt.close_mosaic}")
+    summary = (f"bench_accuracy on {cpu_name()} ({os.cpu_count()} cores), {trained}; "
                f"latency: ONNX Runtime {opt.threads} threads, "
                f"{opt.latency_imgsz}, fused, random init, median of {opt.latency_runs}; "
                f"total wall {time.perf_counter() - t_start:.0f} s")
-    report = f"{summary}\n\n{table(rows)}\n"
+    commands = "\n".join(f"- {r.model}: `{r.notes[0]}`" for r in rows if r.notes)
+    report = f"{summary}\n\n{table(rows)}\n\n{commands}\n"
     print(report)
     (save_dir / "accuracy.md").write_text(report)
     (save_dir / "accuracy.json").write_text(json.dumps({"summary": summary, "rows": [asdict(r) for r in rows]},

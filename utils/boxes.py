@@ -134,6 +134,23 @@ def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.25, iou_thres:
         if det.shape[0] > max_nms:
             det = det[det[:, 4].argsort(descending=True)[:max_nms]]
         class_ids = torch.zeros_like(det[:, 5]).long() if agnostic else det[:, 5].long()
-        keep = torchvision.ops.batched_nms(det[:, :4], det[:, 4], class_ids, iou_thres)[:max_det]
-        output.append(det[keep])
+        output.append(det[top_kept(det[:, :4], det[:, 4], class_ids, iou_thres, max_det)])
     return output
+
+
+def top_kept(boxes: torch.Tensor, scores: torch.Tensor, class_ids: torch.Tensor, iou_thres: float,
+             max_det: int) -> torch.Tensor:
+    """Indices of the max_det best boxes that survive per-class NMS, best first.
+
+    Greedy NMS decides each box from higher-scoring boxes only, so NMS over the k best boxes equals full
+    NMS restricted to them. Growing k until max_det boxes survive gives the exact result at a fraction
+    of the O(n^2) cost when an untrained model floods every anchor with low scores (early epochs' val).
+    """
+    order = scores.argsort(descending=True)
+    k = 4 * max_det
+    while True:
+        top = order[:k]
+        keep = torchvision.ops.batched_nms(boxes[top], scores[top], class_ids[top], iou_thres)
+        if keep.numel() >= max_det or k >= order.numel():
+            return top[keep[:max_det]]
+        k *= 4

@@ -14,7 +14,8 @@ REQUIRED_HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", 
                      "warmup_bias_lr", "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
 OPTIONAL_HYP_KEYS = ("iou_t", "fl_gamma", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear",
                      "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "anchors",
-                     "dfl", "tal_topk")  # the last two: anchor-free head (hyp.scratch-af.yaml)
+                     "dfl", "tal_topk",  # anchor-free head (hyp.scratch-af.yaml)
+                     "nbs")  # nominal batch size (default 64), as ultralytics names it
 
 
 def load_hyp(path: str | Path | dict) -> dict[str, Any]:

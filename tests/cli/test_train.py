@@ -280,6 +280,18 @@ def test_warmup_ramps_lr_momentum_and_accumulation():
     assert [g["lr"] for g in opt.param_groups] == [0.005] * 3 and opt.param_groups[0]["momentum"] == 0.937
 
 
+def test_hyp_nbs_sets_optimizer_steps_per_epoch(tmp_path):
+    """nbs (nominal batch) decides how many batches one optimizer step accumulates: 4 images in batches of 2
+    take 2 steps at nbs 2 and none at yolov5's 64 (no warmup ramp here)."""
+    base = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+    steps = {}
+    for nbs in (2, 64):
+        summary = train.run(**{**TINY, "batch_size": 2}, hyp={**base, "warmup_epochs": 0, "nbs": nbs}, epochs=1,
+                            noval=True, project=str(tmp_path), name=f"nbs{nbs}")
+        steps[nbs] = load_checkpoint(summary.last)["updates"]
+    assert steps == {2: 2, 64: 0}
+
+
 def test_freeze_first_layers_stops_their_gradients():
     from models.yolo import DetectionModel
 

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 import torch
+import torchvision
 
-from utils.boxes import (box_iou, clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy,
+from utils.boxes import (box_iou, clip_boxes, non_max_suppression, scale_boxes, top_kept, xywh_to_xyxy,
                          xywhn_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn)
 
 
@@ -96,3 +97,14 @@ def test_nms_empty_batch_images_give_empty_rows():
 def test_nms_rejects_bad_thresholds():
     with pytest.raises(ValueError, match="conf_thres"):
         non_max_suppression(torch.zeros(1, 1, 6), conf_thres=1.5)
+
+
+@pytest.mark.parametrize("n, nc, max_det", [(6000, 1, 300), (6000, 40, 300), (3000, 2, 10), (200, 3, 300)])
+def test_top_kept_equals_full_nms_cut_to_max_det(n, nc, max_det):
+    """The early-exit NMS must return exactly what full NMS returns, in the same order."""
+    g = torch.Generator().manual_seed(n + nc)
+    xy = torch.rand(n, 2, generator=g) * 320
+    boxes = torch.cat((xy, xy + torch.rand(n, 2, generator=g) * 60 + 2), 1)
+    scores, class_ids = torch.rand(n, generator=g), torch.randint(0, nc, (n,), generator=g)
+    full = torchvision.ops.batched_nms(boxes, scores, class_ids, 0.45)[:max_det]
+    assert torch.equal(top_kept(boxes, scores, class_ids, 0.45, max_det), full)
