@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
+from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
 from utils.predictor import Detections, Detector  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.sources import Frame, open_source  # noqa: E402
@@ -44,10 +45,10 @@ WRITABLE_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".w
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """yolov5's detect.py flags (plus --allow-local-streams)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--weights", nargs="+", type=str, default=None,
-                   help="model file(s): .pt, .torchscript, .onnx, .tflite; several = ensemble")
-    p.add_argument("--source", type=str, default=str(ROOT / "data/images"),
-                   help="file/dir/glob/.txt/.streams/URL/camera index")
+    p.add_argument("--weights", nargs="+", type=str, default=[str(DEMO_WEIGHTS)],
+                   help="model file(s): .pt, .torchscript, .onnx, .tflite; several = ensemble (default: the demo)")
+    p.add_argument("--source", type=str, default=str(SAMPLES),
+                   help="file/dir/glob/.txt/.streams/URL/camera index (default: shipped images + video)")
     p.add_argument("--data", type=str, default=None, help="data YAML, for class names a model file lacks")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")

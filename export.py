@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:  # allow `python /path/to/export.py` from anywhere
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from utils.assets import DEMO_WEIGHTS  # noqa: E402
 from utils.backends import load_backend  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
@@ -46,7 +47,7 @@ ONNX_OPSETS = range(11, 22)
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Export a PConv-YOLO checkpoint and verify the exported files")
-    p.add_argument("--weights", type=str, default=None, help="checkpoint .pt to export")
+    p.add_argument("--weights", type=str, default=str(DEMO_WEIGHTS), help="checkpoint .pt to export (default: the demo)")
     p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image (h, w)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size baked into the exported files")

@@ -290,9 +290,11 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     scheduler.last_epoch = start_epoch - 1
 
     if ctx.distributed:
-        if opt.sync_bn:
+        if opt.sync_bn and cuda:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
             LOGGER.info("Using SyncBatchNorm()")
+        elif opt.sync_bn:
+            LOGGER.warning("WARNING: --sync-bn needs CUDA (SyncBatchNorm runs on GPUs only), ignored on CPU")
         model = DDP(model, device_ids=[ctx.local_rank] if cuda else None, output_device=ctx.local_rank if cuda else None)
     elif opt.sync_bn:
         LOGGER.warning("WARNING: --sync-bn only applies to DDP (torchrun) training, ignored")

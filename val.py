@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from utils.assets import DEMO_DATA, DEMO_WEIGHTS
 from utils.backends import Backend, load_backend
 from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.cli import run_cli
@@ -368,9 +369,10 @@ def _write_and_check_json(rows: list[dict], path: Path, annotations: Path | None
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Validate a PConv-YOLO model on a dataset split")
-    parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
-    parser.add_argument("--weights", nargs="+", type=str, required=True,
-                        help="model path(s): .pt checkpoint, .torchscript, .onnx or .tflite; several = ensemble")
+    parser.add_argument("--data", type=str, default=str(DEMO_DATA), help="dataset.yaml path (default: the demo's)")
+    parser.add_argument("--weights", nargs="+", type=str, default=[str(DEMO_WEIGHTS)],
+                        help="model path(s): .pt checkpoint, .torchscript, .onnx or .tflite; several = ensemble "
+                             "(default: the demo model)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
