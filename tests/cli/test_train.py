@@ -134,38 +134,23 @@ def test_torchrun_two_cpu_processes_train_one_epoch(tmp_path):
 
 @pytest.mark.slow
 def test_yolov5n_faster_overfits_coco8_from_scratch(tmp_path):
-    """From random init, train.py learns the 4 train images: losses fall and mAP50 > 0.5 on them.
+    """From random init, train.py learns the 4 train images: losses fall and its own final validation of best.pt
+    scores mAP50 > 0.5 on them (measured 0.84).
 
-    Known limit of so short a run (120 optimizer steps): BatchNorm's running statistics (momentum 0.03,
-    ~30 steps of memory) lag the moving weights, so the eval-mode score train.py reports is far below what
-    the weights achieve (measured: 0.24 as reported vs 1.0 with statistics recomputed). The statistics are
-    therefore recomputed on the same images (torch.optim.swa_utils.update_bn) before scoring best.pt.
+    AdamW with the LR decaying linearly to lr0/100: with Adam + cosine at the same lr0 the eval-mode score
+    was 0.24, BatchNorm's running statistics (momentum 0.03) lagging weights that still moved fast at the end.
     """
-    import val
-
-    from utils.dataset import check_dataset, create_dataloader
-
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
     hyp.update(lr0=0.01, lrf=0.01, warmup_epochs=0, hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0,
                mosaic=0)
-    hyp_file = tmp_path / "hyp.overfit.yaml"
-    hyp_file.write_text(yaml.safe_dump(hyp))
     data_file = coco8_train_as_val(tmp_path)
     # batch 64 on a 4-image set: one optimizer step per epoch (no accumulation toward the nominal 64)
-    summary = train.run(data=str(data_file), cfg=CFG, hyp=str(hyp_file), imgsz=160, batch_size=64, epochs=120,
-                        optimizer="Adam", cos_lr=True, workers=0, cache="ram", noval=True, noplots=True,
-                        project=str(tmp_path))
+    summary = train.run(data=str(data_file), cfg=CFG, hyp=hyp, imgsz=160, batch_size=64, epochs=120,
+                        optimizer="AdamW", workers=0, cache="ram", noval=True, noplots=True, project=str(tmp_path))
     rows = [[float(v) for v in line.split(",")] for line in (summary.save_dir / "results.csv").read_text().splitlines()[1:]]
     first, last = rows[0][1:4], rows[-1][1:4]
     assert all(b < 0.5 * a for a, b in zip(first, last)), (first, last)  # box, obj and cls loss all fell
-
-    data = check_dataset(data_file)
-    loader = create_dataloader(data["val"], 160, 8, 32, rect=True, pad=0.5, workers=0, nc=80)[0]
-    model = load_model(summary.best)
-    torch.optim.swa_utils.update_bn((imgs.float() / 255 for imgs, *_ in loader), model)
-    (p, r, map50, map50_95, *_), _, _ = val.run(data=data, model=model.eval(), dataloader=loader, plots=False,
-                                                save_dir=tmp_path)
-    assert map50 > 0.5, (p, r, map50, map50_95)
+    assert summary.results[2] > 0.5, summary.results
 
 
 @pytest.mark.slow
