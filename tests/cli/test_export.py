@@ -83,6 +83,22 @@ def test_verification_table_parity_and_map(exported):
         assert rows[fmt]["map50_95"] == pytest.approx(rows["pytorch"]["map50_95"], abs=1e-3)
 
 
+def test_anchor_free_checkpoint_exports_and_verifies_like_the_others(tmp_path):
+    """A DetectAF model (the fastest PConv one) goes through the same export + verification path."""
+    torch.manual_seed(0)
+    names = check_dataset(COCO8)["names"]
+    model = DetectionModel("yolov5n-pconv-lite2-af.yaml", nc=len(names))
+    model.names = names
+    weights = save_checkpoint(build_checkpoint(model), tmp_path / "af.pt")
+    out = export.run(weights=str(weights), include=["onnx", "tflite"], imgsz=[IMGSZ], data=str(COCO8),
+                     project=str(tmp_path / "export"))
+    rows = {r["format"]: r for r in out["rows"]}
+    assert list(rows) == ["pytorch", "onnx", "tflite"]
+    assert rows["onnx"]["max_abs"] < 1e-3 and rows["tflite"]["max_abs"] < 1e-3  # box pixels at 64
+    for fmt in ("onnx", "tflite"):
+        assert rows[fmt]["map50_95"] == pytest.approx(rows["pytorch"]["map50_95"], abs=1e-3)
+
+
 def _detect_rows(weights: Path, project: Path) -> np.ndarray:
     save_dir = detect.run(weights=[str(weights)], source=str(BUS), imgsz=[IMGSZ], conf_thres=0.25, save_txt=True,
                           save_conf=True, nosave=True, project=str(project), name=weights.name)

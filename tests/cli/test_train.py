@@ -91,10 +91,13 @@ def test_resume_of_finished_run_is_a_clear_message(finished_run):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_epoch(tmp_path):
+@pytest.mark.parametrize("cfg, hyp", [(CFG, "data/hyps/hyp.scratch-low.yaml"),
+                                      ("models/yolov5n-pconv-lite2-af.yaml", "data/hyps/hyp.small-data-af.yaml")])
+def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_epoch(tmp_path, cfg, hyp):
     epochs = 3
-    cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(COCO8), "--cfg", CFG, "--imgsz", "64",
-           "--batch-size", "4", "--workers", "0", "--noplots", "--epochs", str(epochs), "--project", str(tmp_path)]
+    cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(COCO8), "--cfg", cfg, "--hyp", str(ROOT / hyp),
+           "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--noplots", "--epochs", str(epochs),
+           "--project", str(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     last = tmp_path / "exp" / "weights" / "last.pt"
