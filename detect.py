@@ -29,10 +29,11 @@ if str(ROOT) not in sys.path:  # allow `python /path/to/detect.py` from anywhere
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
+from utils.checkpoint import trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
 from utils.predictor import Detections, Detector  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.sources import Frame, open_source  # noqa: E402
@@ -50,7 +51,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", type=str, default=str(SAMPLES),
                    help="file/dir/glob/.txt/.streams/URL/camera index (default: shipped images + video)")
     p.add_argument("--data", type=str, default=None, help="data YAML, for class names a model file lacks")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+                   help="inference size h,w (default: the size a .pt was trained at, else 640)")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
@@ -200,7 +202,8 @@ def detect(opt: argparse.Namespace) -> Path:
     """Run the whole detection job described by `opt`; return the run folder."""
     if not opt.weights:
         raise UserInputError("--weights: give a model file (.pt, .torchscript, .onnx or .tflite)")
-    detector = Detector(opt.weights, device=opt.device, imgsz=opt.imgsz, conf=opt.conf_thres, iou=opt.iou_thres,
+    imgsz = opt.imgsz or trained_imgsz(opt.weights[0])
+    detector = Detector(opt.weights, device=opt.device, imgsz=imgsz, conf=opt.conf_thres, iou=opt.iou_thres,
                         classes=opt.classes, agnostic=opt.agnostic_nms, max_det=opt.max_det, half=opt.half,
                         augment=opt.augment, data=opt.data)
     loader = open_source(opt.source, vid_stride=opt.vid_stride, allow_local_streams=opt.allow_local_streams)

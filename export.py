@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from utils.assets import DEMO_WEIGHTS  # noqa: E402
 from utils.backends import load_backend  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from utils.checkpoint import load_model, trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.dataset import check_dataset, create_dataloader, find_image_files  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
@@ -49,7 +49,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Export a PConv-YOLO checkpoint and verify the exported files")
     p.add_argument("--weights", type=str, default=str(DEMO_WEIGHTS), help="checkpoint .pt to export (default: the demo)")
     p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image (h, w)")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
+                   help="image (h, w) (default: the size the checkpoint was trained at, else 640)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size baked into the exported files")
     p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
     p.add_argument("--half", action="store_true", help="FP16: ONNX/TorchScript on CUDA; an extra fp16 .tflite")
@@ -221,6 +222,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def export(opt: argparse.Namespace) -> dict[str, Any]:
     check_options(opt)
+    opt.imgsz = opt.imgsz or [trained_imgsz(opt.weights)]
     device = select_device(opt.device)
     if opt.half and device.type == "cpu" and "tflite" not in opt.include:
         raise UserInputError("--half: FP16 ONNX/TorchScript export needs a CUDA --device "

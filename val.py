@@ -24,6 +24,7 @@ from tqdm import tqdm
 from utils.assets import DEMO_DATA, DEMO_WEIGHTS
 from utils.backends import Backend, load_backend
 from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
+from utils.checkpoint import trained_imgsz
 from utils.cli import run_cli
 from utils.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
 from utils.dataset import check_dataset, create_dataloader
@@ -374,7 +375,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                         help="model path(s): .pt checkpoint, .torchscript, .onnx or .tflite; several = ensemble "
                              "(default: the demo model)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
-    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
+                        help="inference size (pixels; default: the size a .pt was trained at, else 640)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
@@ -401,7 +403,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run(**vars(parse_opt(argv)))  # several --weights validate as one ensemble, as in yolov5
+    opt = parse_opt(argv)
+    opt.imgsz = opt.imgsz or trained_imgsz(opt.weights[0])
+    run(**vars(opt))  # several --weights validate as one ensemble, as in yolov5
 
 
 if __name__ == "__main__":

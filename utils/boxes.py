@@ -140,17 +140,20 @@ def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.25, iou_thres:
 
 def top_kept(boxes: torch.Tensor, scores: torch.Tensor, class_ids: torch.Tensor, iou_thres: float,
              max_det: int) -> torch.Tensor:
-    """Indices of the max_det best boxes that survive per-class NMS, best first.
+    """Indices of the max_det best boxes that survive per-class NMS, best first; equal scores keep input order.
 
-    Greedy NMS decides each box from higher-scoring boxes only, so NMS over the k best boxes equals full
+    Greedy NMS decides each box from higher-ranked boxes only, so NMS over the k best boxes equals full
     NMS restricted to them. Growing k until max_det boxes survive gives the exact result at a fraction
     of the O(n^2) cost when an untrained model floods every anchor with low scores (early epochs' val).
+    NMS runs on each box's rank (a strict order: stable sort) rather than its score, so ties cannot be
+    ordered differently inside a subset than in the whole, and class filters keep the same boxes.
     """
-    order = scores.argsort(descending=True)
+    order = scores.argsort(descending=True, stable=True)
+    rank = torch.arange(order.numel(), 0, -1, dtype=torch.float32, device=scores.device)
     k = 4 * max_det
     while True:
         top = order[:k]
-        keep = torchvision.ops.batched_nms(boxes[top], scores[top], class_ids[top], iou_thres)
+        keep = torchvision.ops.batched_nms(boxes[top], rank[:k], class_ids[top], iou_thres)
         if keep.numel() >= max_det or k >= order.numel():
             return top[keep[:max_det]]
         k *= 4

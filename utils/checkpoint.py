@@ -20,6 +20,7 @@ import torch.nn as nn
 from utils.errors import UserInputError
 
 CHECKPOINT_VERSION = "1"
+DEFAULT_IMGSZ = 640  # the inference size when neither --imgsz nor the checkpoint says otherwise (yolov5's)
 REQUIRED_KEYS = ("model_yaml", "model")
 
 
@@ -126,6 +127,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise UserInputError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return ckpt
+
+
+def trained_imgsz(path: str | Path, fallback: int = DEFAULT_IMGSZ) -> int:
+    """The --imgsz a .pt checkpoint was trained at, the size its boxes are best at; `fallback` for any other
+    file (exported files carry their own size) or a checkpoint without options. Problems with the file
+    itself are left to the real load, which reports them."""
+    path = Path(path)
+    if path.suffix.lower() != ".pt" or not path.is_file():
+        return fallback
+    try:
+        size = (load_checkpoint(path).get("opt") or {}).get("imgsz", fallback)
+    except UserInputError:
+        return fallback
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> nn.Module:

@@ -99,12 +99,18 @@ def test_nms_rejects_bad_thresholds():
         non_max_suppression(torch.zeros(1, 1, 6), conf_thres=1.5)
 
 
-@pytest.mark.parametrize("n, nc, max_det", [(6000, 1, 300), (6000, 40, 300), (3000, 2, 10), (200, 3, 300)])
-def test_top_kept_equals_full_nms_cut_to_max_det(n, nc, max_det):
-    """The early-exit NMS must return exactly what full NMS returns, in the same order."""
+@pytest.mark.parametrize("n, nc, max_det, levels", [(6000, 1, 300, 0), (6000, 40, 300, 0), (3000, 2, 10, 0),
+                                                     (200, 3, 300, 0), (5000, 3, 100, 20)])
+def test_top_kept_equals_full_nms_cut_to_max_det(n, nc, max_det, levels):
+    """The early-exit NMS returns exactly what NMS over all boxes (ranked by score, ties in input order)
+    returns, in the same order; `levels` quantises scores into that many values to force ties."""
     g = torch.Generator().manual_seed(n + nc)
     xy = torch.rand(n, 2, generator=g) * 320
     boxes = torch.cat((xy, xy + torch.rand(n, 2, generator=g) * 60 + 2), 1)
     scores, class_ids = torch.rand(n, generator=g), torch.randint(0, nc, (n,), generator=g)
-    full = torchvision.ops.batched_nms(boxes, scores, class_ids, 0.45)[:max_det]
+    if levels:
+        scores = (scores * levels).round() / levels
+    order = scores.argsort(descending=True, stable=True)
+    rank = torch.empty(n).index_put_((order,), torch.arange(n, 0, -1, dtype=torch.float32))
+    full = torchvision.ops.batched_nms(boxes, rank, class_ids, 0.45)[:max_det]
     assert torch.equal(top_kept(boxes, scores, class_ids, 0.45, max_det), full)
