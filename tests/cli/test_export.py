@@ -84,10 +84,10 @@ def test_verification_table_parity_and_map(exported):
 
 
 def test_anchor_free_checkpoint_exports_and_verifies_like_the_others(tmp_path):
-    """A DetectAF model (the fastest PConv one) goes through the same export + verification path."""
+    """A DetectAF model (the fastest PConv one, shared-stem head) goes through the same export + verification."""
     torch.manual_seed(0)
     names = check_dataset(COCO8)["names"]
-    model = DetectionModel("yolov5n-pconv-lite2-af.yaml", nc=len(names))
+    model = DetectionModel("yolov5n-pconv-lite2-shared-af.yaml", nc=len(names))
     model.names = names
     weights = save_checkpoint(build_checkpoint(model), tmp_path / "af.pt")
     out = export.run(weights=str(weights), include=["onnx", "tflite"], imgsz=[IMGSZ], data=str(COCO8),

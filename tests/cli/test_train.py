@@ -92,7 +92,7 @@ def test_resume_of_finished_run_is_a_clear_message(finished_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg, hyp", [(CFG, "data/hyps/hyp.scratch-low.yaml"),
-                                      ("models/yolov5n-pconv-lite2-af.yaml", "data/hyps/hyp.small-data-af.yaml")])
+                                      ("models/yolov5n-pconv-lite2-shared-af.yaml", "data/hyps/hyp.small-data-af.yaml")])
 def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_epoch(tmp_path, cfg, hyp):
     epochs = 3
     cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(COCO8), "--cfg", cfg, "--hyp", str(ROOT / hyp),

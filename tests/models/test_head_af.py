@@ -91,6 +91,16 @@ def test_every_branch_block_builds_and_decodes(block):
     assert pred.shape == (1, 80, 7) and [tuple(r.shape) for r in raw] == [(1, 8, 8, 34), (1, 4, 4, 34)]
 
 
+def test_shared_head_is_cheaper_and_other_blocks_keep_their_checkpoint_keys():
+    """'shared' computes one stem per level for both outputs; the other blocks' stems are parameter-free, so
+    checkpoints written before the stem existed still load."""
+    heads = {b: DetectAF(nc=80, reg_max=16, block=b, ch=[64, 128, 256]) for b in ("pconv", "shared")}
+    n_params = {b: sum(p.numel() for p in h.parameters()) for b, h in heads.items()}
+    assert n_params["shared"] < 0.4 * n_params["pconv"]
+    assert not any(k.startswith("stem.") for k in heads["pconv"].state_dict())
+    assert any(k.startswith("stem.") for k in heads["shared"].state_dict())
+
+
 def test_bad_head_arguments_are_user_errors():
     d = load_model_yaml("yolov5n-af.yaml")
     d["head"][-1][3] = ["nc", 16, "dwconv"]
