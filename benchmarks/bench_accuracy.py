@@ -14,7 +14,7 @@ fused, exported with torch.onnx (dynamo=False, opset 17), timed in ONNX Runtime,
 
 Usage:
     python benchmarks/bench_accuracy.py --imgsz 320 --epochs 3 --batch-size 16         # small CPU setting
-    python benchmarks/bench_accuracy.py --data data/coco128-person.yaml --epochs 100 --nbs 16   # docs/accuracy.md
+    python benchmarks/bench_accuracy.py --data data/coco128-person.yaml --epochs 60 --nbs 16    # docs/accuracy.md
     python benchmarks/bench_accuracy.py --imgsz 640 --epochs 100 --batch-size 16        # a real comparison
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
 """
@@ -46,7 +46,7 @@ from utils.profiler import cpu_name  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared/data/coco128/data.yaml"
-OURS = ("yolov5n", "yolov5n-faster", "yolov5n-af", "yolov5n-faster-af", "yolov5n-pconv-lite-af")
+OURS = ("yolov5n", "yolov5n-faster", "yolov5n-faster-af", "yolov5n-pconv-lite2-af", "yolov5n-pconv-lite2-shared-af")
 PEER = "yolov5nu"
 WARMUP_BIAS_LR = 0.0  # ultralytics sets 0 for Adam-family optimizers; the same for both trainers
 ULTRALYTICS_CHILD = """
