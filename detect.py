@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import re
 import sys
 from collections import defaultdict
@@ -29,6 +28,7 @@ if str(ROOT) not in sys.path:  # allow `python /path/to/detect.py` from anywhere
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from deploy.outputs import Viewer  # noqa: E402  (torch-free, shared with the edge runner)
 from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
 from utils.checkpoint import trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
@@ -79,42 +79,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def display_available() -> bool:
-    """True when a window can be opened; cv2.imshow without one aborts the whole process."""
-    if sys.platform in ("win32", "darwin"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
 def safe_stem(path: str) -> str:
     """File-name stem for a source: a file's stem, a URL's last path part, a camera index."""
     stem = Path(urlsplit(path).path).stem if "://" in path else Path(path).stem
     return re.sub(r"[^\w.-]+", "_", stem).strip("._") or "stream"
-
-
-class Viewer:
-    """--view-img: one window per source; disables itself with one warning where no window can open."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and display_available()
-        if enabled and not self.enabled:
-            LOGGER.warning("WARNING: --view-img: no display found (DISPLAY is not set); saving results only")
-        self.quit = False
-
-    def show(self, name: str, image: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        try:
-            cv2.imshow(name, image)
-            self.quit = cv2.waitKey(1) & 0xFF == ord("q")
-        except cv2.error as e:  # e.g. a headless OpenCV build
-            LOGGER.warning(f"WARNING: --view-img: cannot open a window ({str(e).strip().splitlines()[-1]}); "
-                           f"saving results only")
-            self.enabled = False
-
-    def close(self) -> None:
-        if self.enabled:
-            cv2.destroyAllWindows()
 
 
 class ResultWriter:
@@ -208,7 +176,7 @@ def detect(opt: argparse.Namespace) -> Path:
                         augment=opt.augment, data=opt.data)
     loader = open_source(opt.source, vid_stride=opt.vid_stride, allow_local_streams=opt.allow_local_streams)
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
-    writer, viewer = ResultWriter(save_dir, opt), Viewer(opt.view_img)
+    writer, viewer = ResultWriter(save_dir, opt), Viewer(opt.view_img, LOGGER)
     totals, seen, shape = defaultdict(float), 0, ()
     try:
         for frame, result in detector.predict_frames(loader):

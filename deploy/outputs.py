@@ -3,6 +3,7 @@ annotated videos (mp4v .mp4, the input's size and fps, every frame) and labels/<
 (videos: <name>_<frame>.txt). Never writes over an existing run folder."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -97,12 +98,13 @@ def display_available() -> bool:
 
 
 class Viewer:
-    """--view-img: a live window, disabled with one warning where none can open (no display, headless OpenCV)."""
+    """--view-img: a live window, disabled with one warning where none can open (no display, headless OpenCV).
+    Torch-free, so detect.py uses it too, passing its own logger."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and display_available()
+    def __init__(self, enabled: bool, logger: logging.Logger = LOGGER):
+        self.enabled, self.logger = enabled and display_available(), logger
         if enabled and not self.enabled:
-            LOGGER.warning("WARNING: --view-img: no display found (DISPLAY is not set); saving results only")
+            self.logger.warning("WARNING: --view-img: no display found (DISPLAY is not set); saving results only")
         self.quit = False
 
     def show(self, name: str, image: np.ndarray) -> None:
@@ -112,8 +114,8 @@ class Viewer:
             cv2.imshow(name, image)
             self.quit = cv2.waitKey(1) & 0xFF == ord("q")
         except cv2.error as e:
-            LOGGER.warning(f"WARNING: --view-img: cannot open a window ({str(e).strip().splitlines()[-1]}); "
-                           f"saving results only")
+            self.logger.warning(f"WARNING: --view-img: cannot open a window ({str(e).strip().splitlines()[-1]}); "
+                                f"saving results only")
             self.enabled = False
 
     def close(self) -> None:

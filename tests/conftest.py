@@ -4,11 +4,22 @@ import logging
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from utils.log import LOGGER_NAME
 
 BLOB_BOXES = ((0.5, 0.5, 0.8, 0.7), (0.4, 0.55, 0.6, 0.8), (0.6, 0.5, 0.7, 0.6), (0.5, 0.45, 0.9, 0.5))  # cx cy w h
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread (modules opt in with pytestmark = usefixtures): tiny models gain nothing from a
+    second one, counts do not depend on it, and on a busy 2-core box 2-thread barriers stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

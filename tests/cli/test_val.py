@@ -24,13 +24,7 @@ COCO8 = ROOT / "data/coco8.yaml"
 
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy shared CPU they lose a lot to it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class OracleModel(nn.Module):

@@ -18,13 +18,7 @@ CPU = torch.device("cpu")
 F32 = 4  # bytes per float32 element
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: counts do not depend on it, and a shared 2-core box stalls 2-thread barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_flops_of_known_convs_are_exact():
