@@ -3,13 +3,20 @@
 Why: an anchor-free head has no anchor shapes to match against, so positives are chosen by how well the
 head already does on each box — the alignment metric cls_score^alpha * IoU^beta — among the anchor points
 whose centres lie inside the box. The top-k points per box become positives, and their class target is
-the alignment rescaled so the best point of each box gets that box's best IoU (not a hard 1).
+the alignment rescaled so the best point of each box gets that box's best overlap (not a hard 1).
+
+Two details follow ultralytics' assigner, whose loss ours was checked against on identical inputs
+(tests/utils/test_loss_anchor_free.py): the overlap is CIoU clamped at 0 (the box loss's own measure, so
+the class target ranks what the box branch optimises), and a box with a side under `min_side` pixels
+picks candidates as if that side were `min_side` — otherwise a box smaller than a stride-8 cell may hold
+no anchor centre at all and is never learned.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from torchvision.ops import complete_box_iou_loss
 
 EPS = 1e-9
 
@@ -25,16 +32,6 @@ class Assignment:
     gt_index: torch.Tensor
 
 
-def pairwise_iou_xyxy(gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """IoU of every gt box with every predicted box of the same image: (B, M, 4), (B, N, 4) → (B, M, N)."""
-    g, p = gt.unsqueeze(2), pred.unsqueeze(1)
-    wh = (torch.minimum(g[..., 2:], p[..., 2:]) - torch.maximum(g[..., :2], p[..., :2])).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_g = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
-    area_p = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
-    return inter / (area_g + area_p - inter + EPS)
-
-
 def points_inside_boxes_xyxy(points: torch.Tensor, boxes: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """(N, 2) points, (B, M, 4) boxes → (B, M, N) True where the point lies strictly inside the box."""
     lt = points.view(1, 1, -1, 2) - boxes[..., None, :2]
@@ -42,15 +39,32 @@ def points_inside_boxes_xyxy(points: torch.Tensor, boxes: torch.Tensor, eps: flo
     return torch.cat((lt, rb), -1).amin(-1) > eps
 
 
+def widened_boxes_xyxy(boxes: torch.Tensor, min_side: float) -> torch.Tensor:
+    """Boxes (…, 4) xyxy with every side shorter than min_side widened to min_side about the box centre."""
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = (boxes[..., 2:] - boxes[..., :2]).clamp(min=min_side) / 2
+    return torch.cat((centre - half, centre + half), -1)
+
+
+def paired_ciou(gt: torch.Tensor, pred: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """CIoU (clamped at 0) of the (B, M, N) candidate pairs only, zero elsewhere: gt (B, M, 4), pred (B, N, 4)."""
+    b, m, n = pairs.nonzero(as_tuple=True)
+    out = torch.zeros(pairs.shape, dtype=pred.dtype, device=pred.device)
+    if len(b):
+        out[b, m, n] = (1 - complete_box_iou_loss(gt[b, m], pred[b, n], reduction="none")).clamp(min=0)
+    return out
+
+
 class TaskAlignedAssigner:
     """Assign anchor points to gt boxes by top-k alignment among points inside each box.
 
-    topk: positives per box; alpha, beta: exponents of the class score and the IoU in the metric.
+    topk: positives per box; alpha, beta: exponents of the class score and the CIoU in the metric;
+    min_side: boxes narrower than this (same units as the boxes) choose candidates as if this wide.
     A point claimed by several boxes keeps the one it overlaps most.
     """
 
-    def __init__(self, nc: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0):
-        self.nc, self.topk, self.alpha, self.beta = nc, topk, alpha, beta
+    def __init__(self, nc: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, min_side: float = 0.0):
+        self.nc, self.topk, self.alpha, self.beta, self.min_side = nc, topk, alpha, beta, min_side
 
     @torch.no_grad()
     def __call__(self, scores: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, gt_labels: torch.Tensor,
@@ -63,8 +77,9 @@ class TaskAlignedAssigner:
             return Assignment(torch.zeros(bs, n, dtype=torch.bool, device=device), torch.zeros(bs, n, 4, device=device),
                               torch.zeros(bs, n, dtype=torch.long, device=device), torch.zeros_like(scores),
                               torch.zeros(bs, n, dtype=torch.long, device=device))
-        candidates = points_inside_boxes_xyxy(points, gt_boxes) & gt_valid.unsqueeze(-1)  # (B, M, N)
-        iou = pairwise_iou_xyxy(gt_boxes, boxes).clamp(min=0) * candidates
+        candidates = points_inside_boxes_xyxy(points, widened_boxes_xyxy(gt_boxes, self.min_side))
+        candidates &= gt_valid.unsqueeze(-1)  # (B, M, N)
+        iou = paired_ciou(gt_boxes, boxes, candidates)
         cls_score = scores.gather(2, gt_labels.clamp(min=0).unsqueeze(1).expand(-1, n, -1)).transpose(1, 2)
         align = cls_score.pow(self.alpha) * iou.pow(self.beta) * candidates  # (B, M, N)
 

@@ -72,7 +72,9 @@ class AnchorFreeLoss:
         self.nc, self.reg_max, self.no = int(self.head.nc), int(self.head.reg_max), int(self.head.no)
         self.box_gain, self.cls_gain = float(hyp["box"]), float(hyp["cls"])
         self.dfl_gain = float(hyp.get("dfl", 1.5))
-        self.assigner = TaskAlignedAssigner(self.nc, topk=int(hyp.get("tal_topk", 10)), alpha=0.5, beta=6.0)
+        strides = sorted(float(s) for s in self.head.stride)
+        self.assigner = TaskAlignedAssigner(self.nc, topk=int(hyp.get("tal_topk", 10)), alpha=0.5, beta=6.0,
+                                            min_side=strides[len(strides) // 2])  # the middle level's stride
 
     def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """preds: nl raw maps (B, ny, nx, 4·reg_max + nc); targets (N, 6) [img, cls, cx, cy, w, h] normalised."""

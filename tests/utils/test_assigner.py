@@ -1,7 +1,9 @@
 """Task-aligned assigner on hand-made boxes: which anchor points get which target, and how strongly."""
 import torch
 
-from utils.assigner import TaskAlignedAssigner, pairwise_iou_xyxy, points_inside_boxes_xyxy
+from torchvision.ops import complete_box_iou
+
+from utils.assigner import TaskAlignedAssigner, paired_ciou, points_inside_boxes_xyxy, widened_boxes_xyxy
 
 
 def grid_points(n: int) -> torch.Tensor:
@@ -14,10 +16,14 @@ def boxes_around(points: torch.Tensor, half: float) -> torch.Tensor:
     return torch.cat((points - half, points + half), 1)
 
 
-def test_pairwise_iou_and_inside():
+def test_paired_ciou_only_on_candidate_pairs_and_inside():
     gt = torch.tensor([[[0.0, 0.0, 2.0, 2.0]]])
-    pred = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 3.0, 2.0], [5.0, 5.0, 6.0, 6.0]]])
-    assert torch.allclose(pairwise_iou_xyxy(gt, pred), torch.tensor([[[1.0, 2 / 6, 0.0]]]), atol=1e-6)
+    pred = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 3.0, 2.0], [5.0, 5.0, 6.0, 6.0], [0.5, 0.5, 1.5, 1.5]]])
+    ciou = paired_ciou(gt, pred, torch.tensor([[[True, True, True, False]]]))
+    # exact box 1; shifted box IoU 2/6 minus centre distance 1 / enclosing diagonal² 3² + 2²; far box clamped to 0;
+    # the concentric box is not a candidate pair, so 0 although its CIoU is 0.25
+    assert torch.allclose(ciou, torch.tensor([[[1.0, 2 / 6 - 1 / 13, 0.0, 0.0]]]), atol=1e-5)
+    assert torch.isclose(complete_box_iou(gt[0], pred[0, 3:])[0, 0], torch.tensor(0.25))
     inside = points_inside_boxes_xyxy(torch.tensor([[1.0, 1.0], [2.0, 1.0], [3.0, 3.0]]), gt)
     assert inside.tolist() == [[[True, False, False]]]  # a point on the border is not inside
 
@@ -73,6 +79,19 @@ def test_point_claimed_by_two_boxes_keeps_the_better_overlap():
     a = TaskAlignedAssigner(nc=2, topk=5)(torch.full((1, 1, 2), 0.9), pred, points, torch.tensor([[1, 0]]),
                                           gt_boxes, torch.ones(1, 2, dtype=torch.bool))
     assert a.fg[0, 0] and a.gt_index[0, 0] == 0 and a.labels[0, 0] == 1
+
+
+def test_boxes_smaller_than_min_side_still_get_candidates():
+    points = grid_points(4)  # centres at 0.5, 1.5, ...
+    tiny = torch.tensor([[[1.6, 1.6, 2.4, 2.4]]])  # holds no centre
+    assert widened_boxes_xyxy(tiny, 2.0).tolist() == [[[1.0, 1.0, 3.0, 3.0]]]
+    assert widened_boxes_xyxy(torch.tensor([[0.0, 0.0, 3.0, 0.5]]), 2.0).tolist() == [[0.0, -0.75, 3.0, 1.25]]
+    pred = boxes_around(points, 1.0).unsqueeze(0)  # 2x2 boxes: the four around it overlap it (CIoU ~0.1)
+    args = (torch.full((1, 16, 1), 0.5), pred, points, torch.tensor([[0]]), tiny, torch.tensor([[True]]))
+    assert not TaskAlignedAssigner(nc=1)(*args).fg.any()  # never learned without a minimum side
+    a = TaskAlignedAssigner(nc=1, min_side=2.0)(*args)
+    assert a.fg[0].nonzero().flatten().tolist() == [5, 6, 9, 10]  # the four centres around it
+    assert torch.equal(a.boxes[0, 5], tiny[0, 0])  # the target stays the true box
 
 
 def test_no_boxes_gives_empty_assignment():

@@ -30,6 +30,44 @@ def test_dfl_loss_is_cross_entropy_to_the_two_nearest_bins():
     assert dfl_loss(sharp, torch.tensor([1.5])) < dfl_loss(sharp, torch.tensor([0.0]))
 
 
+def test_loss_equals_ultralytics_v8_detection_loss_on_identical_inputs():
+    """The reference our accuracy is judged against: same raw maps and labels, same three terms."""
+    import types
+
+    from ultralytics.utils.loss import v8DetectionLoss
+
+    nc, reg_max, bs = 3, 16, 4
+    model = tiny_af_model(nc)
+    hyp = {"box": 7.5, "cls": 0.5, "dfl": 1.5}
+    ours = AnchorFreeLoss(model, hyp, 320)
+
+    class Reference(torch.nn.Module):  # the attributes v8DetectionLoss reads from a model
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+            self.model = [types.SimpleNamespace(stride=torch.tensor([8.0, 16.0, 32.0]), nc=nc, reg_max=reg_max)]
+            self.args = types.SimpleNamespace(**hyp)
+
+    theirs = v8DetectionLoss(Reference())
+    g = torch.Generator().manual_seed(1)
+    shapes = [(32, 40), (16, 20), (8, 10)]  # a 256x320 batch
+    raw = [torch.randn(bs, h, w, 4 * reg_max + nc, generator=g) for h, w in shapes]
+    rows = []
+    for i in range(bs):  # overlapping boxes, some smaller than a stride-8 cell
+        for j in range(5):
+            wh = torch.rand(2, generator=g) * 0.5 + 0.01
+            rows.append([i, j % nc, *(torch.rand(2, generator=g) * (1 - wh) + wh / 2).tolist(), *wh.tolist()])
+    targets = torch.tensor(rows)
+    total, (box, dfl, cls) = ours(raw, targets)
+
+    flat = torch.cat([r.reshape(bs, -1, 4 * reg_max + nc) for r in raw], 1).transpose(1, 2)
+    preds = {"boxes": flat[:, :4 * reg_max], "scores": flat[:, 4 * reg_max:],
+             "feats": [torch.zeros(bs, 1, h, w) for h, w in shapes]}
+    ref_total, ref = theirs(preds, {"batch_idx": targets[:, 0], "cls": targets[:, 1], "bboxes": targets[:, 2:]})
+    assert torch.allclose(torch.stack((box, cls, dfl)), torch.stack(list(ref.values())), rtol=1e-4)
+    assert torch.isclose(total, ref_total.sum(), rtol=1e-4)
+
+
 def test_padded_targets_group_boxes_per_image_in_pixels():
     t = torch.tensor([[1, 4, 0.5, 0.5, 0.5, 0.25], [0, 2, 0.25, 0.25, 0.5, 0.5], [1, 1, 0.5, 0.5, 1.0, 1.0]])
     labels, boxes, valid = padded_targets(t, 3, torch.tensor([64.0, 32.0]))
