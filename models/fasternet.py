@@ -79,15 +79,19 @@ class DropPath(nn.Module):
 
 
 class FasterNetBlock(nn.Module):
-    """PConv → 1x1 (c → c·mlp_ratio) + BN + act → 1x1 back to c → residual add."""
+    """PConv → 1x1 (c → c·mlp_ratio) + BN + act → 1x1 back to c (+ BN if out_bn) → residual add.
+
+    out_bn normalises the residual branch's output while training, as YOLOv5's Bottleneck does; fuse()
+    folds that BN into the 1x1 conv, so the inference graph is the same as without it.
+    """
 
     def __init__(self, c: int, n_div: int = 4, mlp_ratio: float = 2, act: str | nn.Module = "GELU",
-                 drop_path: float = 0.0, layer_scale: float = 0.0):
+                 drop_path: float = 0.0, layer_scale: float = 0.0, out_bn: bool = False):
         super().__init__()
         hidden = int(c * mlp_ratio)
         self.pconv = PConv(c, n_div)
-        self.mlp = nn.Sequential(Conv(c, hidden, 1, act=activation_from_name(act)),
-                                 nn.Conv2d(hidden, c, 1, bias=False))
+        out = Conv(hidden, c, 1, act=False) if out_bn else nn.Conv2d(hidden, c, 1, bias=False)
+        self.mlp = nn.Sequential(Conv(c, hidden, 1, act=activation_from_name(act)), out)
         self.drop_path = DropPath(drop_path)
         self.layer_scale = nn.Parameter(layer_scale * torch.ones(c, 1, 1)) if layer_scale > 0 else None
 
@@ -106,6 +110,15 @@ class C3Faster(C3):
 
     def make_blocks(self, c: int, n: int, shortcut: bool, g: int) -> nn.Sequential:
         return nn.Sequential(*(FasterNetBlock(c, n_div=4, mlp_ratio=2, act=nn.SiLU()) for _ in range(n)))
+
+
+class C3FasterBN(C3Faster):
+    """C3Faster whose FasterNet blocks end in BN (folded away by fuse()): same inference graph and speed,
+    trained like YOLOv5's Bottleneck, whose branches all end in BN (docs/accuracy.md measures the effect)."""
+
+    def make_blocks(self, c: int, n: int, shortcut: bool, g: int) -> nn.Sequential:
+        return nn.Sequential(*(FasterNetBlock(c, n_div=4, mlp_ratio=2, act=nn.SiLU(), out_bn=True)
+                               for _ in range(n)))
 
 
 class PatchEmbed(Conv):

@@ -25,7 +25,7 @@ import torch.nn as nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models.common import C3, SPPF, Bottleneck, Concat, Conv  # noqa: E402
-from models.fasternet import C3Faster, FasterNetStage, PatchEmbed, PatchMerging  # noqa: E402
+from models.fasternet import C3Faster, C3FasterBN, FasterNetStage, PatchEmbed, PatchMerging  # noqa: E402
 from models.heads import Detect, DetectAF  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -56,6 +56,7 @@ REGISTRY: dict[str, ModuleSpec] = {
     "C3": ModuleSpec(C3, "csp"),
     "C3Faster": ModuleSpec(C3Faster, "csp"),
     "C3_Faster": ModuleSpec(C3Faster, "csp"),
+    "C3FasterBN": ModuleSpec(C3FasterBN, "csp"),
     "PatchEmbed": ModuleSpec(PatchEmbed, "conv"),
     "PatchMerging": ModuleSpec(PatchMerging, "conv"),
     "FasterNetStage": ModuleSpec(FasterNetStage, "csp"),

@@ -21,6 +21,7 @@ from torchvision.ops import complete_box_iou_loss
 from models.heads import dfl_expectation
 from utils.assigner import TaskAlignedAssigner
 from utils.boxes import xywh_to_xyxy
+from utils.log import LOGGER
 
 DFL_EDGE = 0.01  # targets stop just short of the last bin, so both neighbouring bins exist
 
@@ -72,6 +73,9 @@ class AnchorFreeLoss:
         self.nc, self.reg_max, self.no = int(self.head.nc), int(self.head.reg_max), int(self.head.no)
         self.box_gain, self.cls_gain = float(hyp["box"]), float(hyp["cls"])
         self.dfl_gain = float(hyp.get("dfl", 1.5))
+        if float(hyp.get("label_smoothing", 0.0)) > 0:
+            LOGGER.warning("--label-smoothing is ignored for anchor-free heads: their class targets are already "
+                           "soft (the alignment-weighted IoU)")
         strides = sorted(float(s) for s in self.head.stride)
         self.assigner = TaskAlignedAssigner(self.nc, topk=int(hyp.get("tal_topk", 10)), alpha=0.5, beta=6.0,
                                             min_side=strides[len(strides) // 2])  # the middle level's stride

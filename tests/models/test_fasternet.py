@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from models.common import C3
-from models.fasternet import C3Faster, FasterNetBlock, FasterNetStage, PatchEmbed, PatchMerging, PConv
+from models.fasternet import C3Faster, C3FasterBN, FasterNetBlock, FasterNetStage, PatchEmbed, PatchMerging, PConv
 
 
 @pytest.mark.parametrize("c, n_div, hw", [(16, 4, (8, 8)), (32, 2, (5, 7)), (24, 3, (6, 4)), (64, 8, (3, 3)),
@@ -101,6 +101,34 @@ def test_c3faster_has_c3_signature_and_shapes():
     assert c3f(x).shape == c3(x).shape == (1, 64, 8, 8)
     assert len(c3f.m) == 2 and all(isinstance(b, FasterNetBlock) for b in c3f.m)
     assert sum(p.numel() for p in c3f.parameters()) < sum(p.numel() for p in c3.parameters())
+
+
+def test_c3faster_bn_normalises_the_branch_in_training_and_fuses_away():
+    from models.yolo import DetectionModel
+
+    torch.manual_seed(0)
+    block = C3FasterBN(32, 32, 1, True, 1, 0.5).m[0]
+    out_bn = block.mlp[1].bn
+    assert isinstance(out_bn, nn.BatchNorm2d) and out_bn.num_features == 16
+    x = torch.randn(4, 16, 8, 8) * 5
+    branch = block.mlp(block.pconv(x))  # training mode: batch statistics
+    assert torch.allclose(branch.mean((0, 2, 3)), torch.zeros(16), atol=1e-4)
+    assert torch.allclose(branch.var((0, 2, 3), unbiased=False), torch.ones(16), atol=1e-2)
+
+    m = DetectionModel({"nc": 2, "depth_multiple": 1.0, "width_multiple": 1.0, "anchors": 1,
+                        "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "C3FasterBN", [32]]],
+                        "head": [[[1, 1, 1], 1, "DetectAF", ["nc", 16, "shared"]]]}).eval()
+    for bn in (mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)):  # trained-looking statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        before = m(x)
+        m.fuse()
+        after = m(x)
+    assert not any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())
+    assert torch.allclose(before, after, atol=1e-3)  # box pixels; class probabilities
 
 
 def test_patch_embed_merging_and_stage_shapes():

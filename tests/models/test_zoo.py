@@ -4,6 +4,7 @@ Sizes are counted on shape-only (meta-device) models, so even yolov5x costs mill
 forward passes are kept to the light models (batch 1) to respect the suite's time budget.
 """
 import functools
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from models.yolo import DetectionModel
 from utils.torch_utils import count_params, model_flops
 
+ROOT = Path(__file__).resolve().parents[2]
 # YOLOv5 v6+ README table at nc=80: params (M), GFLOPs at 640
 PUBLISHED = {"n": (1.9, 4.5), "s": (7.2, 16.5), "m": (21.2, 49.0), "l": (46.5, 109.1), "x": (86.7, 205.7)}
 # PConv model → the baseline it must undercut in both params and GFLOPs
@@ -81,3 +83,16 @@ def test_yolov5n_faster_runs_for_real_at_640_and_320():
 @pytest.mark.parametrize("cfg", ["yolov5s-faster.yaml", "yolov5-fasternet-t0.yaml", "yolov5-fasternet-t2.yaml"])
 def test_pconv_variant_runs_for_real_small(cfg):
     check_real_forward(DetectionModel(cfg, nc=3), 128)  # t1 = t0 wider; m/l/x: sizes and shapes only
+
+
+ALL_YAMLS = sorted(p.relative_to(ROOT / "models").as_posix()
+                   for p in [*(ROOT / "models").glob("*.yaml"), *(ROOT / "models/ablations").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("cfg", ALL_YAMLS)
+def test_every_shipped_yaml_builds_with_the_head_its_name_promises(cfg):
+    model = meta_model(str(ROOT / "models" / cfg))
+    head = model.model[-1]
+    assert getattr(head, "anchor_free", False) == cfg.endswith("-af.yaml")
+    if "shared" in cfg:
+        assert head.block == "shared"

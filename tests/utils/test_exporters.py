@@ -125,6 +125,23 @@ def test_onnx_export_matches_pytorch_with_dynamic_shapes_and_metadata(model, tmp
     assert backend.names == ["a", "b", "c"] and backend.stride == 32 and backend.dynamic
 
 
+def test_anchor_free_onnx_with_dynamic_shapes_decodes_other_sizes_like_pytorch(tmp_path):
+    """DetectAF caches anchor points per input size: a dynamic export must not freeze the traced size's."""
+    torch.manual_seed(0)
+    m = DetectionModel("yolov5n-pconv-lite2-shared-af.yaml", nc=3)
+    m.names = ["a", "b", "c"]
+    prepared = prepare_for_export(m.eval())
+    meta = export_metadata(prepared, (64, 64), 1, "fp32", nms=False)
+    path = export_onnx(prepared, torch.zeros(1, 3, 64, 64), tmp_path / "af.onnx", meta, opset=17, dynamic=True,
+                       simplify=True)
+    x = torch.rand(2, 3, 96, 128)
+    with torch.inference_mode():
+        ref = prepared(x).numpy()
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    assert out.shape == ref.shape == (2, 12 * 16 + 6 * 8 + 3 * 4, 8)
+    assert np.abs(out - ref).max() < 1e-3  # box pixels up to 128
+
+
 def test_torchscript_export_carries_metadata_for_the_backend(model, tmp_path):
     prepared = prepare_for_export(model)
     im = torch.zeros(1, 3, 64, 64)

@@ -68,6 +68,14 @@ def test_loss_equals_ultralytics_v8_detection_loss_on_identical_inputs():
     assert torch.isclose(total, ref_total.sum(), rtol=1e-4)
 
 
+def test_label_smoothing_is_reported_as_ignored(log_text):
+    AnchorFreeLoss(tiny_af_model(), {"box": 7.5, "cls": 0.5, "dfl": 1.5, "label_smoothing": 0.1})
+    assert "--label-smoothing is ignored for anchor-free heads" in log_text.text
+    log_text.clear()
+    AnchorFreeLoss(tiny_af_model(), {"box": 7.5, "cls": 0.5, "dfl": 1.5, "label_smoothing": 0.0})
+    assert "label-smoothing" not in log_text.text
+
+
 def test_padded_targets_group_boxes_per_image_in_pixels():
     t = torch.tensor([[1, 4, 0.5, 0.5, 0.5, 0.25], [0, 2, 0.25, 0.25, 0.5, 0.5], [1, 1, 0.5, 0.5, 1.0, 1.0]])
     labels, boxes, valid = padded_targets(t, 3, torch.tensor([64.0, 32.0]))
