@@ -105,11 +105,19 @@ class FasterNetBlock(nn.Module):
 class C3Faster(C3):
     """C3 whose bottlenecks are FasterNet blocks (SiLU), so a YAML can swap `C3` → `C3Faster` in place.
 
+    A YAML row may add n_div after C3's arguments ([c2, shortcut, g, e, n_div]): the PConv convolves
+    c_/n_div channels of each block (4 by default, as FasterNet does).
+
     `shortcut` and `g` keep C3's signature; a FasterNet block is always residual and has no groups.
     """
 
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5,
+                 n_div: int = 4):
+        self.n_div = n_div  # read by make_blocks, which C3.__init__ calls
+        super().__init__(c1, c2, n, shortcut, g, e)
+
     def make_blocks(self, c: int, n: int, shortcut: bool, g: int) -> nn.Sequential:
-        return nn.Sequential(*(FasterNetBlock(c, n_div=4, mlp_ratio=2, act=nn.SiLU()) for _ in range(n)))
+        return nn.Sequential(*(FasterNetBlock(c, n_div=self.n_div, mlp_ratio=2, act=nn.SiLU()) for _ in range(n)))
 
 
 class C3FasterBN(C3Faster):
@@ -117,7 +125,7 @@ class C3FasterBN(C3Faster):
     trained like YOLOv5's Bottleneck, whose branches all end in BN (docs/accuracy.md measures the effect)."""
 
     def make_blocks(self, c: int, n: int, shortcut: bool, g: int) -> nn.Sequential:
-        return nn.Sequential(*(FasterNetBlock(c, n_div=4, mlp_ratio=2, act=nn.SiLU(), out_bn=True)
+        return nn.Sequential(*(FasterNetBlock(c, n_div=self.n_div, mlp_ratio=2, act=nn.SiLU(), out_bn=True)
                                for _ in range(n)))
 
 

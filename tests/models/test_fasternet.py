@@ -103,6 +103,17 @@ def test_c3faster_has_c3_signature_and_shapes():
     assert sum(p.numel() for p in c3f.parameters()) < sum(p.numel() for p in c3.parameters())
 
 
+def test_c3faster_n_div_sets_the_convolved_share_from_a_yaml_row():
+    from models.yolo import DetectionModel
+
+    assert C3Faster(32, 64, 1).m[0].pconv.dim_conv == 8  # c_ = 32, a quarter by default
+    assert C3Faster(32, 64, 1, True, 1, 0.5, 2).m[0].pconv.dim_conv == 16
+    m = DetectionModel({"nc": 2, "depth_multiple": 1.0, "width_multiple": 1.0, "anchors": 1,
+                        "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 2, "C3Faster", [64, True, 1, 0.5, 2]]],
+                        "head": [[[1, 1, 1], 1, "DetectAF", ["nc", 16, "shared"]]]})
+    assert [b.pconv.dim_conv for b in m.model[1].m] == [16, 16]
+
+
 def test_c3faster_bn_normalises_the_branch_in_training_and_fuses_away():
     from models.yolo import DetectionModel
 
