@@ -90,8 +90,9 @@ class FasterNetBlock(nn.Module):
         super().__init__()
         hidden = int(c * mlp_ratio)
         self.pconv = PConv(c, n_div)
+        expand = Conv(c, hidden, 1, act=activation_from_name(act))  # built first: same init as before out_bn
         out = Conv(hidden, c, 1, act=False) if out_bn else nn.Conv2d(hidden, c, 1, bias=False)
-        self.mlp = nn.Sequential(Conv(c, hidden, 1, act=activation_from_name(act)), out)
+        self.mlp = nn.Sequential(expand, out)
         self.drop_path = DropPath(drop_path)
         self.layer_scale = nn.Parameter(layer_scale * torch.ones(c, 1, 1)) if layer_scale > 0 else None
 
@@ -113,6 +114,8 @@ class C3Faster(C3):
 
     def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5,
                  n_div: int = 4):
+        if not isinstance(n_div, int) or isinstance(n_div, bool) or n_div < 1:
+            raise ValueError(f"n_div must be a positive integer, got {n_div!r}")
         self.n_div = n_div  # read by make_blocks, which C3.__init__ calls
         super().__init__(c1, c2, n, shortcut, g, e)
 

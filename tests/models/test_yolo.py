@@ -185,8 +185,11 @@ def test_error_malformed_row_and_bad_values(tmp_path):
     with pytest.raises(UserInputError, match=r"row 1: expected \[from, number, module, args\]"):
         DetectionModel(write_yaml(tmp_path, d))
     d = tiny()
-    d["backbone"][2][3] = [128, 1, 1, 0.5, "x"]  # right count for C3 is at most 6 after wiring
+    d["backbone"][2][3] = [128, 1, 1, 0.5, 4, "x"]  # right count for C3Faster is at most 7 after wiring
     with pytest.raises(UserInputError, match=r"row 2: wrong number of arguments for C3Faster"):
+        DetectionModel(write_yaml(tmp_path, d))
+    d["backbone"][2][3] = [128, 1, 1, 0.5, "x"]
+    with pytest.raises(UserInputError, match=r"row 2: cannot build C3Faster.*n_div must be a positive integer, got 'x'"):
         DetectionModel(write_yaml(tmp_path, d))
     d = tiny()
     d["head"][-1] = [[3, 9], 1, "Detect", ["nc", "anchors"]]
