@@ -13,6 +13,24 @@ BLOB_BOXES = ((0.5, 0.5, 0.8, 0.7), (0.4, 0.55, 0.6, 0.8), (0.6, 0.5, 0.7, 0.6),
 
 
 @pytest.fixture
+def outputs_before_and_after_fuse():
+    """f(model, x) -> (eval output, output after model.fuse()), with BN statistics made non-trivial first so
+    fusion has something to fold."""
+    def run(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.2, 0.2)
+        model.eval()
+        with torch.no_grad():
+            before = model(x)
+            model.fuse()
+            return before, model(x)
+    return run
+
+
+@pytest.fixture
 def one_torch_thread():
     """One intra-op thread (modules opt in with pytestmark = usefixtures): tiny models gain nothing from a
     second one, counts do not depend on it, and on a busy 2-core box 2-thread barriers stall."""

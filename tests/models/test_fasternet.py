@@ -114,7 +114,7 @@ def test_c3faster_n_div_sets_the_convolved_share_from_a_yaml_row():
     assert [b.pconv.dim_conv for b in m.model[1].m] == [16, 16]
 
 
-def test_c3faster_bn_normalises_the_branch_in_training_and_fuses_away():
+def test_c3faster_bn_normalises_the_branch_in_training_and_fuses_away(outputs_before_and_after_fuse):
     from models.yolo import DetectionModel
 
     torch.manual_seed(0)
@@ -128,16 +128,8 @@ def test_c3faster_bn_normalises_the_branch_in_training_and_fuses_away():
 
     m = DetectionModel({"nc": 2, "depth_multiple": 1.0, "width_multiple": 1.0, "anchors": 1,
                         "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 1, "C3FasterBN", [32]]],
-                        "head": [[[1, 1, 1], 1, "DetectAF", ["nc", 16, "shared"]]]}).eval()
-    for bn in (mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)):  # trained-looking statistics
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-        bn.weight.data.uniform_(0.5, 1.5)
-    x = torch.rand(1, 3, 32, 32)
-    with torch.no_grad():
-        before = m(x)
-        m.fuse()
-        after = m(x)
+                        "head": [[[1, 1, 1], 1, "DetectAF", ["nc", 16, "shared"]]]})
+    before, after = outputs_before_and_after_fuse(m, torch.rand(1, 3, 32, 32))
     assert not any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())
     assert torch.allclose(before, after, atol=1e-3)  # box pixels; class probabilities
 

@@ -100,21 +100,10 @@ def test_stride_probe_leaves_no_batchnorm_statistics(tmp_path):
     assert all(bn.eps == 1e-3 and bn.momentum == 0.03 for bn in bns)
 
 
-def test_fuse_keeps_outputs_and_leaves_leaf_frozen_params(tmp_path):
+def test_fuse_keeps_outputs_and_leaves_leaf_frozen_params(tmp_path, outputs_before_and_after_fuse):
     torch.manual_seed(0)
     model = DetectionModel(write_yaml(tmp_path, tiny()))
-    for m in model.modules():  # give BN non-trivial statistics so fusion has something to fold
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    model.eval()
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        before = model(x)
-        model.fuse()
-        after = model(x)
+    before, after = outputs_before_and_after_fuse(model, torch.rand(1, 3, 64, 64))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert (before - after).abs().max().item() < 1e-4
     fused = model.model[0].conv
