@@ -79,9 +79,9 @@ class TaskAlignedAssigner:
                               torch.zeros(bs, n, dtype=torch.long, device=device))
         candidates = points_inside_boxes_xyxy(points, widened_boxes_xyxy(gt_boxes, self.min_side))
         candidates &= gt_valid.unsqueeze(-1)  # (B, M, N)
-        iou = paired_ciou(gt_boxes, boxes, candidates)
+        overlap = paired_ciou(gt_boxes, boxes, candidates)
         cls_score = scores.gather(2, gt_labels.clamp(min=0).unsqueeze(1).expand(-1, n, -1)).transpose(1, 2)
-        align = cls_score.pow(self.alpha) * iou.pow(self.beta) * candidates  # (B, M, N)
+        align = cls_score.pow(self.alpha) * overlap.pow(self.beta) * candidates  # (B, M, N)
 
         k = min(self.topk, n)
         top_idx = align.topk(k, dim=-1).indices  # (B, M, k)
@@ -90,7 +90,7 @@ class TaskAlignedAssigner:
 
         claimed = positive.sum(1)  # (B, N): how many boxes chose each point
         if (claimed > 1).any():  # of the boxes that chose it, keep the one the point overlaps most
-            best = torch.zeros_like(positive).scatter_(1, (iou * positive).argmax(1, keepdim=True), True)
+            best = torch.zeros_like(positive).scatter_(1, (overlap * positive).argmax(1, keepdim=True), True)
             positive = torch.where((claimed > 1).unsqueeze(1), best, positive)
         fg = positive.any(1)
         gt_index = positive.float().argmax(1)  # (B, N)
@@ -99,7 +99,7 @@ class TaskAlignedAssigner:
         target_boxes = gt_boxes.gather(1, gt_index.unsqueeze(-1).expand(-1, -1, 4))
         align = align * positive
         # rescale each box's metrics so its best point's target equals its best IoU among positives
-        norm = (align * (iou * positive).amax(-1, keepdim=True) / (align.amax(-1, keepdim=True) + EPS)).amax(1)
+        norm = (align * (overlap * positive).amax(-1, keepdim=True) / (align.amax(-1, keepdim=True) + EPS)).amax(1)
         target_scores = torch.zeros_like(scores)
         target_scores.scatter_(2, labels.unsqueeze(-1), 1.0)
         target_scores = target_scores * (norm * fg).unsqueeze(-1)
