@@ -98,7 +98,7 @@ class TaskAlignedAssigner:
         labels = gt_labels.gather(1, gt_index).clamp(min=0)
         target_boxes = gt_boxes.gather(1, gt_index.unsqueeze(-1).expand(-1, -1, 4))
         align = align * positive
-        # rescale each box's metrics so its best point's target equals its best IoU among positives
+        # rescale each box's metrics so its best point's target equals its best CIoU among positives
         norm = (align * (overlap * positive).amax(-1, keepdim=True) / (align.amax(-1, keepdim=True) + EPS)).amax(1)
         target_scores = torch.zeros_like(scores)
         target_scores.scatter_(2, labels.unsqueeze(-1), 1.0)
