@@ -21,7 +21,7 @@ import numpy as np
 
 NAMES = ("ellipse", "quad", "triangle")
 WIDTH, HEIGHT = 320, 256
-MIN_VISIBLE = 0.5  # a shape occluded beyond this is dropped from the image's labels, so it is not drawn either
+MIN_VISIBLE = 0.5  # a shape with less than this share of its pixels left visible gets no label (mostly hidden)
 
 
 def background(rng: np.random.Generator, photos: list[Path]) -> np.ndarray:
