@@ -108,9 +108,9 @@ class DetectAF(nn.Module):
     """
 
     anchor_free = True  # utils.loss.build_loss and the anchor tooling tell heads apart by this
-    BLOCKS = ("conv", "pconv", "pconv_lite", "shared")
+    BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared")
 
-    def __init__(self, nc: int = 80, reg_max: int = 16, block: str = "conv", ch: list[int] = ()):
+    def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv", width: int = 0):
         super().__init__()
         if not ch:
             raise ValueError("DetectAF needs at least one input layer")
@@ -118,11 +118,17 @@ class DetectAF(nn.Module):
             raise ValueError(f"block must be one of {self.BLOCKS}, got {block!r}")
         if reg_max < 2:
             raise ValueError(f"reg_max must be at least 2, got {reg_max}")
+        if not isinstance(width, int) or isinstance(width, bool) or width < 0:
+            raise ValueError(f"width must be a non-negative int (0: the usual widths), got {width!r}")
         self.nc, self.nl, self.reg_max, self.block = nc, len(ch), reg_max, block
         self.no = 4 * reg_max + nc
-        c_box = max(16, ch[0] // 4, 4 * reg_max)
-        c_cls = max(ch[0], min(nc, 100))
-        if block == "shared":  # one stem of the box branch's width; each branch is then its output conv
+        c_box = width or max(16, ch[0] // 4, 4 * reg_max)
+        c_cls = width or max(ch[0], min(nc, 100))
+        if block == "conv_shared":
+            self.stem = nn.ModuleList(Conv(c, c_box, 3) for c in ch)
+            self.box = nn.ModuleList(nn.Sequential(Conv(c_box, c_box, 3), nn.Conv2d(c_box, 4 * reg_max, 1)) for _ in ch)
+            self.cls = nn.ModuleList(nn.Sequential(nn.Conv2d(c_box, nc, 1)) for _ in ch)
+        elif block == "shared":  # one stem of the box branch's width; each branch is then its output conv
             self.stem = nn.ModuleList(nn.Sequential(Conv(c, c_box, 1), PConv(c_box)) for c in ch)
             self.box = nn.ModuleList(nn.Sequential(nn.Conv2d(c_box, 4 * reg_max, 1)) for _ in ch)
             self.cls = nn.ModuleList(nn.Sequential(nn.Conv2d(c_box, nc, 1)) for _ in ch)

@@ -41,7 +41,7 @@ class ModuleSpec:
 
     kind: 'conv' → args become (c1, c2 scaled by width, *rest); 'csp' → like conv, with the row's
     repeat count inserted as the third argument; 'concat' → c2 = sum of inputs; 'detect' → input
-    channels appended; 'head' → args as given, then the list of per-level input channels (anchor-free
+    channels appended; 'head' → the list of per-level input channels, then the args as given (anchor-free
     heads); 'keep' → channels unchanged, args passed as given.
     """
 
@@ -204,7 +204,7 @@ def wire_channels(spec: ModuleSpec, args: list, c_in: list[int], n: int, no: int
         anchors = [list(range(args[1] * 2))] * len(c_in) if isinstance(args[1], int) else args[1]
         return [args[0], anchors, c_in], c_in[0], n
     if spec.kind == "head":
-        return [*args, c_in], c_in[0], n
+        return [c_in, *args], c_in[0], n
     return args, c_in[0], n
 
 
