@@ -101,10 +101,31 @@ def test_shared_head_is_cheaper_and_other_blocks_keep_their_checkpoint_keys():
     assert any(k.startswith("stem.") for k in heads["shared"].state_dict())
 
 
-def test_bad_head_arguments_are_user_errors():
+def test_width_sets_every_branch_conv_and_conv_shared_reads_the_stem_for_classes():
+    head = DetectAF(nc=3, reg_max=16, block="conv_shared", width=24, ch=[64, 128])
+    for stem, box, cls in zip(head.stem, head.box, head.cls):
+        assert stem.conv.out_channels == 24 and stem.conv.kernel_size == (3, 3)
+        assert box[0].conv.in_channels == box[0].conv.out_channels == 24 and box[0].conv.kernel_size == (3, 3)
+        assert len(cls) == 1 and cls[0].in_channels == 24 and cls[0].out_channels == 3
+    dense = DetectAF(nc=3, reg_max=16, block="conv", width=24, ch=[64, 128])
+    assert all(b[0].conv.out_channels == c[0].conv.out_channels == 24 for b, c in zip(dense.box, dense.cls))
+    usual = DetectAF(nc=3, reg_max=16, block="conv", ch=[64, 128])
+    assert [usual.box[0][0].conv.out_channels, usual.cls[0][0].conv.out_channels] == [64, 64]
+
+
+def test_yaml_width_reaches_the_head():
     d = load_model_yaml("yolov5n-af.yaml")
-    d["head"][-1][3] = ["nc", 16, "dwconv"]
-    with pytest.raises(UserInputError, match="DetectAF.*block must be one of"):
+    d["head"][-1][3] = ["nc", 16, "conv_shared", 40]
+    head = DetectionModel(d, nc=3).model[-1]
+    assert head.block == "conv_shared" and head.stem[0].conv.out_channels == 40
+
+
+@pytest.mark.parametrize("args, message", [(["nc", 16, "dwconv"], "block must be one of"),
+                                           (["nc", 16, "conv", -8], "width must be a non-negative int")])
+def test_bad_head_arguments_are_user_errors(args, message):
+    d = load_model_yaml("yolov5n-af.yaml")
+    d["head"][-1][3] = args
+    with pytest.raises(UserInputError, match=f"DetectAF.*{message}"):
         DetectionModel(d)
 
 
