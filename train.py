@@ -47,6 +47,7 @@ from utils.loss import build_loss  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch, warmup  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
+from utils.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
 from utils.tensorboard_log import TensorBoardLogger  # noqa: E402
 from utils.torch_utils import ModelEMA, de_parallel, init_seeds, model_info  # noqa: E402
 
@@ -103,6 +104,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     parser.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     parser.add_argument("--close-mosaic", type=int, default=0, help="train the last N epochs without mosaic/mixup")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by torch.distributed (env LOCAL_RANK wins)")
     return parser.parse_args(argv)
@@ -202,7 +204,7 @@ def build_train_loader(data: dict, imgsz: int, batch_size: int, gs: int, hyp: di
     return create_dataloader(
         data["train"], imgsz, batch_size, gs, hyp=hyp, augment=True, cache=opt.cache, rect=opt.rect,
         rank=ctx.local_rank if ctx.distributed else -1, workers=opt.workers, shuffle=True, seed=opt.seed,
-        single_cls=opt.single_cls, prefix="train: ", nc=int(data["nc"]))
+        single_cls=opt.single_cls, prefix="train: ", nc=int(data["nc"]), image_weights=opt.image_weights)
 
 
 def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext,
@@ -303,6 +305,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     nw = max(round(hyp["warmup_epochs"] * nb), MIN_WARMUP_ITERS) if hyp["warmup_epochs"] > 0 else -1
     last_opt_step = -1
     results = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    maps = np.zeros(nc)  # per-class mAP50-95 of the last validation (--image-weights)
     best_epoch, stop = start_epoch - 1, False
     if ckpt is not None and opt.resume:
         best_epoch = int(ckpt.get("best_epoch", best_epoch))
@@ -321,6 +324,9 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
                 train_loader, dataset = build_train_loader(data, imgsz, batch_size, gs, no_mosaic, opt, ctx)
         if ctx.distributed:
             train_loader.sampler.set_epoch(epoch)
+        if opt.image_weights:  # classes the last validation scored worst are drawn most
+            class_w = epoch_class_weights(class_frequency_weights(dataset.labels, nc), maps)
+            train_loader.sampler.set_weights(per_image_weights(dataset.labels, class_w))
         mloss = torch.zeros(3, device=device)
         pbar = enumerate(train_loader)
         if ctx.is_main:
@@ -372,7 +378,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
             ema.update_attr(model, include=("yaml", "names", "stride"))
             final_epoch = epoch + 1 == opt.epochs
             if not opt.noval or final_epoch:
-                results, _, _ = validate.run(data=data, batch_size=batch_size * 2, imgsz=imgsz, half=cuda,
+                results, maps, _ = validate.run(data=data, batch_size=batch_size * 2, imgsz=imgsz, half=cuda,
                                              model=ema.ema, single_cls=opt.single_cls, dataloader=val_loader,
                                              save_dir=save_dir, plots=False, compute_loss=compute_loss)
             fi = float(fitness(np.array(results).reshape(1, -1))[0])
@@ -534,6 +540,8 @@ def main_with_options(opt: argparse.Namespace) -> TrainSummary | Path:
             raise UserInputError(f"--epochs {opt.epochs}: must be at least 1")
         if opt.batch_size < 1:
             raise UserInputError(f"--batch-size {opt.batch_size}: must be at least 1")
+        if opt.image_weights and opt.rect:
+            raise UserInputError("--image-weights: cannot be combined with --rect (rect batches need a fixed order)")
         task = "evolve" if opt.evolve else "train"
         project = Path(opt.project).parent / "evolve" if opt.evolve and Path(opt.project).name == "train" \
             else Path(opt.project)

@@ -22,6 +22,7 @@ from utils.boxes import xywhn_to_xyxy, xyxy_to_xywhn
 from utils.errors import UserInputError
 from utils.yaml_io import read_yaml_mapping
 from utils.labels import image_to_label_path, scan_labels, short_error
+from utils.sampling import ImageWeightSampler, class_frequency_weights, per_image_weights
 from utils.log import LOGGER
 
 IMG_FORMATS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -337,8 +338,10 @@ def create_dataloader(
     single_cls: bool = False,
     prefix: str = "",
     nc: int = 80,
+    image_weights: bool = False,
 ) -> tuple[DataLoader, YOLODataset]:
-    """Build the dataset and a seeded DataLoader (DistributedSampler when rank != -1).
+    """Build the dataset and a seeded DataLoader (DistributedSampler when rank != -1; an ImageWeightSampler,
+    rare classes first, with `image_weights` — single process only; train.py reweights it every epoch).
 
     `batch_size` is per process. Same seed → same batches (shuffle order, mosaic picks, augment
     draws). Under DDP call `loader.sampler.set_epoch(epoch)` each epoch, as with any DistributedSampler.
@@ -353,7 +356,13 @@ def create_dataloader(
                           single_cls=single_cls, stride=stride, pad=pad, prefix=prefix, nc=nc, seed=seed,
                           workers=max(nw, 1))
     batch_size = min(batch_size, len(dataset))
-    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+    if image_weights and rank != -1:
+        raise UserInputError("--image-weights: not supported in DDP (multi-process) training")
+    if image_weights:
+        sampler = ImageWeightSampler(per_image_weights(dataset.labels, class_frequency_weights(dataset.labels, nc)),
+                                     seed=seed)
+    else:
+        sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle, seed=seed)
     generator = torch.Generator()
     generator.manual_seed(seed + max(rank, 0))
     loader = DataLoader(

@@ -157,6 +157,17 @@ def test_yolov5n_faster_overfits_coco8_from_scratch(tmp_path):
 
 
 @pytest.mark.slow
+def test_image_weights_trains_and_reweights_by_last_map(tmp_path, monkeypatch):
+    seen = []
+    original = train.per_image_weights
+    monkeypatch.setattr(train, "per_image_weights", lambda lbs, w: seen.append(w.copy()) or original(lbs, w))
+    summary = train.run(**TINY, epochs=2, image_weights=True, project=str(tmp_path / "runs"))
+    assert results_epochs(summary.save_dir) == [0, 1] and len(seen) == 2
+    assert yaml.safe_load((summary.save_dir / "opt.yaml").read_text())["image_weights"] is True
+    with pytest.raises(UserInputError, match="--image-weights: cannot be combined with --rect"):
+        train.run(**TINY, epochs=1, image_weights=True, rect=True, project=str(tmp_path / "runs2"))
+
+
 def test_evolve_writes_evolve_csv_and_best_hyp(tmp_path):
     out = train.run(**TINY, epochs=1, evolve=2, project=str(tmp_path / "train"))
     assert out == tmp_path / "evolve" / "exp" / "hyp_evolve.yaml"

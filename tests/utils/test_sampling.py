@@ -1,0 +1,56 @@
+"""--image-weights: class weights from label counts and last mAPs, per-image weights, the seeded sampler."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils.dataset import create_dataloader
+from utils.errors import UserInputError
+from utils.sampling import ImageWeightSampler, class_frequency_weights, epoch_class_weights, per_image_weights
+
+
+COCO8_TRAIN = Path(__file__).resolve().parents[2] / "data/coco8/images/train"
+
+
+def labels(*classes_per_image):
+    return [np.array([[c, 0.5, 0.5, 0.1, 0.1] for c in cs], dtype=np.float32).reshape(-1, 5)
+            for cs in classes_per_image]
+
+
+def test_class_weights_are_inverse_label_counts():
+    w = class_frequency_weights(labels([0, 0, 0], [0, 1], []), nc=3)  # counts 4, 1, 0 (→ 1)
+    assert np.allclose(w, np.array([0.25, 1.0, 1.0]) / 2.25)
+
+
+def test_image_weight_sums_its_labels_and_background_keeps_the_smallest_weight():
+    lbs = labels([0, 0], [1], [])
+    w = per_image_weights(lbs, np.array([0.1, 0.8]))
+    assert np.allclose(w, [0.2, 0.8, 0.2])
+
+
+def test_epoch_weights_favour_classes_the_last_validation_scored_low():
+    w = epoch_class_weights(np.array([0.5, 0.5]), maps=np.array([0.9, 0.0]))
+    assert np.allclose(w, [0.5 * 0.01 / 2, 0.5 / 2])
+
+
+def test_sampler_draws_rare_class_images_more_often_and_is_seeded():
+    lbs = labels(*([[0]] * 9), [1])  # nine images of class 0, one of class 1
+    weights = per_image_weights(lbs, class_frequency_weights(lbs, 2))
+    sampler = ImageWeightSampler(weights, seed=3)
+    draws = [i for _ in range(200) for i in sampler]  # one sampler: each epoch draws anew
+    assert len(list(ImageWeightSampler(weights))) == 10
+    assert 0.4 < draws.count(9) / len(draws) < 0.6  # half the weight sits on the one class-1 image
+    assert list(ImageWeightSampler(weights, seed=1)) == list(ImageWeightSampler(weights, seed=1))
+
+
+@pytest.mark.parametrize("bad", [[], [0.0, 0.0], [1.0, float("nan")], [1.0, -1.0]])
+def test_sampler_rejects_unusable_weights(bad):
+    with pytest.raises(ValueError, match="image weights must be"):
+        ImageWeightSampler(np.array(bad))
+
+
+def test_loader_uses_the_sampler_single_process_only():
+    loader, dataset = create_dataloader(str(COCO8_TRAIN), 64, 2, 32, workers=0, shuffle=True, image_weights=True)
+    assert isinstance(loader.sampler, ImageWeightSampler) and len(loader.sampler) == len(dataset)
+    with pytest.raises(UserInputError, match="--image-weights: not supported in DDP"):
+        create_dataloader(str(COCO8_TRAIN), 64, 2, 32, rank=0, workers=0, image_weights=True)
