@@ -111,7 +111,7 @@ class DetectAF(nn.Module):
     """
 
     anchor_free = True  # utils.loss.build_loss and the anchor tooling tell heads apart by this
-    BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared")
+    BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared", "conv_dwcls")
 
     def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv", width: int = 0):
         super().__init__()
@@ -138,13 +138,16 @@ class DetectAF(nn.Module):
         else:  # parameter-free stems keep the state-dict keys of the other blocks unchanged
             self.stem = nn.ModuleList(nn.Identity() for _ in ch)
             self.box = nn.ModuleList(self._branch(c, c_box, 4 * reg_max) for c in ch)
-            self.cls = nn.ModuleList(self._branch(c, c_cls, nc) for c in ch)
+            self.cls = nn.ModuleList(self._branch(c, c_cls, nc, cls=True) for c in ch)
         self.register_buffer("stride", torch.zeros(self.nl))
         self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32))
         self.export = False
         self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _branch(self, c1: int, c: int, c_out: int) -> nn.Sequential:
+    def _branch(self, c1: int, c: int, c_out: int, cls: bool = False) -> nn.Sequential:
+        if self.block == "conv_dwcls" and cls:
+            return nn.Sequential(Conv(c1, c1, 3, g=c1), Conv(c1, c, 1), Conv(c, c, 3, g=c), Conv(c, c, 1),
+                                 nn.Conv2d(c, c_out, 1))
         if self.block == "pconv":
             return nn.Sequential(PConv(c1), Conv(c1, c, 1), PConv(c), Conv(c, c, 1), nn.Conv2d(c, c_out, 1))
         if self.block == "pconv_lite":
