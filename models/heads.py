@@ -103,11 +103,16 @@ class DetectAF(nn.Module):
     Train mode returns the raw maps, one per level, shaped (B, ny, nx, 4·reg_max + nc) (channels last,
     so `shape[-3]` is the map height as for Detect). Eval returns (B, N, 5 + nc) exactly like Detect —
     cx, cy, w, h pixels, an objectness column fixed at 1.0, class probabilities — so NMS, val, detect and
-    the exporters need no special case. `block` picks the branch convs: 'conv' (two 3x3 Conv, the usual
-    decoupled head), 'pconv' (PConv + 1x1 Conv, twice), 'pconv_lite' (PConv + 1x1 Conv, once), or 'shared'
-    (one 1x1 Conv + PConv stem per level feeding both output convs: the branches share their features;
-    on yolov5n-pconv-lite2 the whole model measured 0.43x of ultralytics yolov5nu's ONNX Runtime latency
-    against 0.54x with 'pconv': the head, not the backbone, is where an anchor-free nano model spends time).
+    the exporters need no special case. `block` picks the branch convs:
+    - 'conv': two 3x3 Conv per branch, the usual decoupled head;
+    - 'conv_dwcls': 'conv' boxes; classes through depthwise 3x3 + 1x1 Conv, twice (as ultralytics' YOLO11
+      head), a tenth of the class branch's FLOPs;
+    - 'conv_shared': a dense 3x3 Conv stem per level; boxes add one more 3x3 Conv, classes read the stem;
+    - 'pconv' (PConv + 1x1 Conv, twice), 'pconv_lite' (PConv + 1x1 Conv, once), 'shared' (one 1x1 Conv +
+      PConv stem per level feeding both output convs): the PConv forms, cheap but, trained on shapes3, far
+      less accurate than the dense ones (docs/accuracy.md).
+    `width` > 0 sets every branch's channels; 0 keeps the usual max(16, ch[0] / 4, 4 reg_max) for boxes and
+    max(ch[0], min(nc, 100)) for classes.
     """
 
     anchor_free = True  # utils.loss.build_loss and the anchor tooling tell heads apart by this

@@ -110,6 +110,8 @@ def test_width_sets_every_branch_conv_and_conv_shared_reads_the_stem_for_classes
         assert len(cls) == 1 and cls[0].in_channels == 24 and cls[0].out_channels == 3
     dense = DetectAF(nc=3, reg_max=16, block="conv", width=24, ch=[64, 128])
     assert all(b[0].conv.out_channels == c[0].conv.out_channels == 24 for b, c in zip(dense.box, dense.cls))
+    dw = DetectAF(nc=3, reg_max=16, block="conv_dwcls", ch=[64, 128])
+    assert [m.conv.groups for m in dw.cls[1][:4]] == [128, 1, 64, 1] and dw.box[1][0].conv.groups == 1
     usual = DetectAF(nc=3, reg_max=16, block="conv", ch=[64, 128])
     assert [usual.box[0][0].conv.out_channels, usual.cls[0][0].conv.out_channels] == [64, 64]
 
