@@ -111,14 +111,15 @@ class DetectAF(nn.Module):
     - 'pconv' (PConv + 1x1 Conv, twice), 'pconv_lite' (PConv + 1x1 Conv, once), 'shared' (one 1x1 Conv +
       PConv stem per level feeding both output convs): the PConv forms, cheap but, trained on shapes3, far
       less accurate than the dense ones (docs/accuracy.md).
-    `width` > 0 sets every branch's channels; 0 keeps the usual max(16, ch[0] / 4, 4 reg_max) for boxes and
-    max(ch[0], min(nc, 100)) for classes.
+    `width` sets the branch channels: an int > 0 for both branches, or [box, class]; 0 (either entry) keeps
+    the usual max(16, ch[0] / 4, 4 reg_max) for boxes and max(ch[0], min(nc, 100)) for classes.
     """
 
     anchor_free = True  # utils.loss.build_loss and the anchor tooling tell heads apart by this
     BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared", "conv_dwcls")
 
-    def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv", width: int = 0):
+    def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv",
+                 width: int | list[int] = 0):
         super().__init__()
         if not ch:
             raise ValueError("DetectAF needs at least one input layer")
@@ -126,12 +127,13 @@ class DetectAF(nn.Module):
             raise ValueError(f"block must be one of {self.BLOCKS}, got {block!r}")
         if reg_max < 2:
             raise ValueError(f"reg_max must be at least 2, got {reg_max}")
-        if not isinstance(width, int) or isinstance(width, bool) or width < 0:
-            raise ValueError(f"width must be a non-negative int (0: the usual widths), got {width!r}")
+        widths = list(width) if isinstance(width, (list, tuple)) else [width, width]
+        if len(widths) != 2 or any(not isinstance(w, int) or isinstance(w, bool) or w < 0 for w in widths):
+            raise ValueError(f"width must be a non-negative int or [box, class] of them (0: the usual), got {width!r}")
         self.nc, self.nl, self.reg_max, self.block = nc, len(ch), reg_max, block
         self.no = 4 * reg_max + nc
-        c_box = width or max(16, ch[0] // 4, 4 * reg_max)
-        c_cls = width or max(ch[0], min(nc, 100))
+        c_box = widths[0] or max(16, ch[0] // 4, 4 * reg_max)
+        c_cls = widths[1] or max(ch[0], min(nc, 100))
         if block == "conv_shared":
             self.stem = nn.ModuleList(Conv(c, c_box, 3) for c in ch)
             self.box = nn.ModuleList(nn.Sequential(Conv(c_box, c_box, 3), nn.Conv2d(c_box, 4 * reg_max, 1)) for _ in ch)

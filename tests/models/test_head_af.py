@@ -112,6 +112,8 @@ def test_width_sets_every_branch_conv_and_conv_shared_reads_the_stem_for_classes
     assert all(b[0].conv.out_channels == c[0].conv.out_channels == 24 for b, c in zip(dense.box, dense.cls))
     dw = DetectAF(nc=3, reg_max=16, block="conv_dwcls", ch=[64, 128])
     assert [m.conv.groups for m in dw.cls[1][:4]] == [128, 1, 64, 1] and dw.box[1][0].conv.groups == 1
+    split = DetectAF(nc=3, reg_max=16, block="conv", width=[16, 48], ch=[64, 128])
+    assert [split.box[0][0].conv.out_channels, split.cls[0][0].conv.out_channels] == [16, 48]
     usual = DetectAF(nc=3, reg_max=16, block="conv", ch=[64, 128])
     assert [usual.box[0][0].conv.out_channels, usual.cls[0][0].conv.out_channels] == [64, 64]
 
@@ -124,7 +126,8 @@ def test_yaml_width_reaches_the_head():
 
 
 @pytest.mark.parametrize("args, message", [(["nc", 16, "dwconv"], "block must be one of"),
-                                           (["nc", 16, "conv", -8], "width must be a non-negative int")])
+                                           (["nc", 16, "conv", -8], "width must be a non-negative int"),
+                                           (["nc", 16, "conv", [16]], "width must be .* \\[box, class\\]")])
 def test_bad_head_arguments_are_user_errors(args, message):
     d = load_model_yaml("yolov5n-af.yaml")
     d["head"][-1][3] = args
