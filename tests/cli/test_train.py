@@ -156,8 +156,7 @@ def test_yolov5n_faster_overfits_coco8_from_scratch(tmp_path):
     assert summary.results[2] > 0.5, summary.results
 
 
-@pytest.mark.slow
-def test_image_weights_trains_and_reweights_by_last_map(tmp_path, monkeypatch):
+def test_image_weights_trains_and_reweights_every_epoch(tmp_path, monkeypatch):
     seen = []
     original = train.per_image_weights
     monkeypatch.setattr(train, "per_image_weights", lambda lbs, w: seen.append(w.copy()) or original(lbs, w))
@@ -168,6 +167,7 @@ def test_image_weights_trains_and_reweights_by_last_map(tmp_path, monkeypatch):
         train.run(**TINY, epochs=1, image_weights=True, rect=True, project=str(tmp_path / "runs2"))
 
 
+@pytest.mark.slow
 def test_evolve_writes_evolve_csv_and_best_hyp(tmp_path):
     out = train.run(**TINY, epochs=1, evolve=2, project=str(tmp_path / "train"))
     assert out == tmp_path / "evolve" / "exp" / "hyp_evolve.yaml"
