@@ -306,6 +306,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     last_opt_step = -1
     results = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     maps = np.zeros(nc)  # per-class mAP50-95 of the last validation (--image-weights)
+    frequency_w = class_frequency_weights(dataset.labels, nc) if opt.image_weights else None
     best_epoch, stop = start_epoch - 1, False
     if ckpt is not None and opt.resume:
         best_epoch = int(ckpt.get("best_epoch", best_epoch))
@@ -325,7 +326,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
         if ctx.distributed:
             train_loader.sampler.set_epoch(epoch)
         if opt.image_weights:  # classes the last validation scored worst are drawn most
-            class_w = epoch_class_weights(class_frequency_weights(dataset.labels, nc), maps)
+            class_w = epoch_class_weights(frequency_w, maps)
             train_loader.sampler.set_weights(per_image_weights(dataset.labels, class_w))
         mloss = torch.zeros(3, device=device)
         pbar = enumerate(train_loader)
