@@ -113,7 +113,9 @@ class DetectAF(nn.Module):
       PConv stem per level feeding both output convs): the PConv forms, cheap but, trained on shapes3, far
       less accurate than the dense ones (docs/accuracy.md).
     `width` sets the branch channels: an int > 0 for both branches, or [box, class]; 0 (either entry) keeps
-    the usual max(16, ch[0] / 4, 4 reg_max) for boxes and max(ch[0], min(nc, 100)) for classes.
+    the usual max(16, ch[0] / 4, 4 reg_max) for boxes and max(ch[0], min(nc, 100)) for classes. A list with
+    one such entry per level, e.g. [[32, 32], 48, 48], sets each level apart: the P3 map has 4x the cells of
+    P4, so its branch convs dominate the head's cost.
     """
 
     anchor_free = True  # utils.loss.build_loss and the anchor tooling tell heads apart by this
@@ -128,29 +130,42 @@ class DetectAF(nn.Module):
             raise ValueError(f"block must be one of {self.BLOCKS}, got {block!r}")
         if reg_max < 2:
             raise ValueError(f"reg_max must be at least 2, got {reg_max}")
-        widths = list(width) if isinstance(width, (list, tuple)) else [width, width]
-        if len(widths) != 2 or any(not isinstance(w, int) or isinstance(w, bool) or w < 0 for w in widths):
-            raise ValueError(f"width must be a non-negative int or [box, class] of them (0: the usual), got {width!r}")
         self.nc, self.nl, self.reg_max, self.block = nc, len(ch), reg_max, block
         self.no = 4 * reg_max + nc
-        c_box = widths[0] or max(16, ch[0] // 4, 4 * reg_max)
-        c_cls = widths[1] or max(ch[0], min(nc, 100))
+        usual = (max(16, ch[0] // 4, 4 * reg_max), max(ch[0], min(nc, 100)))
+        level_widths = [(b or usual[0], c or usual[1]) for b, c in self._level_widths(width, len(ch))]
         if block == "conv_shared":
-            self.stem = nn.ModuleList(Conv(c, c_box, 3) for c in ch)
-            self.box = nn.ModuleList(nn.Sequential(Conv(c_box, c_box, 3), nn.Conv2d(c_box, 4 * reg_max, 1)) for _ in ch)
-            self.cls = nn.ModuleList(nn.Sequential(nn.Conv2d(c_box, nc, 1)) for _ in ch)
+            self.stem = nn.ModuleList(Conv(c, cb, 3) for c, (cb, _) in zip(ch, level_widths))
+            self.box = nn.ModuleList(nn.Sequential(Conv(cb, cb, 3), nn.Conv2d(cb, 4 * reg_max, 1)) for cb, _ in level_widths)
+            self.cls = nn.ModuleList(nn.Sequential(nn.Conv2d(cb, nc, 1)) for cb, _ in level_widths)
         elif block == "shared":  # one stem of the box branch's width; each branch is then its output conv
-            self.stem = nn.ModuleList(nn.Sequential(Conv(c, c_box, 1), PConv(c_box)) for c in ch)
-            self.box = nn.ModuleList(nn.Sequential(nn.Conv2d(c_box, 4 * reg_max, 1)) for _ in ch)
-            self.cls = nn.ModuleList(nn.Sequential(nn.Conv2d(c_box, nc, 1)) for _ in ch)
+            self.stem = nn.ModuleList(nn.Sequential(Conv(c, cb, 1), PConv(cb)) for c, (cb, _) in zip(ch, level_widths))
+            self.box = nn.ModuleList(nn.Sequential(nn.Conv2d(cb, 4 * reg_max, 1)) for cb, _ in level_widths)
+            self.cls = nn.ModuleList(nn.Sequential(nn.Conv2d(cb, nc, 1)) for cb, _ in level_widths)
         else:  # parameter-free stems keep the state-dict keys of the other blocks unchanged
             self.stem = nn.ModuleList(nn.Identity() for _ in ch)
-            self.box = nn.ModuleList(self._branch(c, c_box, 4 * reg_max) for c in ch)
-            self.cls = nn.ModuleList(self._branch(c, c_cls, nc, cls=True) for c in ch)
+            self.box = nn.ModuleList(self._branch(c, cb, 4 * reg_max) for c, (cb, _) in zip(ch, level_widths))
+            self.cls = nn.ModuleList(self._branch(c, cc, nc, cls=True) for c, (_, cc) in zip(ch, level_widths))
         self.register_buffer("stride", torch.zeros(self.nl))
         self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32))
         self.export = False
         self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def _level_widths(width: int | list, nl: int) -> list[tuple[int, int]]:
+        """`width` as one (box, class) pair per level; a list holding a list is per level, else one setting."""
+        def pair(w) -> tuple[int, int]:
+            ws = list(w) if isinstance(w, (list, tuple)) else [w, w]
+            if len(ws) != 2 or any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in ws):
+                raise ValueError(f"width must be a non-negative int, [box, class] of them, or one of those per level "
+                                 f"(0: the usual), got {width!r}")
+            return ws[0], ws[1]
+
+        if isinstance(width, (list, tuple)) and any(isinstance(w, (list, tuple)) for w in width):
+            if len(width) != nl:
+                raise ValueError(f"per-level width needs one entry per input level ({nl}), got {width!r}")
+            return [pair(w) for w in width]
+        return [pair(width)] * nl
 
     def _branch(self, c1: int, c: int, c_out: int, cls: bool = False) -> nn.Sequential:
         if self.block == "conv_dwcls" and cls:

@@ -118,6 +118,18 @@ def test_width_sets_every_branch_conv_and_conv_shared_reads_the_stem_for_classes
     assert [usual.box[0][0].conv.out_channels, usual.cls[0][0].conv.out_channels] == [64, 64]
 
 
+@pytest.mark.parametrize("block", ["conv", "conv_shared", "shared"])
+def test_per_level_width_sets_each_level_apart(block):
+    head = DetectAF(nc=3, reg_max=16, block=block, width=[[16, 24], 32, 0], ch=[64, 128, 256])
+    if block == "conv":
+        assert [(b[0].conv.out_channels, c[0].conv.out_channels) for b, c in zip(head.box, head.cls)] == \
+            [(16, 24), (32, 32), (64, 64)]
+    else:  # the stems take each level's box width; both output convs read it
+        assert [b[-1].in_channels for b in head.box] == [c[-1].in_channels for c in head.cls] == [16, 32, 64]
+    out = head.eval()([torch.rand(1, c, s, s) for c, s in [(64, 8), (128, 4), (256, 2)]])[0]
+    assert out.shape == (1, 64 + 16 + 4, 8)
+
+
 def test_yaml_width_reaches_the_head():
     d = load_model_yaml("yolov5n-af.yaml")
     d["head"][-1][3] = ["nc", 16, "conv_shared", 40]
@@ -127,7 +139,9 @@ def test_yaml_width_reaches_the_head():
 
 @pytest.mark.parametrize("args, message", [(["nc", 16, "dwconv"], "block must be one of"),
                                            (["nc", 16, "conv", -8], "width must be a non-negative int"),
-                                           (["nc", 16, "conv", [16]], "width must be .* \\[box, class\\]")])
+                                           (["nc", 16, "conv", [16]], "width must be .* \\[box, class\\]"),
+                                           (["nc", 16, "conv", [[16, 16], 32]], "one entry per input level \\(3\\)"),
+                                           (["nc", 16, "conv", [[16, 16], 32, "x"]], "width must be")])
 def test_bad_head_arguments_are_user_errors(args, message):
     d = load_model_yaml("yolov5n-af.yaml")
     d["head"][-1][3] = args
