@@ -78,7 +78,7 @@ class Row:
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="data YAML with train and val splits")
-    p.add_argument("--models", nargs="+", default=list(OURS), help="our model YAML names")
+    p.add_argument("--models", nargs="*", default=list(OURS), help="our model YAML names (none: the peer alone)")
     p.add_argument("--peer", default=PEER, help="ultralytics model YAML to compare with ('' to skip)")
     p.add_argument("--imgsz", type=int, default=320, help="train/val image size")
     p.add_argument("--epochs", type=int, default=3)

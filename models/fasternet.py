@@ -9,19 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.common import C3, Conv
+from models.common import C3, Conv, activation_from_name
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"GELU": nn.GELU, "ReLU": nn.ReLU, "SiLU": nn.SiLU}
 PCONV_MODES = ("auto", "split_cat", "slicing")
-
-
-def activation_from_name(act: str | nn.Module) -> nn.Module:
-    """YAML names an activation by string ('GELU', 'ReLU', 'SiLU'); resolve it without eval."""
-    if isinstance(act, nn.Module):
-        return act
-    if act not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {act!r}, expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[act]()
 
 
 class PConv(nn.Module):

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from models.common import C3, SPPF, Bottleneck, Concat, Conv  # noqa: E402
+from models.common import ACTIVATIONS, C3, SPPF, Bottleneck, Concat, Conv, replace_activation  # noqa: E402
 from models.fasternet import C3Faster, C3FasterBN, FasterNetStage, PatchEmbed, PatchMerging  # noqa: E402
 from models.heads import Detect, DetectAF  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
@@ -106,6 +106,9 @@ def check_model_dict(d: dict, source: str) -> None:
         value = d.get(key, 1.0)
         if not isinstance(value, (int, float)) or value <= 0:
             raise UserInputError(f"{source}: {key} must be a positive number, got {value!r}")
+    if d.get("activation", "SiLU") not in ACTIVATIONS:
+        raise UserInputError(f"{source}: activation must be one of {', '.join(sorted(ACTIVATIONS))}, "
+                             f"got {d['activation']!r}")
     anchors = d["anchors"]
     if not anchors_well_formed(anchors):
         raise UserInputError(f"{source}: anchors must be a list of [w1,h1, w2,h2, ...] per level or an anchor "
@@ -181,7 +184,9 @@ def parse_model(d: dict, ch: int, source: str) -> tuple[nn.Sequential, list[int]
         chs.append(c2)
     if not isinstance(layers[-1], HEADS):
         raise UserInputError(f"{source}: the last row must be a Detect head, got {rows[-1][2]!r}")
-    return nn.Sequential(*layers), sorted(set(save))
+    model = nn.Sequential(*layers)
+    replace_activation(model, d.get("activation", "SiLU"))
+    return model, sorted(set(save))
 
 
 def wire_channels(spec: ModuleSpec, args: list, c_in: list[int], n: int, no: int, gw: float,

@@ -110,6 +110,39 @@ def test_fuse_keeps_outputs_and_leaves_leaf_frozen_params(tmp_path, outputs_befo
     assert fused.bias is not None and fused.weight.is_leaf and not fused.weight.requires_grad
 
 
+@pytest.mark.parametrize("name, act_type", [("ReLU", nn.ReLU), ("LeakyReLU", nn.LeakyReLU)])
+def test_activation_key_replaces_every_silu_and_survives_a_rebuild(tmp_path, name, act_type):
+    n_silu = sum(type(m) is nn.SiLU for m in DetectionModel(write_yaml(tmp_path, tiny())).modules())
+    model = DetectionModel(write_yaml(tmp_path, tiny(activation=name)))
+    assert n_silu > 10 and not any(type(m) is nn.SiLU for m in model.modules())
+    assert sum(type(m) is act_type for m in model.modules()) == n_silu
+    assert isinstance(model.model[2].m[0].mlp[0].act, act_type)  # inside the FasterNet blocks too
+    rebuilt = DetectionModel(model.yaml)  # what a checkpoint stores
+    assert sum(type(m) is act_type for m in rebuilt.modules()) == n_silu
+    if name == "LeakyReLU":
+        assert model.model[0].act.negative_slope == 0.1
+
+
+def test_relu_model_exports_without_silu_ops(tmp_path):
+    """The point of ReLU: the exported graph has no Sigmoid·Mul pairs left, only the head's (one per level)."""
+    import onnx
+
+    def sigmoid_count(model: DetectionModel) -> int:
+        path = tmp_path / "m.onnx"
+        model.eval().set_export_mode(True)
+        torch.onnx.export(model, (torch.rand(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17)
+        return sum(node.op_type == "Sigmoid" for node in onnx.load(str(path)).graph.node)
+
+    assert sigmoid_count(DetectionModel(write_yaml(tmp_path, tiny()))) > 10
+    assert sigmoid_count(DetectionModel(write_yaml(tmp_path, tiny(activation="ReLU")))) == 3
+
+
+def test_error_unknown_activation(tmp_path):
+    with pytest.raises(UserInputError, match=r"tiny\.yaml: activation must be one of GELU, LeakyReLU, ReLU, SiLU, "
+                                             r"got 'relu6'"):
+        DetectionModel(write_yaml(tmp_path, tiny(activation="relu6")))
+
+
 def test_layer_table_and_cli(tmp_path, capsys):
     path = write_yaml(tmp_path, tiny())
     model = DetectionModel(path)
