@@ -39,7 +39,8 @@ from utils.augment import multi_scale_size, resize_batch  # noqa: E402
 from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.dataset import check_dataset, create_dataloader  # noqa: E402
-from utils.distributed import DistContext, any_rank, init_distributed, main_process_first  # noqa: E402
+from utils.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
+                               main_process_first)
 from utils.errors import UserInputError  # noqa: E402
 from utils.hyp import load_hyp  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -323,9 +324,10 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
             no_mosaic = {**hyp, "mosaic": 0.0, "mixup": 0.0}
             with main_process_first(ctx):
                 train_loader, dataset = build_train_loader(data, imgsz, batch_size, gs, no_mosaic, opt, ctx)
-        if ctx.distributed:
+        if ctx.distributed or opt.image_weights:
             train_loader.sampler.set_epoch(epoch)
         if opt.image_weights:  # classes the last validation scored worst are drawn most
+            maps = broadcast_from_main(maps, ctx, device)  # every rank must draw the same weighted epoch
             class_w = epoch_class_weights(frequency_w, maps)
             train_loader.sampler.set_weights(per_image_weights(dataset.labels, class_w))
         mloss = torch.zeros(3, device=device)

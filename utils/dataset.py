@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
@@ -341,7 +342,7 @@ def create_dataloader(
     image_weights: bool = False,
 ) -> tuple[DataLoader, YOLODataset]:
     """Build the dataset and a seeded DataLoader (DistributedSampler when rank != -1; an ImageWeightSampler,
-    rare classes first, with `image_weights` — single process only; train.py reweights it every epoch).
+    rare classes first, with `image_weights`, sharded per rank under DDP; train.py reweights it every epoch).
 
     `batch_size` is per process. Same seed → same batches (shuffle order, mosaic picks, augment
     draws). Under DDP call `loader.sampler.set_epoch(epoch)` each epoch, as with any DistributedSampler.
@@ -356,11 +357,10 @@ def create_dataloader(
                           single_cls=single_cls, stride=stride, pad=pad, prefix=prefix, nc=nc, seed=seed,
                           workers=max(nw, 1))
     batch_size = min(batch_size, len(dataset))
-    if image_weights and rank != -1:
-        raise UserInputError("--image-weights: not supported in DDP (multi-process) training")
     if image_weights:
+        world_size = dist.get_world_size() if rank != -1 and dist.is_initialized() else 1
         sampler = ImageWeightSampler(per_image_weights(dataset.labels, class_frequency_weights(dataset.labels, nc)),
-                                     seed=seed)
+                                     seed=seed, rank=rank, world_size=world_size)
     else:
         sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle, seed=seed)
     generator = torch.Generator()

@@ -1,5 +1,5 @@
 """Where a process sits in a torchrun job, and the few collective steps training needs (rank 0 first,
-stop together)."""
+stop together, rank 0's validation results to all)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -70,3 +71,12 @@ def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def broadcast_from_main(values: np.ndarray, ctx: DistContext, device: torch.device) -> np.ndarray:
+    """Rank 0's `values` on every rank (per-class mAPs: only rank 0 validates, all ranks weight images by them)."""
+    if not ctx.distributed:
+        return values
+    t = torch.as_tensor(np.asarray(values, dtype=np.float32), device=device).contiguous()
+    dist.broadcast(t, src=0)
+    return t.cpu().numpy().astype(np.float64)

@@ -2,7 +2,8 @@
 
 YOLOv5's rule: a class weighs its inverse frequency in the training labels times (1 - its last val mAP)²,
 an image the sum over its labels, and an epoch draws as many images as the set holds, with replacement.
-The sampler lives in the main process, so persistent loader workers see new weights without a restart.
+The sampler lives in the main process, so persistent loader workers see new weights without a restart;
+under DDP each rank takes its share of one common draw.
 """
 from __future__ import annotations
 
@@ -36,9 +37,18 @@ def epoch_class_weights(frequency_weights: np.ndarray, maps: np.ndarray) -> np.n
 
 
 class ImageWeightSampler(Sampler[int]):
-    """len(weights) indices per epoch, drawn with replacement ∝ weights, from a seeded generator."""
+    """len(weights) indices per epoch, drawn with replacement ∝ weights, from a seeded generator.
 
-    def __init__(self, weights: np.ndarray, seed: int = 0):
+    Under DDP every rank draws the same epoch (same seed, same weights — train.py broadcasts the mAPs they
+    come from) and keeps every world_size-th index from its rank on, so the ranks share one weighted epoch
+    as DistributedSampler shares a shuffled one. `set_epoch` reseeds, so a resumed run draws as an unbroken
+    one would; without it each pass draws anew from the running generator.
+    """
+
+    def __init__(self, weights: np.ndarray, seed: int = 0, rank: int = -1, world_size: int = 1):
+        if world_size < 1 or not -1 <= rank < world_size:
+            raise ValueError(f"rank {rank} does not fit world size {world_size}")
+        self.seed, self.rank, self.world_size = seed, max(rank, 0), world_size
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
         self.set_weights(weights)
@@ -50,8 +60,14 @@ class ImageWeightSampler(Sampler[int]):
             raise ValueError("image weights must be a non-empty 1-D array of finite, non-negative numbers, not all 0")
         self.weights = weights
 
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
     def __len__(self) -> int:
-        return len(self.weights)
+        return -(-len(self.weights) // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
-        yield from torch.multinomial(self.weights, len(self.weights), True, generator=self.generator).tolist()
+        drawn = torch.multinomial(self.weights, len(self.weights), True, generator=self.generator).tolist()
+        total = len(self) * self.world_size
+        drawn += drawn[: total - len(drawn)]  # every rank gets as many indices, as DistributedSampler pads
+        yield from drawn[self.rank:total:self.world_size]

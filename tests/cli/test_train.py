@@ -121,18 +121,22 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_epoch(tmp_path, cf
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_train_one_epoch(tmp_path):
+@pytest.mark.parametrize("extra, epochs", [([], 1), (["--image-weights"], 2)])
+def test_torchrun_two_cpu_processes_train(tmp_path, extra, epochs):
+    """Plain DDP, and --image-weights under DDP (epoch 2 draws by rank 0's broadcast validation mAPs)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "train.py"), "--data", str(COCO8), "--cfg", CFG, "--imgsz", "64", "--batch-size", "4",
-           "--workers", "0", "--noplots", "--epochs", "1", "--device", "cpu", "--project", str(tmp_path)]
+           "--workers", "0", "--noplots", "--epochs", str(epochs), "--device", "cpu", "--project", str(tmp_path),
+           *extra]
     proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # rank 0 alone made a run folder
     assert sorted(p.name for p in (tmp_path / "exp" / "weights").iterdir()) == ["best.pt", "last.pt"]
-    assert results_epochs(tmp_path / "exp") == [0]
+    assert results_epochs(tmp_path / "exp") == list(range(epochs))
     ckpt = load_checkpoint(tmp_path / "exp" / "weights" / "last.pt")
     assert ckpt["opt"]["batch_size"] == 4 and ckpt["epoch"] == -1
-    assert "Transferred" not in proc.stdout and proc.stdout.count("Starting training for 1 epochs") == 1
+    assert ckpt["opt"]["image_weights"] is bool(extra)
+    assert "Transferred" not in proc.stdout and proc.stdout.count(f"Starting training for {epochs} epochs") == 1
 
 
 @pytest.mark.slow

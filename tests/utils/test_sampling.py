@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from utils.dataset import create_dataloader
-from utils.errors import UserInputError
 from utils.sampling import ImageWeightSampler, class_frequency_weights, epoch_class_weights, per_image_weights
 
 
@@ -49,8 +48,25 @@ def test_sampler_rejects_unusable_weights(bad):
         ImageWeightSampler(np.array(bad))
 
 
-def test_loader_uses_the_sampler_single_process_only():
+def test_ranks_share_one_draw_and_set_epoch_reproduces_it():
+    weights = np.arange(1.0, 8.0)  # 7 images: 2 ranks get 4 indices each, the draw padded by wrapping
+    whole = ImageWeightSampler(weights, seed=5)
+    shards = [ImageWeightSampler(weights, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for s in [whole, *shards]:
+        s.set_epoch(3)
+    drawn = list(whole)
+    parts = [list(s) for s in shards]
+    assert [len(s) for s in shards] == [4, 4] and [len(p) for p in parts] == [4, 4]
+    padded = drawn + drawn[:1]
+    assert parts[0] == padded[0::2] and parts[1] == padded[1::2]
+    whole.set_epoch(3)
+    assert list(whole) == drawn  # a resumed run redraws the same epoch
+    whole.set_epoch(4)
+    assert list(whole) != drawn
+    with pytest.raises(ValueError, match="rank 2 does not fit world size 2"):
+        ImageWeightSampler(weights, rank=2, world_size=2)
+
+
+def test_loader_uses_the_sampler():
     loader, dataset = create_dataloader(str(COCO8_TRAIN), 64, 2, 32, workers=0, shuffle=True, image_weights=True)
     assert isinstance(loader.sampler, ImageWeightSampler) and len(loader.sampler) == len(dataset)
-    with pytest.raises(UserInputError, match="--image-weights: not supported in DDP"):
-        create_dataloader(str(COCO8_TRAIN), 64, 2, 32, rank=0, workers=0, image_weights=True)
