@@ -109,6 +109,8 @@ class DetectAF(nn.Module):
     - 'conv_dwcls': 'conv' boxes; classes through depthwise 3x3 + 1x1 Conv, twice (as ultralytics' YOLO11
       head), a tenth of the class branch's FLOPs;
     - 'conv_shared': a dense 3x3 Conv stem per level; boxes add one more 3x3 Conv, classes read the stem;
+    - 'conv_pconv': 'conv' with the second 3x3 Conv of each branch a PConv + 1x1 Conv (a FasterNet block's
+      mixing pair): the first conv still sees every input channel, the second costs a sixth of a dense one;
     - 'pconv' (PConv + 1x1 Conv, twice), 'pconv_lite' (PConv + 1x1 Conv, once), 'shared' (one 1x1 Conv +
       PConv stem per level feeding both output convs): the PConv forms, cheap but, trained on shapes3, far
       less accurate than the dense ones (docs/accuracy.md).
@@ -119,7 +121,7 @@ class DetectAF(nn.Module):
     """
 
     anchor_free = True  # utils.loss.build_loss and the anchor tooling tell heads apart by this
-    BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared", "conv_dwcls")
+    BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared", "conv_dwcls", "conv_pconv")
 
     def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv",
                  width: int | list[int] = 0):
@@ -175,6 +177,8 @@ class DetectAF(nn.Module):
             return nn.Sequential(PConv(c1), Conv(c1, c, 1), PConv(c), Conv(c, c, 1), nn.Conv2d(c, c_out, 1))
         if self.block == "pconv_lite":
             return nn.Sequential(PConv(c1), Conv(c1, c, 1), nn.Conv2d(c, c_out, 1))
+        if self.block == "conv_pconv":
+            return nn.Sequential(Conv(c1, c, 3), PConv(c), Conv(c, c, 1), nn.Conv2d(c, c_out, 1))
         return nn.Sequential(Conv(c1, c, 3), Conv(c, c, 3), nn.Conv2d(c, c_out, 1))
 
     def forward(self, xs: list[torch.Tensor]):

@@ -112,6 +112,12 @@ def test_width_sets_every_branch_conv_and_conv_shared_reads_the_stem_for_classes
     assert all(b[0].conv.out_channels == c[0].conv.out_channels == 24 for b, c in zip(dense.box, dense.cls))
     dw = DetectAF(nc=3, reg_max=16, block="conv_dwcls", ch=[64, 128])
     assert [m.conv.groups for m in dw.cls[1][:4]] == [128, 1, 64, 1] and dw.box[1][0].conv.groups == 1
+    cp = DetectAF(nc=3, reg_max=16, block="conv_pconv", width=32, ch=[64, 128])
+    first, pconv, mix = cp.box[1][:3]
+    assert first.conv.kernel_size == (3, 3) and (first.conv.in_channels, first.conv.out_channels) == (128, 32)
+    assert pconv.dim_conv == 8 and mix.conv.kernel_size == (1, 1) and mix.conv.out_channels == 32
+    dense32 = DetectAF(nc=3, reg_max=16, block="conv", width=32, ch=[64, 128])
+    assert sum(p.numel() for p in cp.parameters()) < 0.85 * sum(p.numel() for p in dense32.parameters())
     split = DetectAF(nc=3, reg_max=16, block="conv", width=[16, 48], ch=[64, 128])
     assert [split.box[0][0].conv.out_channels, split.cls[0][0].conv.out_channels] == [16, 48]
     usual = DetectAF(nc=3, reg_max=16, block="conv", ch=[64, 128])
