@@ -9,12 +9,16 @@ at each project's scratch default): ours through a hyp file written from hyp.scr
 Each training runs in its own child process (our train.py CLI; ultralytics' trainer through its Python API,
 offline: pretrained=False, amp=False, plots=False), so the peak memory of each is measured alone
 (os.wait4). Our models are scored by val.py on best.pt, yolovnu by its trainer's final validation of its
-best.pt — both COCO-style mAP50 / mAP50-95 over the same val images. Latency: every model at random init,
-fused, exported with torch.onnx (dynamo=False, opset 17), timed in ONNX Runtime, rounds interleaved.
+best.pt — both COCO-style mAP50 / mAP50-95 over the same val images. With several --seed values each model
+trains once per seed and the table shows the means, each seed's mAP50-95, and the mean over seeds of the last
+10 epochs' mAP50-95 (from each run's results.csv): on a 100-image val set one run's best epoch moves by
+±0.03 between seeds. Latency: every model at random init, fused, exported with torch.onnx (dynamo=False,
+opset 17), timed in ONNX Runtime, rounds interleaved.
 
 Usage:
     python benchmarks/bench_accuracy.py --imgsz 320 --epochs 3 --batch-size 16         # small CPU setting
     python benchmarks/bench_accuracy.py --epochs 50                                     # docs/accuracy.md (shapes3)
+    python benchmarks/bench_accuracy.py --epochs 50 --seed 0 1 2 --models ablations/X  # mean of three seeds
     python benchmarks/bench_accuracy.py --data data/coco128-person.yaml --epochs 60 --nbs 16    # real photos
     python benchmarks/bench_accuracy.py --data ../shared/data/coco128/data.yaml --imgsz 640 --epochs 100 --nbs 64  # GPU-scale
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
@@ -49,13 +53,14 @@ from utils.runs import increment_path  # noqa: E402
 DEFAULT_DATA = ROOT / "data/shapes3.yaml"  # shipped; the set on which a CPU run ranks models (docs/accuracy.md)
 OURS = ("yolov5n", "yolov5n-faster", "yolov5n-faster-af", "yolov5n-pconv-lite2-af", "yolov5n-pconv-lite2-shared-af")
 PEER = "yolov5nu"
+TAIL_EPOCHS = 10  # the "last-10 mean" column: mAP50-95 averaged over a run's last epochs
 WARMUP_BIAS_LR = 0.0  # ultralytics sets 0 for Adam-family optimizers; the same for both trainers
 ULTRALYTICS_CHILD = """
 import json, sys, torch
 torch.set_num_threads({threads})
 from ultralytics import YOLO
 m = YOLO("{peer}.yaml").train(data={data!r}, epochs={epochs}, imgsz={imgsz}, batch={batch}, workers={workers},
-    device="cpu", pretrained=False, amp=False, plots=False, seed={seed}, project={project!r}, name="{peer}",
+    device="cpu", pretrained=False, amp=False, plots=False, seed={seed}, project={project!r}, name="{name}",
     exist_ok=True, verbose=False, optimizer="{optimizer}", lr0={lr0}, momentum={momentum}, nbs={nbs},
     warmup_bias_lr={warmup_bias_lr}, close_mosaic={close_mosaic})
 print("BENCH_RESULT " + json.dumps([float(m.box.map50), float(m.box.map)]))
@@ -67,6 +72,8 @@ class Row:
     model: str
     map50: float | None = None
     map50_95: float | None = None
+    map50_95_seeds: list[float] = field(default_factory=list)
+    tail_map50_95: float | None = None
     train_s: float | None = None
     train_img_per_s: float | None = None
     train_peak_rss_mb: float | None = None
@@ -90,7 +97,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr0", type=float, default=0.002, help="initial LR for both (ultralytics' auto AdamW value)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum / Adam beta1 for both")
     p.add_argument("--nbs", type=int, default=16, help="nominal batch for both: an optimizer step per nbs images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one training per model per seed; means reported")
     p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads")
     p.add_argument("--latency-imgsz", type=int, default=640)
     p.add_argument("--latency-runs", type=int, default=20)
@@ -152,34 +159,57 @@ def file_tag(name: str) -> str:
     return name.replace("/", "-")
 
 
-def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int) -> Row:
+def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
     import val
 
-    hyp, tag = recipe_hyp(name, opt, out), file_tag(name)
+    hyp, tag = recipe_hyp(name, opt, out), run_tag(file_tag(name), seed, opt)
     cmd = [sys.executable, "train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
            "--imgsz", str(opt.imgsz), "--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size),
            "--optimizer", opt.optimizer, "--close-mosaic", str(opt.close_mosaic),
-           "--workers", str(opt.workers), "--seed", str(opt.seed), "--device", "cpu", "--noplots",
+           "--workers", str(opt.workers), "--seed", str(seed), "--device", "cpu", "--noplots",
            "--project", str(out), "--name", tag, "--exist-ok"]
     LOGGER.info(" ".join(cmd[1:]))
     wall, rss, _ = run_child(cmd, out / f"{tag}.log")
     results, _, _ = val.run(data=str(data), weights=str(out / tag / "weights/best.pt"), imgsz=opt.imgsz,
                             batch_size=opt.batch_size, device="cpu", workers=opt.workers, plots=False,
                             project=str(out / "val"), name=tag, exist_ok=True)
-    return Row(name, float(results[2]), float(results[3]), wall, opt.epochs * n_train / wall, rss,
-               notes=[" ".join(cmd[1:])])
+    return Row(name, float(results[2]), float(results[3]), [float(results[3])], tail_mean(out / tag / "results.csv"),
+               wall, opt.epochs * n_train / wall, rss, notes=[" ".join(cmd[1:])])
 
 
-def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int) -> Row:
-    script = ULTRALYTICS_CHILD.format(threads=opt.threads, peer=opt.peer, data=str(data), epochs=opt.epochs,
-                                      imgsz=opt.imgsz, batch=opt.batch_size, workers=opt.workers, seed=opt.seed,
+def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
+    tag = run_tag(opt.peer, seed, opt)
+    script = ULTRALYTICS_CHILD.format(threads=opt.threads, peer=opt.peer, name=tag, data=str(data), epochs=opt.epochs,
+                                      imgsz=opt.imgsz, batch=opt.batch_size, workers=opt.workers, seed=seed,
                                       project=str(out), optimizer=opt.optimizer, lr0=opt.lr0, momentum=opt.momentum,
                                       nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR, close_mosaic=opt.close_mosaic)
-    wall, rss, text = run_child([sys.executable, "-c", script], out / f"{opt.peer}.log")
+    wall, rss, text = run_child([sys.executable, "-c", script], out / f"{tag}.log")
     line = next(x for x in text.splitlines() if x.startswith("BENCH_RESULT "))
     map50, map50_95 = json.loads(line.split(" ", 1)[1])
-    return Row(opt.peer, map50, map50_95, wall, opt.epochs * n_train / wall, rss,
-               notes=["ultralytics trainer: its defaults plus the recipe"])
+    return Row(opt.peer, map50, map50_95, [map50_95], tail_mean(out / tag / "results.csv"), wall,
+               opt.epochs * n_train / wall, rss, notes=["ultralytics trainer: its defaults plus the recipe"])
+
+
+def run_tag(tag: str, seed: int, opt: argparse.Namespace) -> str:
+    """The run folder name: the model's tag, plus the seed when several are trained."""
+    return f"{tag}-seed{seed}" if len(opt.seed) > 1 else tag
+
+
+def tail_mean(results_csv: Path, n: int = TAIL_EPOCHS) -> float:
+    """Mean mAP50-95 over the last `n` epochs of a results.csv (ours or ultralytics', told apart by header)."""
+    with open(results_csv) as f:
+        rows = [[v.strip() for v in line.split(",")] for line in f if line.strip()]
+    col = next(i for i, h in enumerate(rows[0]) if h in ("metrics/mAP_0.5:0.95", "metrics/mAP50-95(B)"))
+    values = [float(r[col]) for r in rows[1:]][-n:]
+    return sum(values) / len(values)
+
+
+def mean_over_seeds(runs: list[Row]) -> Row:
+    """One table row from a model's runs, one per seed: means, each seed's mAP50-95, the worst peak memory."""
+    mean = lambda key: float(np.mean([getattr(r, key) for r in runs]))  # noqa: E731
+    return Row(runs[0].model, mean("map50"), mean("map50_95"), [r.map50_95 for r in runs], mean("tail_map50_95"),
+               mean("train_s"), mean("train_img_per_s"), max(r.train_peak_rss_mb for r in runs),
+               notes=[n for r in runs for n in r.notes])
 
 
 def export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
@@ -237,11 +267,14 @@ def time_onnx(files: dict[str, Path], imgsz: int, threads: int, runs: int) -> di
 
 
 def table(rows: list[Row]) -> str:
-    head = "| model | mAP50 | mAP50-95 | train s | train img/s | train peak RSS MB | ONNX ms | latency vs peer |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| model | mAP50 | mAP50-95 | per seed | last-10 mean | train s | train img/s | train peak RSS MB | "
+            "ONNX ms | latency vs peer |")
+    lines = [head, "|" + "---|" * 10]
     fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for r in rows:
-        lines.append(f"| {r.model} | {fmt(r.map50, '.3f')} | {fmt(r.map50_95, '.3f')} | {fmt(r.train_s, '.0f')} | "
+        seeds = " / ".join(f"{v:.3f}" for v in r.map50_95_seeds) or "—"
+        lines.append(f"| {r.model} | {fmt(r.map50, '.3f')} | {fmt(r.map50_95, '.3f')} | {seeds} | "
+                     f"{fmt(r.tail_map50_95, '.3f')} | {fmt(r.train_s, '.0f')} | "
                      f"{fmt(r.train_img_per_s, '.1f')} | {fmt(r.train_peak_rss_mb, '.0f')} | {fmt(r.onnx_ms, '.1f')} | "
                      f"{fmt(r.latency_vs_peer, '.2f')}x |")
     return "\n".join(lines)
@@ -260,11 +293,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
             data = staged_dataset(Path(opt.data), tmp / "data")
             n_train = sum(1 for _ in (tmp / "data/images/train").iterdir())
             for name in opt.models:
-                LOGGER.info(f"bench_accuracy: training {name} ({opt.epochs} epochs at {opt.imgsz})")
-                rows[name] = train_ours(name, data, opt, save_dir, n_train)
+                LOGGER.info(f"bench_accuracy: training {name} ({opt.epochs} epochs at {opt.imgsz}, seeds {opt.seed})")
+                rows[name] = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s) for s in opt.seed])
             if opt.peer:
-                LOGGER.info(f"bench_accuracy: training ultralytics {opt.peer}")
-                rows[opt.peer] = train_peer(data, opt, save_dir, n_train)
+                LOGGER.info(f"bench_accuracy: training ultralytics {opt.peer} (seeds {opt.seed})")
+                rows[opt.peer] = mean_over_seeds([train_peer(data, opt, save_dir, n_train, s) for s in opt.seed])
         ms = time_onnx(onnx_files(list(opt.models), opt.peer, opt.latency_imgsz, tmp), opt.latency_imgsz,
                        opt.threads, opt.latency_runs)
     for name, row in rows.items():
@@ -273,12 +306,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
     rows = list(rows.values())
     trained = "no training (--skip-train)" if opt.skip_train else \
         (f"data {opt.data}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}, {opt.optimizer} "
-         f"lr0 {opt.lr0} momentum {opt.momentum} nbs {opt.nbs}, close-mosaic {opt.close_mosaic}")
+         f"lr0 {opt.lr0} momentum {opt.momentum} nbs {opt.nbs}, close-mosaic {opt.close_mosaic}, "
+         f"seed(s) {', '.join(map(str, opt.seed))}")
     summary = (f"bench_accuracy on {cpu_name()} ({os.cpu_count()} cores), {trained}; "
                f"latency: ONNX Runtime {opt.threads} threads, "
                f"{opt.latency_imgsz}, fused, random init, median of {opt.latency_runs}; "
                f"total wall {time.perf_counter() - t_start:.0f} s")
-    commands = "\n".join(f"- {r.model}: `{r.notes[0]}`" for r in rows if r.notes)
+    per_seed = f" (one run per seed: --seed {' '.join(map(str, opt.seed))})" if len(opt.seed) > 1 else ""
+    commands = "\n".join(f"- {r.model}: `{r.notes[0]}`{per_seed}" for r in rows if r.notes)
     report = f"{summary}\n\n{table(rows)}\n\n{commands}\n"
     print(report)
     (save_dir / "accuracy.md").write_text(report)
