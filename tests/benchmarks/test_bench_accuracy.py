@@ -1,0 +1,34 @@
+"""bench_accuracy's bookkeeping: the last-epochs mean from either trainer's results.csv, and one row per model
+from several seeds. (The training and timing it drives are measured, never asserted.)"""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "benchmarks/bench_accuracy.py")
+bench = sys.modules["bench_accuracy"] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+spec.loader.exec_module(bench)
+
+
+def test_tail_mean_reads_our_padded_csv_and_ultralytics_csv(tmp_path):
+    ours = tmp_path / "ours.csv"
+    ours.write_text("      epoch,  metrics/mAP_0.5,metrics/mAP_0.5:0.95\n"
+                    + "".join(f"{e:>11},{0.5:>17},{e / 100:>20}\n" for e in range(12)))
+    theirs = tmp_path / "theirs.csv"
+    theirs.write_text("epoch,time,metrics/mAP50(B),metrics/mAP50-95(B)\n1,3.0,0.4,0.2\n2,6.0,0.5,0.3\n")
+    assert bench.tail_mean(ours) == pytest.approx(sum(range(2, 12)) / 10 / 100)  # the last 10 of 12 epochs
+    assert bench.tail_mean(theirs) == pytest.approx(0.25)  # fewer epochs than 10: all of them
+
+
+def test_seed_runs_merge_into_one_row():
+    runs = [bench.Row("m", 0.3, 0.2, [0.2], 0.18, 100.0, 10.0, 900.0, notes=["--seed 0"]),
+            bench.Row("m", 0.2, 0.1, [0.1], 0.08, 120.0, 8.0, 1000.0, notes=["--seed 1"])]
+    row = bench.mean_over_seeds(runs)
+    assert (row.map50, row.map50_95, row.map50_95_seeds) == (pytest.approx(0.25), pytest.approx(0.15), [0.2, 0.1])
+    assert row.tail_map50_95 == pytest.approx(0.13) and row.train_peak_rss_mb == 1000.0
+    assert "| m | 0.250 | 0.150 | 0.200 / 0.100 | 0.130 |" in bench.table([row])
+    opt = bench.parse_opt(["--seed", "0", "1", "--models"])
+    assert opt.seed == [0, 1] and opt.models == [] and bench.run_tag("m", 1, opt) == "m-seed1"
+    assert bench.run_tag("m", 0, bench.parse_opt([])) == "m"
