@@ -11,8 +11,8 @@ offline: pretrained=False, amp=False, plots=False), so the peak memory of each i
 (os.wait4). Our models are scored by val.py on best.pt, yolovnu by its trainer's final validation of its
 best.pt — both COCO-style mAP50 / mAP50-95 over the same val images. With several --seed values each model
 trains once per seed and the table shows the means, each seed's mAP50-95, and the mean over seeds of the last
-10 epochs' mAP50-95 (from each run's results.csv): on a 100-image val set one run's best epoch moves by
-±0.03 between seeds. Latency: every model at random init, fused, exported with torch.onnx (dynamo=False,
+10 epochs' mAP50-95 (from each run's results.csv): on shapes3 one run's best epoch moved by up to ±0.04
+between seeds. Latency: every model at random init, fused, exported with torch.onnx (dynamo=False,
 opset 17), timed in ONNX Runtime, rounds interleaved.
 
 Usage:
@@ -97,7 +97,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr0", type=float, default=0.002, help="initial LR for both (ultralytics' auto AdamW value)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum / Adam beta1 for both")
     p.add_argument("--nbs", type=int, default=16, help="nominal batch for both: an optimizer step per nbs images")
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one training per model per seed; means reported")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="one training per model per seed; means reported")
     p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads")
     p.add_argument("--latency-imgsz", type=int, default=640)
     p.add_argument("--latency-runs", type=int, default=20)

@@ -124,7 +124,7 @@ class DetectAF(nn.Module):
     BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared", "conv_dwcls", "conv_pconv")
 
     def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv",
-                 width: int | list[int] = 0):
+                 width: int | list = 0):
         super().__init__()
         if not ch:
             raise ValueError("DetectAF needs at least one input layer")
@@ -138,7 +138,8 @@ class DetectAF(nn.Module):
         level_widths = [(b or usual[0], c or usual[1]) for b, c in self._level_widths(width, len(ch))]
         if block == "conv_shared":
             self.stem = nn.ModuleList(Conv(c, cb, 3) for c, (cb, _) in zip(ch, level_widths))
-            self.box = nn.ModuleList(nn.Sequential(Conv(cb, cb, 3), nn.Conv2d(cb, 4 * reg_max, 1)) for cb, _ in level_widths)
+            self.box = nn.ModuleList(nn.Sequential(Conv(cb, cb, 3), nn.Conv2d(cb, 4 * reg_max, 1))
+                                     for cb, _ in level_widths)
             self.cls = nn.ModuleList(nn.Sequential(nn.Conv2d(cb, nc, 1)) for cb, _ in level_widths)
         elif block == "shared":  # one stem of the box branch's width; each branch is then its output conv
             self.stem = nn.ModuleList(nn.Sequential(Conv(c, cb, 1), PConv(cb)) for c, (cb, _) in zip(ch, level_widths))
