@@ -185,7 +185,8 @@ def parse_model(d: dict, ch: int, source: str) -> tuple[nn.Sequential, list[int]
     if not isinstance(layers[-1], HEADS):
         raise UserInputError(f"{source}: the last row must be a Detect head, got {rows[-1][2]!r}")
     model = nn.Sequential(*layers)
-    replace_activation(model, d.get("activation", "SiLU"))
+    if d.get("activation", "SiLU") != "SiLU":  # the blocks build with SiLU already
+        replace_activation(model, d["activation"])
     return model, sorted(set(save))
 
 
