@@ -32,8 +32,8 @@ def activation_from_name(act: str | nn.Module) -> nn.Module:
     return ACTIVATIONS[act]()
 
 
-def replace_activation(model: nn.Module, name: str) -> int:
-    """Swap every SiLU in `model` (YOLOv5's default activation) for `name`'s; returns how many.
+def replace_activation(model: nn.Module, name: str) -> None:
+    """Swap every SiLU in `model` (YOLOv5's default activation) for `name`'s.
 
     ReLU and LeakyReLU fold into the preceding conv in ONNX Runtime and TFLite, while SiLU runs as an op of
     its own (9% of a nano model's ONNX Runtime time on our CPU).
@@ -43,7 +43,6 @@ def replace_activation(model: nn.Module, name: str) -> int:
              for child_name, child in parent.named_children() if type(child) is nn.SiLU]
     for parent, child_name in swaps:
         setattr(parent, child_name, activation_from_name(name))
-    return len(swaps)
 
 
 def make_activation(act: bool | nn.Module | None) -> nn.Module:

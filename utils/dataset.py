@@ -358,7 +358,7 @@ def create_dataloader(
                           workers=max(nw, 1))
     batch_size = min(batch_size, len(dataset))
     if image_weights:
-        world_size = dist.get_world_size() if rank != -1 and dist.is_initialized() else 1
+        world_size = dist.get_world_size() if rank != -1 else 1  # as DistributedSampler: the group must exist
         sampler = ImageWeightSampler(per_image_weights(dataset.labels, class_frequency_weights(dataset.labels, nc)),
                                      seed=seed, rank=rank, world_size=world_size)
     else:
