@@ -212,11 +212,12 @@ def verify(opt: argparse.Namespace, files: list[ExportedFile], model: torch.nn.M
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     w = max([len("File"), *(len(r["file"]) for r in rows)]) + 1  # whole file names: the table is what users copy
-    header = f"{'Format':<14}{'File':<{w}}{'Size MB':>9}{'max abs':>11}{'max rel':>11}{'mAP50-95':>10}{'CPU ms':>9}"
+    fw = max([13, *(len(r["format"]) for r in rows)]) + 1  # 'torchscript fp16' is longer than the usual labels
+    header = f"{'Format':<{fw}}{'File':<{w}}{'Size MB':>9}{'max abs':>11}{'max rel':>11}{'mAP50-95':>10}{'CPU ms':>9}"
     lines = [header]
     for r in rows:
         m = f"{r['map50_95']:.4g}" if r["map50_95"] is not None else "-"
-        lines.append(f"{r['format']:<14}{r['file']:<{w}}{r['size_mb']:>9.2f}{r['max_abs']:>11.3g}"
+        lines.append(f"{r['format']:<{fw}}{r['file']:<{w}}{r['size_mb']:>9.2f}{r['max_abs']:>11.3g}"
                      f"{r['max_rel']:>11.3g}{m:>10}{r['latency_ms']:>9.1f}")
     return "\n".join(lines)
 

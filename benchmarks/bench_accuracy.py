@@ -20,7 +20,8 @@ Usage:
     python benchmarks/bench_accuracy.py --epochs 50                                     # docs/accuracy.md (shapes3)
     python benchmarks/bench_accuracy.py --epochs 50 --seed 0 1 2 --models ablations/X  # mean of three seeds
     python benchmarks/bench_accuracy.py --data data/coco128-person.yaml --epochs 60 --nbs 16    # real photos
-    python benchmarks/bench_accuracy.py --data ../shared/data/coco128/data.yaml --imgsz 640 --epochs 100 --nbs 64  # GPU-scale
+    python benchmarks/bench_accuracy.py --data ../shared/data/coco128/data.yaml --imgsz 640 --epochs 100 --nbs 64 \
+        --device 0  # GPU-scale
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ import json, sys, torch
 torch.set_num_threads({threads})
 from ultralytics import YOLO
 m = YOLO("{peer}.yaml").train(data={data!r}, epochs={epochs}, imgsz={imgsz}, batch={batch}, workers={workers},
-    device="cpu", pretrained=False, amp=False, plots=False, seed={seed}, project={project!r}, name="{name}",
+    device={device!r}, pretrained=False, amp=False, plots=False, seed={seed}, project={project!r}, name="{name}",
     exist_ok=True, verbose=False, optimizer="{optimizer}", lr0={lr0}, momentum={momentum}, nbs={nbs},
     warmup_bias_lr={warmup_bias_lr}, close_mosaic={close_mosaic})
 print("BENCH_RESULT " + json.dumps([float(m.box.map50), float(m.box.map)]))
@@ -100,8 +101,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="one training per model per seed; means reported")
     p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads")
+    p.add_argument("--device", default="cpu", help="training device for both trainers: cpu or a CUDA index (0); "
+                   "ours uses AMP on CUDA as train.py always does, ultralytics runs with amp=False (its AMP "
+                   "check downloads weights)")
     p.add_argument("--latency-imgsz", type=int, default=640)
-    p.add_argument("--latency-runs", type=int, default=20)
+    p.add_argument("--latency-runs", type=int, default=20, help="timed ONNX Runtime rounds (0: no latency)")
     p.add_argument("--skip-train", action="store_true", help="latency only")
     p.add_argument("--project", default=str(ROOT / "runs/benchmark"))
     p.add_argument("--name", default="accuracy")
@@ -167,12 +171,12 @@ def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_trai
     cmd = [sys.executable, "train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
            "--imgsz", str(opt.imgsz), "--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size),
            "--optimizer", opt.optimizer, "--close-mosaic", str(opt.close_mosaic),
-           "--workers", str(opt.workers), "--seed", str(seed), "--device", "cpu", "--noplots",
+           "--workers", str(opt.workers), "--seed", str(seed), "--device", opt.device, "--noplots",
            "--project", str(out), "--name", tag, "--exist-ok"]
     LOGGER.info(" ".join(cmd[1:]))
     wall, rss, _ = run_child(cmd, out / f"{tag}.log")
     results, _, _ = val.run(data=str(data), weights=str(out / tag / "weights/best.pt"), imgsz=opt.imgsz,
-                            batch_size=opt.batch_size, device="cpu", workers=opt.workers, plots=False,
+                            batch_size=opt.batch_size, device=opt.device, workers=opt.workers, plots=False,
                             project=str(out / "val"), name=tag, exist_ok=True)
     return Row(name, float(results[2]), float(results[3]), [float(results[3])], tail_mean(out / tag / "results.csv"),
                wall, opt.epochs * n_train / wall, rss, notes=[" ".join(cmd[1:])])
@@ -180,7 +184,7 @@ def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_trai
 
 def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
     tag = run_tag(opt.peer, seed, opt)
-    script = ULTRALYTICS_CHILD.format(threads=opt.threads, peer=opt.peer, name=tag, data=str(data), epochs=opt.epochs,
+    script = ULTRALYTICS_CHILD.format(threads=opt.threads, device=opt.device, peer=opt.peer, name=tag, data=str(data), epochs=opt.epochs,
                                       imgsz=opt.imgsz, batch=opt.batch_size, workers=opt.workers, seed=seed,
                                       project=str(out), optimizer=opt.optimizer, lr0=opt.lr0, momentum=opt.momentum,
                                       nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR, close_mosaic=opt.close_mosaic)
@@ -277,7 +281,7 @@ def table(rows: list[Row]) -> str:
         lines.append(f"| {r.model} | {fmt(r.map50, '.3f')} | {fmt(r.map50_95, '.3f')} | {seeds} | "
                      f"{fmt(r.tail_map50_95, '.3f')} | {fmt(r.train_s, '.0f')} | "
                      f"{fmt(r.train_img_per_s, '.1f')} | {fmt(r.train_peak_rss_mb, '.0f')} | {fmt(r.onnx_ms, '.1f')} | "
-                     f"{fmt(r.latency_vs_peer, '.2f')}x |")
+                     f"{fmt(r.latency_vs_peer, '.2f')}{'' if r.latency_vs_peer is None else 'x'} |")
     return "\n".join(lines)
 
 
@@ -300,18 +304,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 LOGGER.info(f"bench_accuracy: training ultralytics {opt.peer} (seeds {opt.seed})")
                 rows[opt.peer] = mean_over_seeds([train_peer(data, opt, save_dir, n_train, s) for s in opt.seed])
         ms = time_onnx(onnx_files(list(opt.models), opt.peer, opt.latency_imgsz, tmp), opt.latency_imgsz,
-                       opt.threads, opt.latency_runs)
+                       opt.threads, opt.latency_runs) if opt.latency_runs else {}
     for name, row in rows.items():
-        row.onnx_ms = ms[name]
-        row.latency_vs_peer = ms[name] / ms[opt.peer] if opt.peer else None
+        row.onnx_ms = ms.get(name)
+        row.latency_vs_peer = ms[name] / ms[opt.peer] if opt.peer and ms else None
     rows = list(rows.values())
     trained = "no training (--skip-train)" if opt.skip_train else \
-        (f"data {opt.data}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}, {opt.optimizer} "
+        (f"data {opt.data}, device {opt.device}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}, {opt.optimizer} "
          f"lr0 {opt.lr0} momentum {opt.momentum} nbs {opt.nbs}, close-mosaic {opt.close_mosaic}, "
          f"seed(s) {', '.join(map(str, opt.seed))}")
-    summary = (f"bench_accuracy on {cpu_name()} ({os.cpu_count()} cores), {trained}; "
-               f"latency: ONNX Runtime {opt.threads} threads, "
-               f"{opt.latency_imgsz}, fused, random init, median of {opt.latency_runs}; "
+    latency = (f"latency: ONNX Runtime {opt.threads} threads, {opt.latency_imgsz}, fused, random init, "
+               f"median of {opt.latency_runs}" if opt.latency_runs else "no latency (--latency-runs 0)")
+    summary = (f"bench_accuracy on {cpu_name()} ({os.cpu_count()} cores), {trained}; {latency}; "
                f"total wall {time.perf_counter() - t_start:.0f} s")
     per_seed = f" (one run per seed: --seed {' '.join(map(str, opt.seed))})" if len(opt.seed) > 1 else ""
     commands = "\n".join(f"- {r.model}: `{r.notes[0]}`{per_seed}" for r in rows if r.notes)

@@ -87,7 +87,7 @@ def prepare(name: str, imgsz: int, threads: int, device: torch.device, tmp: Path
     torch.manual_seed(0)
     model = DetectionModel(cfg).fuse().eval()
     x = torch.rand(1, 3, imgsz, imgsz)
-    onnx_path = tmp / f"{name}.onnx"
+    onnx_path = tmp / f"{name.replace('/', '-')}.onnx"  # 'ablations/x' names a file in models/ablations/
     with torch.no_grad():
         export_onnx(model, x, onnx_path)
         expected = model(x).numpy()

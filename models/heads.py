@@ -66,9 +66,10 @@ class Detect(nn.Module):
         """
         key = (nx, ny, device, dtype)
         if key not in self._grids:
-            yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=dtype),
-                                    torch.arange(nx, device=device, dtype=dtype), indexing="ij")
-            self._grids[key] = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2) - 0.5
+            # built in fp32 and cast: the ONNX exporter cannot trace a half-precision arange (fp16 export on CUDA)
+            yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=torch.float32),
+                                    torch.arange(nx, device=device, dtype=torch.float32), indexing="ij")
+            self._grids[key] = (torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2) - 0.5).to(dtype)
         anchor_grid = (self.anchors[i] * self.stride[i]).to(dtype).view(1, self.na, 1, 1, 2)
         return self._grids[key], anchor_grid
 
@@ -212,9 +213,10 @@ class DetectAF(nn.Module):
         if key not in self._grids:
             points, strides = [], []
             for i, (ny, nx) in enumerate(shapes):
-                yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=dtype) + 0.5,
-                                        torch.arange(nx, device=device, dtype=dtype) + 0.5, indexing="ij")
-                points.append(torch.stack((xv, yv), 2).view(-1, 2))
+                # fp32 then cast, as Detect.grids: a half-precision arange does not export to ONNX
+                yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=torch.float32) + 0.5,
+                                        torch.arange(nx, device=device, dtype=torch.float32) + 0.5, indexing="ij")
+                points.append(torch.stack((xv, yv), 2).view(-1, 2).to(dtype))
                 strides.append(self.stride[i].to(device, dtype).view(1, 1).expand(ny * nx, 1))
             self._grids[key] = (torch.cat(points), torch.cat(strides))
         return self._grids[key]

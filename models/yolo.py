@@ -76,10 +76,12 @@ def make_divisible(x: float, divisor: int = 8) -> int:
 
 
 def find_model_yaml(cfg: str | Path) -> Path:
-    """The given path, or models/<name> when only a zoo file name is given."""
+    """The given path, or the file under models/ it names ('yolov5n.yaml', 'ablations/x.yaml')."""
     path = Path(cfg)
-    if not path.exists() and (ROOT / "models" / path.name).exists():
-        return ROOT / "models" / path.name
+    if not path.exists():
+        for shipped in (ROOT / "models" / path, ROOT / "models" / path.name):
+            if shipped.is_file():
+                return shipped
     return path
 
 

@@ -30,6 +30,7 @@ import torch
 
 from utils.errors import UserInputError
 from utils.log import LOGGER
+from utils.torch_utils import select_device
 
 SUFFIXES = {".pt": "pytorch", ".torchscript": "torchscript", ".onnx": "onnx", ".tflite": "tflite"}
 METADATA_KEYS = ("names", "stride", "imgsz")
@@ -307,7 +308,7 @@ def load_backend(weights: str | Path | list | tuple | Backend, device: torch.dev
                              f"(use one of: {', '.join(SUFFIXES)})")
     if not path.is_file():
         raise UserInputError(f"--weights {path}: file not found")
-    device = torch.device(device)
+    device = select_device(device) if isinstance(device, str) else torch.device(device)  # '0' as --device says it
     if fp16 and device.type == "cpu":
         LOGGER.warning("WARNING: --half needs a CUDA device; running in float32 on CPU")
         fp16 = False

@@ -50,7 +50,9 @@ def init_distributed(ctx: DistContext, opt: argparse.Namespace) -> torch.device:
         torch.cuda.set_device(ctx.local_rank)
         device = torch.device("cuda", ctx.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # naming the rank's GPU spares NCCL from guessing it from the global rank (it warns of hangs otherwise)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
     return device
 
 

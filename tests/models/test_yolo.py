@@ -1,5 +1,6 @@
 """YAML builder: schema, overrides, stride/anchor set-up, fusion, summary CLI and its errors."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch.nn as nn
 import yaml
 
 from models.fasternet import PConv
-from models.yolo import DetectionModel, layer_table, main, make_divisible
+from models.yolo import ROOT, DetectionModel, find_model_yaml, layer_table, main, make_divisible
 from utils.cli import run_cli
 from utils.errors import UserInputError
 
@@ -40,6 +41,16 @@ def tiny(**changes):
     d = copy.deepcopy(TINY)
     d.update(changes)
     return d
+
+
+def test_model_names_resolve_under_models_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_model_yaml("yolov5n.yaml") == ROOT / "models/yolov5n.yaml"
+    assert find_model_yaml("ablations/c3bb-bnneck-conv48-af.yaml") == ROOT / "models/ablations/c3bb-bnneck-conv48-af.yaml"
+    assert find_model_yaml("nope/yolov5n-af.yaml") == ROOT / "models/yolov5n-af.yaml"  # a zoo file name wins
+    (tmp_path / "yolov5n.yaml").write_text("nc: 1\n")
+    assert find_model_yaml("yolov5n.yaml") == Path("yolov5n.yaml")  # the user's own file comes first
+    assert find_model_yaml("missing.yaml") == Path("missing.yaml")
 
 
 def test_builds_with_width_and_depth_scaling(tmp_path):

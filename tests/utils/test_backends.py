@@ -142,6 +142,17 @@ def test_half_on_cpu_falls_back_to_float(tiny, tmp_path, log_lines):
     assert any("--half needs a CUDA device" in m for m in log_lines())
 
 
+def test_device_strings_as_the_cli_spells_them(tiny, tmp_path, monkeypatch):
+    """export.py's self-check hands its --device string over as is: '0' must mean CUDA 0, as it does for val and
+    detect, not reach torch.device (where '0' is an invalid string; seen on the lent GPU)."""
+    path = export_onnx(tiny, tmp_path / "t.onnx")
+    assert load_backend(path, "cpu").device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_backend(path, "").device == torch.device("cpu")
+    with pytest.raises(UserInputError, match="--device 0: CUDA requested but not available"):
+        load_backend(path, "0")
+
+
 def test_bad_weights(tmp_path, monkeypatch):
     with pytest.raises(UserInputError, match=r"model.h5: unsupported model format '\.h5'"):
         load_backend(tmp_path / "model.h5")

@@ -142,6 +142,27 @@ def test_anchor_free_onnx_with_dynamic_shapes_decodes_other_sizes_like_pytorch(t
     assert np.abs(out - ref).max() < 1e-3  # box pixels up to 128
 
 
+@pytest.mark.parametrize("cfg", ["yolov5n-faster.yaml", "yolov5n-faster-af.yaml"])
+def test_fp16_onnx_export_of_both_heads_runs_like_pytorch(cfg, tmp_path):
+    """export.py --half on CUDA casts model and input to fp16; tracing a half-precision arange for the head's
+    grid failed in the ONNX exporter ("tensor does not have a device", seen on the lent GPU). CPU half tensors
+    take the same exporter path, so the check runs everywhere."""
+    torch.manual_seed(0)
+    m = DetectionModel(cfg, nc=3)
+    m.names = ["a", "b", "c"]
+    prepared = prepare_for_export(m.eval()).half()
+    im = torch.rand(1, 3, 64, 64).half()
+    meta = export_metadata(prepared, (64, 64), 1, "fp16", nms=False)
+    path = export_onnx(prepared, im, tmp_path / "h.onnx", meta, opset=17, dynamic=False, simplify=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"images": im.numpy()})[0]
+    with torch.inference_mode():
+        ref = prepared(im).float().numpy()
+    assert out.dtype == np.float16 and out.shape == ref.shape
+    assert np.abs(out[..., :4].astype(np.float32) - ref[..., :4]).max() < 0.5  # fp16 pixels up to 64
+    assert np.abs(out[..., 4:].astype(np.float32) - ref[..., 4:]).max() < 1e-2
+
+
 def test_torchscript_export_carries_metadata_for_the_backend(model, tmp_path):
     prepared = prepare_for_export(model)
     im = torch.zeros(1, 3, 64, 64)
