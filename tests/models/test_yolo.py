@@ -46,7 +46,7 @@ def tiny(**changes):
 def test_model_names_resolve_under_models_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert find_model_yaml("yolov5n.yaml") == ROOT / "models/yolov5n.yaml"
-    assert find_model_yaml("ablations/c3bb-bnneck-conv48-af.yaml") == ROOT / "models/ablations/c3bb-bnneck-conv48-af.yaml"
+    assert find_model_yaml("ablations/c3bb-bnneck-c32p3-af.yaml") == ROOT / "models/ablations/c3bb-bnneck-c32p3-af.yaml"
     assert find_model_yaml("nope/yolov5n-af.yaml") == ROOT / "models/yolov5n-af.yaml"  # a zoo file name wins
     (tmp_path / "yolov5n.yaml").write_text("nc: 1\n")
     assert find_model_yaml("yolov5n.yaml") == Path("yolov5n.yaml")  # the user's own file comes first
