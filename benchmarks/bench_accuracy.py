@@ -184,10 +184,11 @@ def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_trai
 
 def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
     tag = run_tag(opt.peer, seed, opt)
-    script = ULTRALYTICS_CHILD.format(threads=opt.threads, device=opt.device, peer=opt.peer, name=tag, data=str(data), epochs=opt.epochs,
-                                      imgsz=opt.imgsz, batch=opt.batch_size, workers=opt.workers, seed=seed,
-                                      project=str(out), optimizer=opt.optimizer, lr0=opt.lr0, momentum=opt.momentum,
-                                      nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR, close_mosaic=opt.close_mosaic)
+    script = ULTRALYTICS_CHILD.format(threads=opt.threads, device=opt.device, peer=opt.peer, name=tag, data=str(data),
+                                      epochs=opt.epochs, imgsz=opt.imgsz, batch=opt.batch_size, workers=opt.workers,
+                                      seed=seed, project=str(out), optimizer=opt.optimizer, lr0=opt.lr0,
+                                      momentum=opt.momentum, nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR,
+                                      close_mosaic=opt.close_mosaic)
     wall, rss, text = run_child([sys.executable, "-c", script], out / f"{tag}.log")
     line = next(x for x in text.splitlines() if x.startswith("BENCH_RESULT "))
     map50, map50_95 = json.loads(line.split(" ", 1)[1])
@@ -310,8 +311,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         row.latency_vs_peer = ms[name] / ms[opt.peer] if opt.peer and ms else None
     rows = list(rows.values())
     trained = "no training (--skip-train)" if opt.skip_train else \
-        (f"data {opt.data}, device {opt.device}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}, {opt.optimizer} "
-         f"lr0 {opt.lr0} momentum {opt.momentum} nbs {opt.nbs}, close-mosaic {opt.close_mosaic}, "
+        (f"data {opt.data}, device {opt.device}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}, "
+         f"{opt.optimizer} lr0 {opt.lr0} momentum {opt.momentum} nbs {opt.nbs}, close-mosaic {opt.close_mosaic}, "
          f"seed(s) {', '.join(map(str, opt.seed))}")
     latency = (f"latency: ONNX Runtime {opt.threads} threads, {opt.latency_imgsz}, fused, random init, "
                f"median of {opt.latency_runs}" if opt.latency_runs else "no latency (--latency-runs 0)")

@@ -19,13 +19,14 @@ from utils.log import LOGGER
 
 
 def select_device(device: str | int | torch.device = "", batch_size: int = 0) -> torch.device:
-    """yolov5's --device: '' (CUDA 0 if available, else CPU), 'cpu', '0', '0,1' or 'cuda:0'.
+    """yolov5's --device: '' (CUDA 0 if available, else CPU), 'cpu', '0', '0,1', 'cuda:0' or 'cuda'.
 
     Asking for CUDA where there is none, or for more GPUs than exist, is a UserInputError.
     With several GPUs the first is returned (DDP picks its own per LOCAL_RANK); the batch must
     then divide evenly among them.
     """
     spec = str(device).strip().lower().replace("cuda:", "").replace(" ", "")
+    spec = "0" if spec == "cuda" else spec  # torch's spelling of the first GPU
     if spec in ("cpu", "mps"):
         if spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
             raise UserInputError("--device mps: Apple MPS is not available on this machine")

@@ -26,6 +26,7 @@ def test_select_device_with_fake_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert select_device("cuda:1") == torch.device("cuda:1")
+    assert select_device("cuda") == torch.device("cuda:0")
     assert select_device("0,1", batch_size=16) == torch.device("cuda:0")
     with pytest.raises(UserInputError, match="no CUDA device 2"):
         select_device("0,2")
