@@ -32,3 +32,11 @@ def test_seed_runs_merge_into_one_row():
     opt = bench.parse_opt(["--seed", "0", "1", "--models"])
     assert opt.seed == [0, 1] and opt.models == [] and bench.run_tag("m", 1, opt) == "m-seed1"
     assert bench.run_tag("m", 0, bench.parse_opt([])) == "m"
+
+
+def test_rows_without_latency_render_dashes_and_rows_with_it_a_ratio():
+    untimed = bench.Row("m", 0.3, 0.2, [0.2], 0.18, 100.0, 10.0, 900.0)  # --latency-runs 0
+    timed = bench.Row("p", 0.3, 0.2, [0.2], 0.18, 100.0, 10.0, 900.0, onnx_ms=31.0, latency_vs_peer=0.65)
+    lines = bench.table([untimed, timed]).splitlines()
+    assert lines[2].endswith("| 900 | — | — |") and lines[3].endswith("| 900 | 31.0 | 0.65x |")
+    assert bench.parse_opt([]).device == "cpu" and bench.parse_opt(["--device", "0"]).device == "0"
