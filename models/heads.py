@@ -15,6 +15,16 @@ from models.common import Conv
 from models.fasternet import PConv
 
 
+def cell_grid(ny: int, nx: int, offset: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(ny, nx, 2) cell coordinates (x, y) + `offset`, for both heads' decoding.
+
+    Built in fp32 and cast: the ONNX exporter cannot trace a half-precision arange (fp16 export on CUDA).
+    """
+    yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=torch.float32),
+                            torch.arange(nx, device=device, dtype=torch.float32), indexing="ij")
+    return (torch.stack((xv, yv), 2) + offset).to(dtype)
+
+
 class Detect(nn.Module):
     """One 1x1 conv per level predicting na x (4 box + 1 objectness + nc classes).
 
@@ -66,10 +76,7 @@ class Detect(nn.Module):
         """
         key = (nx, ny, device, dtype)
         if key not in self._grids:
-            # built in fp32 and cast: the ONNX exporter cannot trace a half-precision arange (fp16 export on CUDA)
-            yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=torch.float32),
-                                    torch.arange(nx, device=device, dtype=torch.float32), indexing="ij")
-            self._grids[key] = (torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2) - 0.5).to(dtype)
+            self._grids[key] = cell_grid(ny, nx, -0.5, device, dtype).view(1, 1, ny, nx, 2)
         anchor_grid = (self.anchors[i] * self.stride[i]).to(dtype).view(1, self.na, 1, 1, 2)
         return self._grids[key], anchor_grid
 
@@ -213,10 +220,7 @@ class DetectAF(nn.Module):
         if key not in self._grids:
             points, strides = [], []
             for i, (ny, nx) in enumerate(shapes):
-                # fp32 then cast, as Detect.grids: a half-precision arange does not export to ONNX
-                yv, xv = torch.meshgrid(torch.arange(ny, device=device, dtype=torch.float32) + 0.5,
-                                        torch.arange(nx, device=device, dtype=torch.float32) + 0.5, indexing="ij")
-                points.append(torch.stack((xv, yv), 2).view(-1, 2).to(dtype))
+                points.append(cell_grid(ny, nx, 0.5, device, dtype).view(-1, 2))
                 strides.append(self.stride[i].to(device, dtype).view(1, 1).expand(ny * nx, 1))
             self._grids[key] = (torch.cat(points), torch.cat(strides))
         return self._grids[key]

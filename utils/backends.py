@@ -308,7 +308,7 @@ def load_backend(weights: str | Path | list | tuple | Backend, device: torch.dev
                              f"(use one of: {', '.join(SUFFIXES)})")
     if not path.is_file():
         raise UserInputError(f"--weights {path}: file not found")
-    device = select_device(device) if isinstance(device, str) else torch.device(device)  # '0' as --device says it
+    device = select_device(device)  # also '0', as --device spells it
     if fp16 and device.type == "cpu":
         LOGGER.warning("WARNING: --half needs a CUDA device; running in float32 on CPU")
         fp16 = False
