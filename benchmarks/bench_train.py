@@ -6,7 +6,7 @@ Each trainer runs from scratch in its own subprocess (so peak memory is its own)
 of the dataset (both write label caches beside the labels), with its own default hyperparameters, on
 CPU. Reported per trainer: wall time, train images/s (time inside the epochs' batch loops only, so
 setup and validation are excluded alike), final mAP50 / mAP50-95 of its best checkpoint on the val
-split, and peak RSS. Nothing is downloaded: ultralytics runs with YOLO_OFFLINE=1, plots=False, amp=False.
+split, and peak RSS. Nothing is downloaded: ultralytics runs offline (utils sets it), plots=False, amp=False.
 """
 from __future__ import annotations
 
@@ -84,8 +84,9 @@ def run_ours(opt: argparse.Namespace, data: Path, project: Path) -> dict:
 
 
 def run_ultralytics(opt: argparse.Namespace, data: Path, project: Path) -> dict:
-    os.environ["YOLO_OFFLINE"] = "1"
     import torch
+
+    import utils  # noqa: F401  # sets ultralytics offline before its first import
     from ultralytics import YOLO, settings
 
     settings.update({"sync": False})
@@ -161,7 +162,7 @@ def main() -> None:
     results = []
     for who in ("ours", "ultralytics"):
         cmd = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--only", who, "--workdir", str(workdir)]
-        env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
         if proc.returncode or not lines:
