@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import json
+import numbers
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,23 @@ def decode_metadata(meta: dict[str, Any], path: str | Path) -> dict[str, Any]:
     except (ValueError, SyntaxError, TypeError, KeyError, IndexError) as e:
         raise UserInputError(f"--weights {path}: unreadable model metadata ({e})") from None
     return out
+
+
+def check_class_ids(ids: int | list[int] | tuple[int, ...] | None, nc: int | None,
+                    model: str | Path) -> list[int] | None:
+    """A --classes filter as a list of ids, each one a class of `model` (when its class count `nc` is known).
+
+    An id the model does not have would only filter every box away, which looks like 'nothing detected'.
+    """
+    if ids is None:
+        return None
+    ids = [ids] if isinstance(ids, numbers.Integral) else list(ids)
+    bad = [i for i in ids if not isinstance(i, numbers.Integral) or i < 0 or (nc is not None and i >= nc)]
+    if bad:
+        known = "" if nc is None else f"; {Path(model).name} has {nc} class{'es' * (nc != 1)} " \
+                                        f"({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})"
+        raise UserInputError(f"--classes {' '.join(map(str, bad))}: no such class id{known}")
+    return [int(i) for i in ids]
 
 
 class Backend:

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from utils.augment import letterbox
-from utils.backends import Backend, load_backend
+from utils.backends import Backend, check_class_ids, load_backend
 from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.errors import UserInputError
 from utils.log import LOGGER
@@ -151,11 +151,21 @@ class Detector:
         self.device = select_device(device)
         self.backend: Backend = load_backend(weights, self.device, half)
         self.names = self._resolve_names(data)
+        self._nc: int | None = len(self.names) or None  # None: a file without names; its output tells later
         self.conf, self.iou, self.classes, self.agnostic, self.max_det = conf, iou, classes, agnostic, max_det
         self.imgsz = self._resolve_imgsz(imgsz)
         self.augment = augment and self._tta_possible()
         if warmup:
             self.backend.warmup(self.imgsz)
+
+    @property
+    def classes(self) -> list[int] | None:
+        """The class filter; checked on every assignment, as hub users set `model.classes` after loading."""
+        return self._classes
+
+    @classes.setter
+    def classes(self, ids: int | list[int] | None) -> None:
+        self._classes = check_class_ids(ids, self._nc, self.backend.path)
 
     def _resolve_names(self, data: str | Path | None) -> list[str]:
         """Names stored in the model win; --data fills in for files exported without them."""
@@ -213,6 +223,9 @@ class Detector:
         if self.backend.end_to_end:
             det = self._select_end_to_end(pred[0])
         else:
+            if self._nc is None:  # no names anywhere: the output's width is the first word on the class count
+                self._nc = pred.shape[-1] - 5
+                self.classes = self._classes
             det = non_max_suppression(pred, self.conf, self.iou, classes=self.classes, agnostic=self.agnostic,
                                       max_det=self.max_det)[0]
         self._name_unnamed(int(det[:, 5].max()) + 1 if len(det) else 0)

@@ -263,3 +263,10 @@ def test_onnx_model_validates_at_its_export_size(checkpoint, tmp_path, log_text)
     assert 0.0 <= map50_95 <= map50 <= 1.0 and maps.shape == (80,)
     assert "--imgsz 64: v5n.onnx takes 32 only, using that" in log_text.text
     assert "per image at shape (2, 3, 32, 32)" in log_text.text
+
+
+def test_no_classes_flag(capsys):
+    """yolov5's val.py has no --classes: a filter is refused up front rather than scoring a subset silently."""
+    with pytest.raises(SystemExit) as exc:
+        val.parse_opt(["--classes", "99"])
+    assert exc.value.code == 2 and "unrecognized arguments: --classes 99" in capsys.readouterr().err

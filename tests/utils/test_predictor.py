@@ -103,6 +103,25 @@ def test_nms_options(scripted):
     assert len(scripted(ScriptedBackend(boxes), imgsz=128, conf=0.75)(image)[0]) == 2
 
 
+def test_class_filter_ids_must_exist(scripted):
+    """Checked at construction, on hub-style assignment after loading, and for nameless files at the first frame."""
+    boxes = [[10, 10, 50, 50, 0.9, 0.9, 0.1]]
+    with pytest.raises(UserInputError, match=r"^--classes 2: no such class id; scripted has 2 classes \(ids 0-1\)$"):
+        scripted(ScriptedBackend(boxes), classes=[0, 2])
+    detector = scripted(ScriptedBackend(boxes), classes=1)
+    assert detector.classes == [1]
+    with pytest.raises(UserInputError, match="--classes -1 5: no such class id"):
+        detector.classes = [-1, 0, 5]
+    assert detector.classes == [1]
+    detector.classes = None
+    assert len(detector(np.zeros((64, 64, 3), np.uint8))[0]) == 1
+    nameless = scripted(ScriptedBackend(boxes, names=()), imgsz=64, classes=[7])  # count unknown until it runs
+    with pytest.raises(UserInputError, match=r"--classes 7: no such class id; scripted has 2 classes"):
+        nameless(np.zeros((64, 64, 3), np.uint8))
+    data_named = scripted(ScriptedBackend(boxes, names=()), data=ROOT / "data/coco8.yaml", classes=[79])
+    assert data_named.classes == [79]
+
+
 def test_every_input_kind_gives_the_same_boxes(scripted, tmp_path):
     image = bright_spot_image()
     cv2.imwrite(str(tmp_path / "spot.png"), image)
