@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import pickle
+import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,8 @@ from utils.errors import UserInputError
 CHECKPOINT_VERSION = "1"
 DEFAULT_IMGSZ = 640  # the inference size when neither --imgsz nor the checkpoint says otherwise (yolov5's)
 REQUIRED_KEYS = ("model_yaml", "model")
+SNIFF_BYTES = 512  # enough of a file's start to tell text, zip and pickle apart
+ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", 0x80  # torch.save's zip format; its legacy format, a pickle
 
 
 def plain_value(value: Any) -> Any:
@@ -111,16 +117,67 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def _not_pytorch(head: bytes) -> str | None:
+    """What a file whose first bytes cannot start any PyTorch save is (empty, a text file ...), else None.
+
+    torch.load's own errors for these are noise ("invalid load key", "101"); naming the content says what happened.
+    """
+    if not head:
+        return "the file is empty (0 bytes)"
+    if head.startswith(ZIP_MAGIC) or head[0] == PICKLE_PROTO:  # torch.save's zip, or its legacy pickle
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:  # text, unless the bad byte is a character cut at the end of `head`
+        text = head[:e.start].decode("utf-8") if e.start > len(head) - 4 else None
+    if text is None or "\0" in text:
+        return "binary data that is neither a zip nor a pickle, the two formats torch.save writes"
+    stripped = text.lstrip()
+    if stripped.startswith("version https://git-lfs"):
+        return "a Git LFS pointer, not the file itself (fetch it with `git lfs pull`)"
+    if stripped[:15].lower().startswith(("<!doctype html", "<html")):
+        return "an HTML page (a failed download?), not a PyTorch checkpoint"
+    first = stripped.splitlines()[0][:40] if stripped else ""
+    return f"a text file{f' (starts {first!r})' if first else ''}, not a PyTorch checkpoint"
+
+
+def _unreadable_reason(path: Path, head: bytes, error: Exception) -> str:
+    """torch.load's failure in our words: pickled classes, a truncated file, a zip of something else."""
+    message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch colours parts of its weights_only text
+    pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    if pickled:
+        return (f"it pickles Python classes ({pickled.group(1)}), which PConv-YOLO never unpickles (that runs code "
+                f"from the file); to convert, load it in its own project and save plain values: torch.save("
+                f"{{'model_yaml': <model YAML dict>, 'model': model.state_dict()}}, 'new.pt')")
+    if head.startswith(ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            return "a truncated or damaged zip file (an interrupted save, copy or download?)"
+        if not any(n.endswith("data.pkl") for n in zipfile.ZipFile(path).namelist()):
+            return "a zip archive without data.pkl, not a PyTorch checkpoint"
+    if isinstance(error, EOFError) or "truncated" in message:
+        return "the file ends too early (an interrupted save, copy or download?)"
+    if isinstance(error, pickle.UnpicklingError) and head[0] == PICKLE_PROTO:
+        return "a Python pickle that is not a PyTorch checkpoint"
+    first = next((line.strip() for line in message.splitlines() if line.strip()), type(error).__name__)
+    return f"PyTorch cannot read it ({first[:160]})"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with weights_only=True; a missing, foreign or incomplete file is a UserInputError."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: checkpoint file not found")
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    foreign = _not_pytorch(head)
+    if foreign:
+        raise UserInputError(f"{path}: not a PConv-YOLO checkpoint: {foreign}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle.dump file would first warn about its protocol
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign/corrupt files
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"{path}: not a readable PConv-YOLO checkpoint ({reason[:200]})") from None
+        raise UserInputError(f"{path}: not a PConv-YOLO checkpoint: {_unreadable_reason(path, head, e)}") from None
     if not isinstance(ckpt, dict):
         raise UserInputError(f"{path}: not a PConv-YOLO checkpoint (holds {type(ckpt).__name__}, not a dict)")
     missing = [k for k in REQUIRED_KEYS if ckpt.get(k) is None]

@@ -164,7 +164,7 @@ def test_bad_input_messages(checkpoint, tmp_path):
     blocker.write_text("x")
     cases = [
         (dict(weights=str(tmp_path / "missing.pt")), "missing.pt: file not found"),
-        (dict(weights=str(not_a_checkpoint)), "not a readable PConv-YOLO checkpoint"),
+        (dict(weights=str(not_a_checkpoint)), "not a PConv-YOLO checkpoint: a text file (starts 'hello')"),
         (dict(weights=str(checkpoint), include=["onnx", "coreml"]), "unknown format(s) coreml"),
         (dict(weights=str(checkpoint), include=["tflite"], int8=True), "--int8: needs --data"),
         (dict(weights=str(checkpoint), include=["onnx"], project=str(blocker)), "output folder is not writable"),

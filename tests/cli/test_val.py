@@ -213,7 +213,8 @@ def test_weights_file_that_is_not_a_checkpoint(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"error: {fake}: not a readable PConv-YOLO checkpoint"), proc.stderr
+    assert proc.stderr == (f"error: {fake}: not a PConv-YOLO checkpoint: a text file (starts 'this is not a "
+                           f"checkpoint'), not a PyTorch checkpoint\n"), proc.stderr
 
 
 def test_data_yaml_without_val_split(checkpoint, tmp_path, capsys):

@@ -1,10 +1,12 @@
 """Checkpoints: plain-value dicts that weights_only loads, written atomically, clear errors for bad files."""
 import argparse
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -100,22 +102,53 @@ class Pickled:
     """A class instance inside a checkpoint: what weights_only=True must refuse."""
 
 
+def _zip_then_cut(path: Path) -> None:
+    torch.save({"model": {"w": torch.ones(100)}}, path)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _legacy_then_cut(path: Path) -> None:
+    torch.save({"model": {"w": torch.ones(100)}}, path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:60])
+
+
+def _other_zip(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes/readme.txt", "hello")
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "checkpoint file not found"),
-    (b"this is not a checkpoint", "not a readable PConv-YOLO checkpoint"),
+    (b"", "not a PConv-YOLO checkpoint: the file is empty (0 bytes)"),
+    (b"this is not a checkpoint\nsecond line", "not a PConv-YOLO checkpoint: a text file "
+                                              "(starts 'this is not a checkpoint'), not a PyTorch checkpoint"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\n", "a Git LFS pointer, not the file itself"),
+    (b"<!DOCTYPE html><html>404</html>", "an HTML page (a failed download?)"),
+    (bytes(range(256)), "binary data that is neither a zip nor a pickle"),
+    (pickle.dumps({"a": 1}), "not a PConv-YOLO checkpoint: a Python pickle that is not a PyTorch checkpoint"),
+    (_zip_then_cut, "not a PConv-YOLO checkpoint: a truncated or damaged zip file"),
+    (_legacy_then_cut, "not a PConv-YOLO checkpoint: the file ends too early"),
+    (_other_zip, "not a PConv-YOLO checkpoint: a zip archive without data.pkl"),
     ([1, 2, 3], "not a PConv-YOLO checkpoint"),
     ({"model": {}}, "checkpoint lacks model_yaml"),
-    ({"model_yaml": {}, "model": Pickled()}, "not a readable PConv-YOLO checkpoint"),
+    ({"model_yaml": {}, "model": Pickled()}, "not a PConv-YOLO checkpoint: it pickles Python classes ("),
+    (torch.nn.Conv2d(3, 4, 3), "it pickles Python classes (torch.nn.modules.conv.Conv2d), which PConv-YOLO never "
+                               "unpickles (that runs code from the file); to convert, load it in its own project "
+                               "and save plain values: torch.save({'model_yaml': <model YAML dict>, 'model': "
+                               "model.state_dict()}, 'new.pt')"),
 ])
-def test_bad_checkpoint_files_name_the_file(tmp_path, content, message):
+def test_bad_checkpoint_files_say_what_they_are(tmp_path, content, message):
     path = tmp_path / "weights.pt"
     if isinstance(content, bytes):
         path.write_bytes(content)
+    elif callable(content) and not isinstance(content, torch.nn.Module):
+        content(path)
     elif content is not None:
         torch.save(content, path)
-    with pytest.raises(UserInputError, match=message) as err:
+    with pytest.raises(UserInputError) as err:
         load_checkpoint(path)
-    assert str(path) in str(err.value)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text and "\x1b" not in text
 
 
 def test_load_model_rebuilds_from_yaml_and_prefers_ema(tmp_path):
