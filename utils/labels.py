@@ -195,7 +195,8 @@ def scan_labels(im_files: list[str], label_files: list[str], nc: int, prefix: st
     cached = load_label_cache(cache_file, h)
     if cached is None:
         cached = _scan(im_files, label_files, nc, prefix, workers)
-        save_label_cache(cache_file, h, cached)
+        if cache_file.parent.is_dir():  # no labels folder at all is said below, once, in its own words
+            save_label_cache(cache_file, h, cached)
     else:
         LOGGER.info(f"{prefix}labels from cache {cache_file}")
 
@@ -210,7 +211,11 @@ def scan_labels(im_files: list[str], label_files: list[str], nc: int, prefix: st
     LOGGER.info(f"{prefix}{report.summary()}")
     for m in report.messages:
         LOGGER.warning(f"{prefix}WARNING: {m}")
-    if keep and not any(len(all_labels[i]) for i in keep):
+    absent = _absent_label_folders(im_files, label_files)
+    for folder, (n, images) in absent.items():  # yolov5 goes on with these images as background; so do we
+        LOGGER.warning(f"{prefix}WARNING: labels folder {folder} does not exist: the {n} images in {images} are "
+                       f"background (labels go in a 'labels' folder beside 'images', see docs/data.md)")
+    if keep and not absent and not any(len(all_labels[i]) for i in keep):
         LOGGER.warning(f"{prefix}WARNING: no labels found next to {Path(im_files[0]).parent}: every image is "
                        f"background (labels go in a 'labels' folder beside 'images', see docs/data.md)")
     if not keep:
@@ -242,6 +247,19 @@ def _scan(im_files: list[str], label_files: list[str], nc: int, prefix: str, wor
         messages=np.array([r[4] for r in results]),
         report=np.array(report, dtype=np.int64),
     )
+
+
+def _absent_label_folders(im_files: list[str], label_files: list[str]) -> dict[Path, tuple[int, Path]]:
+    """Label folders that do not exist → (how many images point there, the images' folder)."""
+    exists: dict[Path, bool] = {}
+    absent: dict[Path, tuple[int, Path]] = {}
+    for im, lb in zip(im_files, label_files):
+        folder = Path(lb).parent
+        if folder not in exists:
+            exists[folder] = folder.is_dir()
+        if not exists[folder]:
+            absent[folder] = (absent.get(folder, (0,))[0] + 1, Path(im).parent)
+    return absent
 
 
 def _orphan_labels(label_files: list[str]) -> list[str]:
