@@ -38,6 +38,18 @@ class Frame:
     fps: float = 0.0
 
 
+def open_capture(factory: CaptureFactory, source: str | int) -> Any:
+    """factory(source) with OpenCV's own log silenced: a camera that is not there makes it print a block
+    (every backend it tried, a C++ exception text) above the one line that says what happened."""
+    log = cv2.utils.logging
+    previous = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        return factory(source)
+    finally:
+        log.setLogLevel(previous)
+
+
 def valid_fps(fps: float) -> float:
     return fps if math.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS
 
@@ -95,7 +107,7 @@ class LiveSource:
 
     def __init__(self, source: str | int, capture_factory: CaptureFactory = cv2.VideoCapture):
         self.path = str(source)
-        self.capture = capture_factory(source)
+        self.capture = open_capture(capture_factory, source)
         if not self.capture.isOpened():
             self.capture.release()
             what = f"camera {source} could not be opened (no such device?)" if isinstance(source, int) \

@@ -58,6 +58,18 @@ CaptureFactory = Callable[[Any], Capture]
 Resolver = Callable[..., list]
 
 
+def open_capture(factory: CaptureFactory, source: str | int) -> Capture:
+    """factory(source) with OpenCV's own log silenced: a camera that is not there makes it print a block
+    (every backend it tried, a C++ exception text) above the one line that says what happened."""
+    log = cv2.utils.logging
+    previous = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        return factory(source)
+    finally:
+        log.setLogLevel(previous)
+
+
 def suffix_of(path: str | Path) -> str:
     """Lower-case extension without the dot ('JPG' and 'jpg' are the same format)."""
     return Path(path).suffix[1:].lower()
@@ -224,7 +236,7 @@ class _NewestFrameReader:
                 cap.release()
                 if self.stop.wait(self.retry_delay):
                     break
-                cap = self.capture = self.factory(self.source)
+                cap = self.capture = open_capture(self.factory, self.source)
         except Exception as e:  # a broken capture backend must end the stream, not hang the consumer
             LOGGER.warning(f"WARNING: {self.name}: stream reader failed: {e}")
         finally:
@@ -250,7 +262,7 @@ class LiveSource:
         self.fps: list[float] = []
         for source in sources:
             name = f"camera {source}" if isinstance(source, int) else redact_url(source)
-            cap = capture_factory(source)
+            cap = open_capture(capture_factory, source)
             if not cap.isOpened():
                 for opened in [cap] + [r.capture for r in self.readers]:
                     opened.release()

@@ -237,3 +237,10 @@ def test_classes_the_model_lacks_are_refused(weights, tmp_path):
     assert proc.stderr.strip() == "error: --classes 99: no such class id; yolov5n-faster-person.pt has 1 class (id 0)"
     with pytest.raises(UserInputError, match=r"--classes 3 -1: no such class id; tiny.pt has 3 classes \(ids 0-2\)"):
         run([weights, weights], tmp_path, source=str(ROOT / "data/images/bus.jpg"), classes=[2, 3, -1])  # ensemble
+
+
+def test_missing_camera_stderr_is_our_line_only(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "detect.py"), "--source", "99", "--project", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: --source 99: camera 99 could not be opened (no such device?)\n"

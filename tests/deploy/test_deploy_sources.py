@@ -52,6 +52,14 @@ def test_camera_that_does_not_open_is_an_error():
         open_source("rtsp://camera.local/live", capture_factory=lambda _: FakeCapture(0))
 
 
+def test_missing_real_camera_prints_only_our_error(capfd):
+    """cv2.VideoCapture(99) logs every backend it tried (and a C++ exception) to stderr; only our line may show."""
+    level = cv2.utils.logging.getLogLevel()
+    with pytest.raises(DeployError, match="^--source 99: camera 99 could not be opened"):
+        open_source("99")
+    assert capfd.readouterr() == ("", "") and cv2.utils.logging.getLogLevel() == level
+
+
 def test_folder_in_order_skipping_unreadable_files(tmp_path):
     (tmp_path / "sub").mkdir()
     shutil.copy(ROOT / "data/images/bus.jpg", tmp_path / "sub" / "b.jpg")

@@ -202,6 +202,14 @@ def test_camera_that_does_not_open():
         open_source("3", capture_factory=lambda s: FakeCapture(opened=False))
 
 
+def test_missing_real_camera_prints_only_our_error(capfd):
+    """cv2.VideoCapture(99) logs every backend it tried (and a C++ exception) to stderr; only our line may show."""
+    level = cv2.utils.logging.getLogLevel()
+    with pytest.raises(UserInputError, match="^--source 99: camera 99 could not be opened"):
+        open_source("99", retries=0)
+    assert capfd.readouterr() == ("", "") and cv2.utils.logging.getLogLevel() == level
+
+
 @pytest.mark.parametrize("url", [
     "http://169.254.169.254/latest/meta-data/", "rtsp://127.0.0.1:8554/cam", "http://localhost/x.mjpg",
     "http://10.1.2.3/stream", "http://[::1]/s", "http://[::ffff:127.0.0.1]/s", "http://2130706433/s",
