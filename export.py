@@ -6,15 +6,18 @@ Usage (yolov5's flags):
     python export.py --weights best.pt --include tflite --half --int8 --data data/coco8.yaml --imgsz 320
     python export.py --weights best.pt --include onnx --nms          # post-NMS rows (B, topk_all, 6)
 
-Files go to runs/export/exp, exp2, ... (never over a user's files). After export every file is checked:
-raw outputs against PyTorch on the same letterboxed real images (max abs / max rel difference), CPU
-latency, and with --data its val mAP50-95 beside the .pt's. A summary table closes the run.
+Files go beside the checkpoint (runs/train/exp/weights/best.onnx next to best.pt, as yolov5 writes them);
+--project/--name choose a run folder instead (runs/export/exp, exp2, ...). An existing file is never replaced
+without --exist-ok. After export every file is checked: raw outputs against PyTorch on the same letterboxed
+real images (max abs / max rel difference), CPU latency, and with --data its val mAP50-95 beside the .pt's.
+A summary table closes the run.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,8 @@ from utils.dataset import check_dataset, create_dataloader, find_image_files  # 
 from utils.errors import UserInputError  # noqa: E402
 from utils.exporters import (FORMATS, ExportedFile, Parity, check_parity, check_writable_dir,  # noqa: E402
                              export_metadata, export_onnx, export_tflite, export_torchscript, file_size_mb,
-                             in_batches, letterboxed_batch, median_latency_ms, prepare_for_export, require_litert)
+                             in_batches, letterboxed_batch, median_latency_ms, prepare_for_export, require_litert,
+                             written_files)
 from utils.log import LOGGER  # noqa: E402
 from utils.predictor import check_imgsz  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
@@ -43,6 +47,7 @@ MAX_CALIBRATION_IMAGES = 300
 PARITY_IMAGES = 8
 SHIPPED_IMAGES = (ROOT / "data/images/bus.jpg", ROOT / "data/images/zidane.jpg")
 ONNX_OPSETS = range(11, 22)
+DEFAULT_PROJECT = ROOT / "runs/export"  # only with --project or --name: by default files go beside --weights
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,9 +69,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iou-thres", type=float, default=0.45, help="--nms: IoU threshold")
     p.add_argument("--conf-thres", type=float, default=0.25, help="--nms: confidence threshold")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the checks after export")
-    p.add_argument("--project", default=str(ROOT / "runs/export"), help="save to project/name")
-    p.add_argument("--name", default="exp", help="save to project/name")
-    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--project", default=None,
+                   help=f"save to project/name instead of beside --weights (default project: {DEFAULT_PROJECT})")
+    p.add_argument("--name", default=None, help="save to project/name (default name: exp)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="replace exported files that already exist; existing project/name ok, do not increment")
     return p.parse_args(argv)
 
 
@@ -126,30 +133,60 @@ def parity_images(data: dict | None) -> list[str]:
     return [str(f) for f in SHIPPED_IMAGES]
 
 
-def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor, save_dir: Path,
-               data: dict | None) -> list[ExportedFile]:
+def output_folder(opt: argparse.Namespace) -> Path:
+    """Beside --weights, where yolov5 and ultralytics write best.onnx and users' scripts look for it; a run
+    folder project/name (incremented unless --exist-ok) only when either flag is given."""
+    if opt.project is None and opt.name is None:
+        return check_writable_dir(Path(opt.weights).parent, "--weights", "pass --project to write elsewhere")
+    return check_writable_dir(increment_path(Path(opt.project or DEFAULT_PROJECT) / (opt.name or "exp"),
+                                             exist_ok=opt.exist_ok))
+
+
+def output_files(opt: argparse.Namespace, folder: Path) -> dict[str, Path]:
+    """{ExportedFile.label: path} for everything --include (with --half / --int8) asks for."""
     stem = Path(opt.weights).stem
+    files = {fmt: folder / f"{stem}.{fmt}" for fmt in ("torchscript", "onnx") if fmt in opt.include}
+    if "tflite" in opt.include:
+        files["tflite"] = folder / f"{stem}.tflite"
+        for precision in ["fp16"] * opt.half + ["int8"] * opt.int8:
+            files[f"tflite {precision}"] = folder / f"{stem}-{precision}.tflite"
+    return files
+
+
+def refuse_to_overwrite(files: dict[str, Path], exist_ok: bool) -> None:
+    """A second export must not silently replace a best.onnx that a user's script or device already uses."""
+    if exist_ok:
+        return
+    for path in files.values():
+        for written in written_files(path):
+            if written.exists():
+                raise UserInputError(f"{written}: already exists; pass --exist-ok to replace it, or --project/--name "
+                                     f"to write to a run folder instead")
+
+
+def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor, targets: dict[str, Path],
+               data: dict | None) -> list[ExportedFile]:
     imgsz, batch = tuple(im.shape[2:]), im.shape[0]
     precision = "fp16" if im.dtype == torch.float16 else "fp32"
     files = []
-    if "torchscript" in opt.include:
+    if "torchscript" in targets:
         LOGGER.info("TorchScript: tracing")
         meta = export_metadata(model, imgsz, batch, precision, opt.nms)
-        files.append(ExportedFile("torchscript", export_torchscript(model, im, save_dir / f"{stem}.torchscript", meta),
+        files.append(ExportedFile("torchscript", export_torchscript(model, im, targets["torchscript"], meta),
                                   precision))
-    if "onnx" in opt.include:
+    if "onnx" in targets:
         LOGGER.info(f"ONNX: torch.onnx.export (TorchScript-based exporter, dynamo=False), opset {opt.opset}")
         meta = export_metadata(model, imgsz, batch, precision, opt.nms)
-        path = export_onnx(model, im, save_dir / f"{stem}.onnx", meta, opt.opset, opt.dynamic, opt.simplify)
+        path = export_onnx(model, im, targets["onnx"], meta, opt.opset, opt.dynamic, opt.simplify)
         files.append(ExportedFile("onnx", path, precision))
-    if "tflite" in opt.include:
+    if "tflite" in targets:
         if opt.dynamic:
             LOGGER.warning("WARNING: --dynamic applies to ONNX only; the .tflite files have a fixed input size")
         tfl_model, tfl_im = model.float().cpu(), im.float().cpu()  # litert converts on CPU in fp32
         calibration = calibration_batches(data, imgsz, batch) if opt.int8 else None
-        wanted = ["fp32"] + ["fp16"] * opt.half + ["int8"] * opt.int8
-        outputs = {p: save_dir / (f"{stem}.tflite" if p == "fp32" else f"{stem}-{p}.tflite") for p in wanted}
-        LOGGER.info(f"TFLite: litert_torch.convert, then {', '.join(wanted)}")
+        outputs = {label[len("tflite "):] or "fp32": path for label, path in targets.items()
+                   if label.startswith("tflite")}
+        LOGGER.info(f"TFLite: litert_torch.convert, then {', '.join(outputs)}")
         meta = export_metadata(tfl_model, imgsz, batch, "fp32", opt.nms)
         for prec, path in export_tflite(tfl_model, tfl_im, outputs, meta, calibration).items():
             files.append(ExportedFile("tflite", path, prec))
@@ -165,16 +202,19 @@ def square_val_map(model: torch.nn.Module, data: dict, imgsz: int, batch: int) -
     return float(val.run(data=data, model=model, dataloader=loader, plots=False)[0][3])
 
 
-def file_map(path: Path, data: dict, imgsz: int, batch: int, device: str, save_dir: Path) -> float:
+def file_map(path: Path, data: dict, imgsz: int, batch: int, device: str) -> float:
+    """val mAP50-95 of one file; val's run folder is only a by-product here, so it lives in a temporary
+    folder instead of beside the user's weights."""
     import val
 
-    results = val.run(data=data, weights=str(path), imgsz=imgsz, batch_size=batch, device=device, workers=2,
-                      plots=False, project=save_dir / "val", name=path.name)
+    with tempfile.TemporaryDirectory(prefix="export-val-") as tmp:
+        results = val.run(data=data, weights=str(path), imgsz=imgsz, batch_size=batch, device=device, workers=2,
+                          plots=False, project=tmp, name=path.name)
     return float(results[0][3])
 
 
 def verify(opt: argparse.Namespace, files: list[ExportedFile], model: torch.nn.Module, pt_model: torch.nn.Module,
-           im: torch.Tensor, data: dict | None, save_dir: Path) -> list[dict[str, Any]]:
+           im: torch.Tensor, data: dict | None) -> list[dict[str, Any]]:
     """Parity, latency and (with --data) mAP of every file, beside the .pt's; returns the table rows."""
     imgsz, batch = tuple(im.shape[2:]), im.shape[0]
     batches = in_batches(letterboxed_batch(parity_images(data), imgsz), batch)
@@ -201,9 +241,9 @@ def verify(opt: argparse.Namespace, files: list[ExportedFile], model: torch.nn.M
         row = {"format": f.label, "file": f.path.name, "size_mb": file_size_mb(f.path), "max_abs": parity.max_abs,
                "max_rel": parity.max_rel, "latency_ms": median_latency_ms(backend, batches[0]), "map50_95": None}
         if with_map:
-            row["map50_95"] = file_map(f.path, data, imgsz[0], batch, opt.device, save_dir)
+            row["map50_95"] = file_map(f.path, data, imgsz[0], batch, opt.device)
             if backend.dynamic and rect_map is None:  # a dynamic file is validated on rect batches, like the .pt
-                rect_map = file_map(Path(opt.weights), data, imgsz[0], batch, opt.device, save_dir)
+                rect_map = file_map(Path(opt.weights), data, imgsz[0], batch, opt.device)
                 LOGGER.info(f"pytorch mAP50-95 on rect batches (what dynamic {f.label} saw): {rect_map:.4f}")
                 row["map50_95_pt_same_input"] = rect_map
         rows.append(row)
@@ -235,7 +275,9 @@ def export(opt: argparse.Namespace) -> dict[str, Any]:
     pt_model = load_model(opt.weights, "cpu")
     stride = int(max(pt_model.stride))
     imgsz = check_imgsz(opt.imgsz if len(opt.imgsz) > 1 else opt.imgsz[0], stride)
-    save_dir = check_writable_dir(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+    save_dir = output_folder(opt)
+    targets = output_files(opt, save_dir)
+    refuse_to_overwrite(targets, opt.exist_ok)
     data = check_dataset(opt.data) if opt.data else None
 
     model = prepare_for_export(pt_model, opt.nms, opt.topk_all, opt.conf_thres, opt.iou_thres).to(device)
@@ -246,13 +288,14 @@ def export(opt: argparse.Namespace) -> dict[str, Any]:
         shape = tuple(model(im).shape)
     LOGGER.info(f"PyTorch: {opt.weights} ({file_size_mb(Path(opt.weights)):.1f} MB), input {tuple(im.shape)}, "
                 f"output {shape}")
-    files = export_all(opt, model, im, save_dir, data)
+    files = export_all(opt, model, im, targets, data)
     model = model.float().to(device)
-    rows = verify(opt, files, model, pt_model.to(device), im.float(), data, save_dir) if opt.verify else []
+    rows = verify(opt, files, model, pt_model.to(device), im.float(), data) if opt.verify else []
     if rows:
         table = format_table(rows)
         LOGGER.info(f"\nExport summary ({device.type}, {torch.get_num_threads()} threads):\n{table}")
-        (save_dir / "summary.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        if opt.project is not None or opt.name is not None:  # a run folder is ours; the weights folder is not
+            (save_dir / "summary.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     LOGGER.info(f"Export complete: {', '.join(str(f.path) for f in files)}")
     return {"save_dir": save_dir, "files": files, "rows": rows}
 

@@ -1,6 +1,6 @@
 """deploy/ runner vs detect.py, end to end on a video with the same exported files (ONNX, TFLite), one run.
 
-Usage: python benchmarks/bench_deploy.py [--source ../shared/media/people_6s.mp4] [--model yolov5n-faster]
+Usage: python benchmarks/bench_deploy.py [--source data/videos/people_6s.mp4] [--model yolov5n-faster]
                                          [--imgsz 640] [--formats onnx tflite] [--rounds 2] [--threads 2]
 
 An untrained models/<model>.yaml (nc=80; speed does not depend on the weights) has its head biases set so that
@@ -64,7 +64,7 @@ report(t0, detect.run(weights=[sys.argv[1]], source=sys.argv[2], conf_thres=floa
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--source", default=str(ROOT.parent / "shared/media/people_6s.mp4"), help="video file")
+    p.add_argument("--source", default=str(ROOT / "data/videos/people_6s.mp4"), help="video file")
     p.add_argument("--model", default="yolov5n-faster", help="model YAML name in models/")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--formats", nargs="+", default=["onnx", "tflite"], choices=["onnx", "tflite"])
@@ -106,8 +106,7 @@ def export_files(model_name: str, imgsz: int, formats: list[str], folder: Path, 
             conv.weight.view(detect_head.na, -1, *conv.weight.shape[1:])[:, :4] *= 0.1  # anchor-sized boxes
             conv.bias.view(detect_head.na, -1)[:, :4] = 0
     weights = save_checkpoint(build_checkpoint(model), folder / f"{model_name}.pt")
-    files = export.run(weights=str(weights), include=formats, imgsz=[imgsz], verify=False,
-                       project=str(folder / "export"))["files"]
+    files = export.run(weights=str(weights), include=formats, imgsz=[imgsz], verify=False)["files"]  # beside .pt
     return {f.fmt: f.path for f in files}
 
 

@@ -116,8 +116,9 @@ def test_readme_walkthrough_runs_line_by_line(tmp_path):
                     "detect.py", "-m", "torchrun"]
     epochs = [int(float(row.split(",")[0])) for row in (repo / "runs/train/exp/results.csv").read_text().splitlines()[1:]]
     assert epochs == [0, 1, 2]  # resumed to the same final epoch, each epoch logged once
-    exported = repo / "runs/export/exp"
+    exported = weights  # beside best.pt, where yolov5 writes them
     assert (exported / "best.onnx").stat().st_size > 0 and (exported / "best.tflite").stat().st_size > 0
+    assert not (repo / "runs/export").exists()
     n_frames = video_frames(repo / "my-video.mp4")
     for run_dir in ("exp", "exp2", "exp3"):  # detect .pt, detect .onnx, deploy .tflite (the webcam made none)
         assert video_frames(repo / "runs/detect" / run_dir / "my-video.mp4") == n_frames

@@ -133,15 +133,26 @@ def export_metadata(model: nn.Module, imgsz: tuple[int, int], batch: int, precis
     return meta
 
 
-def check_writable_dir(folder: Path, flag: str = "--project") -> Path:
+def check_writable_dir(folder: Path, flag: str = "--project", hint: str = "") -> Path:
     """Create `folder` and prove a file can be written there (root ignores permission bits, so try it)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test"):
             pass
     except OSError as e:
-        raise UserInputError(f"{flag} {folder}: output folder is not writable ({e.strerror or e})") from None
+        raise UserInputError(f"{flag} {folder}: output folder is not writable ({e.strerror or e})"
+                             f"{'; ' + hint if hint else ''}") from None
     return folder
+
+
+def tflite_sidecar(path: Path) -> Path:
+    """The metadata JSON written next to a .tflite (best.tflite → best.json), where utils.backends looks."""
+    return path.with_suffix(".json")
+
+
+def written_files(path: Path) -> list[Path]:
+    """Every file exporting to `path` writes: the file, plus the metadata sidecar for TFLite."""
+    return [path, tflite_sidecar(path)] if path.suffix == ".tflite" else [path]
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
@@ -222,7 +233,7 @@ def export_tflite(model: nn.Module, im: torch.Tensor, outputs: dict[str, Path], 
             else:
                 quantize_tflite(float_file, path, precision, calibration)
             meta = {**metadata, "precision": precision, "layout": layout}
-            path.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            tflite_sidecar(path).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return outputs
 
 

@@ -14,6 +14,7 @@ import detect
 import export
 import val
 from models.yolo import DetectionModel
+from utils.backends import load_backend
 from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.dataset import check_dataset
 from utils.errors import UserInputError
@@ -97,6 +98,43 @@ def test_anchor_free_checkpoint_exports_and_verifies_like_the_others(tmp_path):
     assert rows["onnx"]["max_abs"] < 1e-3 and rows["tflite"]["max_abs"] < 1e-3  # box pixels at 64
     for fmt in ("onnx", "tflite"):
         assert rows[fmt]["map50_95"] == pytest.approx(rows["pytorch"]["map50_95"], abs=1e-3)
+
+
+def test_default_writes_beside_the_checkpoint_and_never_over_a_file(checkpoint, tmp_path):
+    """best.onnx lands next to best.pt (yolov5's place, where users' scripts look); verification leaves nothing
+    else there; a second export refuses to replace the file unless --exist-ok says so."""
+    weights = tmp_path / "weights" / "best.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(checkpoint.read_bytes())
+    out = export.run(weights=str(weights), include=["onnx"], imgsz=[IMGSZ], data=str(COCO8))
+    assert out["save_dir"] == weights.parent and out["files"][0].path == weights.parent / "best.onnx"
+    assert out["rows"][1]["map50_95"] is not None  # val ran, in a temporary folder
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["best.onnx", "best.pt"]
+
+    (weights.parent / "best.onnx").write_bytes(b"the user's deployed file")
+    with pytest.raises(UserInputError) as e:
+        export.run(weights=str(weights), include=["onnx"], imgsz=[IMGSZ], verify=False)
+    assert str(e.value) == (f"{weights.parent / 'best.onnx'}: already exists; pass --exist-ok to replace it, "
+                            f"or --project/--name to write to a run folder instead")
+    assert (weights.parent / "best.onnx").read_bytes() == b"the user's deployed file"
+    export.run(weights=str(weights), include=["onnx"], imgsz=[IMGSZ], verify=False, exist_ok=True)
+    assert load_backend(weights.parent / "best.onnx").imgsz == (IMGSZ, IMGSZ)  # a real export again
+
+
+def test_tflite_refuses_when_only_its_metadata_sidecar_exists(checkpoint, tmp_path):
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(checkpoint.read_bytes())
+    (tmp_path / "best.json").write_text("{}")  # best.tflite's sidecar: replacing it would change another file
+    with pytest.raises(UserInputError, match="best.json: already exists; pass --exist-ok"):
+        export.run(weights=str(weights), include=["tflite"], imgsz=[IMGSZ], verify=False)
+
+
+def test_project_or_name_choose_a_fresh_run_folder(checkpoint, tmp_path):
+    first = export.run(weights=str(checkpoint), include=["onnx"], imgsz=[IMGSZ], project=str(tmp_path))
+    second = export.run(weights=str(checkpoint), include=["onnx"], imgsz=[IMGSZ], project=str(tmp_path))
+    assert (first["save_dir"], second["save_dir"]) == (tmp_path / "exp", tmp_path / "exp2")
+    assert (second["save_dir"] / "tiny.onnx").is_file() and (second["save_dir"] / "summary.json").is_file()
+    assert not (checkpoint.parent / "tiny.onnx").exists()
 
 
 def _detect_rows(weights: Path, project: Path) -> np.ndarray:
