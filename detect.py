@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 
 from deploy.outputs import Viewer  # noqa: E402  (torch-free, shared with the edge runner)
 from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
-from utils.checkpoint import trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -52,7 +51,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    help="file/dir/glob/.txt/.streams/URL/camera index (default: shipped images + video)")
     p.add_argument("--data", type=str, default=None, help="data YAML, for class names a model file lacks")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
-                   help="inference size h,w (default: the size a .pt was trained at, else 640)")
+                   help="inference size h,w (default: the size a .pt was trained at or a file exported at, else 640)")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
@@ -170,8 +169,7 @@ def detect(opt: argparse.Namespace) -> Path:
     """Run the whole detection job described by `opt`; return the run folder."""
     if not opt.weights:
         raise UserInputError("--weights: give a model file (.pt, .torchscript, .onnx or .tflite)")
-    imgsz = opt.imgsz or trained_imgsz(opt.weights[0])
-    detector = Detector(opt.weights, device=opt.device, imgsz=imgsz, conf=opt.conf_thres, iou=opt.iou_thres,
+    detector = Detector(opt.weights, device=opt.device, imgsz=opt.imgsz, conf=opt.conf_thres, iou=opt.iou_thres,
                         classes=opt.classes, agnostic=opt.agnostic_nms, max_det=opt.max_det, half=opt.half,
                         augment=opt.augment, data=opt.data)
     loader = open_source(opt.source, vid_stride=opt.vid_stride, allow_local_streams=opt.allow_local_streams)

@@ -46,7 +46,8 @@ def custom(path: str, autoshape: bool = True, device: str | None = None, **detec
     """A trained checkpoint (or exported .onnx / .torchscript / .tflite) as a Detector.
 
     detector_options are utils.predictor.Detector's: conf, iou, imgsz, classes (a class filter here),
-    agnostic, max_det, half, augment, data.
+    agnostic, max_det, half, augment, data. Without imgsz it runs at the size detect.py picks: the one the
+    checkpoint was trained at (an exported file: the one it was exported at).
     """
     if not autoshape:
         return utils.checkpoint.load_model(path, device or "cpu")

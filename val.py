@@ -24,7 +24,6 @@ from tqdm import tqdm
 from utils.assets import DEMO_DATA, DEMO_WEIGHTS
 from utils.backends import Backend, load_backend
 from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
-from utils.checkpoint import trained_imgsz
 from utils.cli import run_cli
 from utils.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
 from utils.dataset import check_dataset, create_dataloader
@@ -32,6 +31,7 @@ from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.metric_plots import plot_ap_curves, plot_confusion_matrix
 from utils.metrics import IOU_THRESHOLDS, APResult, ConfusionMatrix, ap_per_class, match_predictions
+from utils.predictor import default_imgsz
 from utils.runs import increment_path
 from utils.torch_utils import select_device
 from utils.tta import predict_augmented
@@ -178,19 +178,20 @@ class _Scorer:
         return ap_per_class(tp, conf, pred_cls, target_cls), labels_per_class, images_per_class
 
 
-def _open_for_cli(weights: str | Path | None, device: torch.device, half: bool, imgsz: int,
+def _open_for_cli(weights: str | Path | None, device: torch.device, half: bool, imgsz: int | None,
                   augment: bool) -> tuple[Backend, int]:
-    """The model behind --weights and the input size it will run at (a stride multiple, or its export size)."""
+    """The model behind --weights and the input size it will run at (a stride multiple, or its export size);
+    imgsz None: the model's own size, as detect.py picks it."""
     if weights is None:
         raise UserInputError("--weights: give a model file to validate (.pt, .torchscript, .onnx or .tflite)")
     backend = load_weights(weights, device, half)
     if backend.dynamic:
-        return backend, round_imgsz_to_stride(imgsz, backend.stride)
+        return backend, round_imgsz_to_stride(imgsz or default_imgsz(backend)[0], backend.stride)
     fixed = backend.imgsz
     if fixed[0] != fixed[1]:
         raise UserInputError(f"--weights {weights}: exported at {fixed[1]}x{fixed[0]}; val needs a square "
                              f"input, re-export with a single --imgsz")
-    if imgsz != fixed[0]:
+    if imgsz is not None and imgsz != fixed[0]:  # only news when the user asked for another size
         LOGGER.warning(f"WARNING: --imgsz {imgsz}: {backend.path.name} takes {fixed[0]} only, using that")
     if augment:
         raise UserInputError(f"--augment: {backend.path.name} has a fixed input size; TTA needs a .pt model")
@@ -223,7 +224,7 @@ def run(
     data: str | Path | dict = ROOT / "data/coco8.yaml",
     weights: str | Path | list[str | Path] | None = None,
     batch_size: int = 32,
-    imgsz: int = 640,
+    imgsz: int | None = None,
     conf_thres: float = 0.001,
     iou_thres: float = 0.6,
     max_det: int = 300,
@@ -376,7 +377,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: the demo model)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
-                        help="inference size (pixels; default: the size a .pt was trained at, else 640)")
+                        help="inference size (pixels; default: the size a .pt was trained at or a file "
+                             "exported at, else 640)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
@@ -404,7 +406,6 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     opt = parse_opt(argv)
-    opt.imgsz = opt.imgsz or trained_imgsz(opt.weights[0])
     run(**vars(opt))  # several --weights validate as one ensemble, as in yolov5
 
 

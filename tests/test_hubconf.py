@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import detect
 import hubconf
 from models.yolo import DetectionModel, load_model_yaml
 from utils.checkpoint import build_checkpoint, save_checkpoint
@@ -77,3 +78,20 @@ def test_a_foreign_utils_package_is_named(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "utils", foreign)
     with pytest.raises(ImportError, match="a different 'utils' package is already imported .*other_project"):
         hubconf._check_no_foreign_packages()
+
+
+def test_custom_and_detect_share_the_checkpoint_trained_size(tmp_path, log_text):
+    """A checkpoint trained at 96 runs at 96 from torch.hub as from detect.py (not at 640); imgsz= still wins."""
+    torch.manual_seed(0)
+    cfg = load_model_yaml(ROOT / "models/yolov5n-faster.yaml")
+    cfg["width_multiple"] = 0.0625
+    model = DetectionModel(cfg, nc=2)
+    model.names = ["blob", "bus"]
+    weights = save_checkpoint(build_checkpoint(model, opt={"imgsz": 96}), tmp_path / "best.pt")
+    bus = str(ROOT / "data/images/bus.jpg")
+
+    hub_shape = hubconf.custom(str(weights))(bus)[0].input_shape
+    assert hub_shape == (1, 3, 96, 96)  # 1080x810 (h x w) into 96: 96x72, padded to the stride: 96x96
+    detect.run(weights=[str(weights)], source=bus, nosave=True, project=str(tmp_path / "detect"))
+    assert f"NMS per image at shape {hub_shape}" in log_text.text
+    assert hubconf.custom(str(weights), imgsz=64)(bus)[0].input_shape == (1, 3, 64, 64)

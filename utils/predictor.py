@@ -24,6 +24,7 @@ import yaml
 from utils.augment import letterbox
 from utils.backends import Backend, check_class_ids, load_backend
 from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
+from utils.checkpoint import trained_imgsz
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.sources import Frame, is_live_source, open_source
@@ -136,10 +137,20 @@ def check_imgsz(imgsz: int | Iterable[int], stride: int) -> tuple[int, int]:
     return rounded
 
 
+def default_imgsz(backend: Backend) -> tuple[int, int]:
+    """The size a model runs at when no --imgsz is given, for detect.py, torch.hub and val alike: an exported
+    file's own size (for a dynamic ONNX, the size stored at export), else the size a .pt checkpoint was trained
+    at (its boxes are best there), else 640."""
+    if backend.imgsz is not None:
+        return tuple(backend.imgsz)
+    size = trained_imgsz(backend.path)
+    return size, size
+
+
 class Detector:
     """Load a model once; detect objects in images, frames, paths, folders, videos and streams."""
 
-    def __init__(self, weights: str | Path, device: str = "", imgsz: int | Iterable[int] = 640,
+    def __init__(self, weights: str | Path, device: str = "", imgsz: int | Iterable[int] | None = None,
                  conf: float = 0.25, iou: float = 0.45, classes: list[int] | None = None, agnostic: bool = False,
                  max_det: int = 1000, half: bool = False, augment: bool = False, data: str | Path | None = None,
                  warmup: bool = True):
@@ -179,14 +190,19 @@ class Detector:
                                f"using the model's")
         return names
 
-    def _resolve_imgsz(self, imgsz: int | Iterable[int]) -> tuple[int, int]:
-        if self.backend.dynamic or self.backend.imgsz is None:
-            return check_imgsz(imgsz, self.backend.stride)
+    def _resolve_imgsz(self, imgsz: int | Iterable[int] | None) -> tuple[int, int]:
+        """imgsz None (no --imgsz): the model's own size, see default_imgsz. A fixed-size file always runs at its
+        size; saying so is only news when the user asked for another one."""
+        fixed = None if self.backend.dynamic else self.backend.imgsz
+        if imgsz is None:
+            return fixed or check_imgsz(default_imgsz(self.backend), self.backend.stride)
         requested = check_imgsz(imgsz, self.backend.stride)
-        if requested != self.backend.imgsz:
-            LOGGER.info(f"{self.backend.path.name} was exported at {list(self.backend.imgsz)}; using that size "
+        if fixed is None:
+            return requested
+        if requested != fixed:
+            LOGGER.info(f"{self.backend.path.name} was exported at {list(fixed)}; using that size "
                         f"instead of --imgsz {list(requested)}")
-        return self.backend.imgsz
+        return fixed
 
     def _tta_possible(self) -> bool:
         """TTA rescales the input and merges raw predictions, so it needs a dynamic model without NMS inside."""

@@ -195,6 +195,22 @@ def test_val_accepts_each_file_with_the_pt_boxes(exported, checkpoint, tmp_path)
         assert out_map == pytest.approx(ref_map, abs=1e-3), label
 
 
+def test_export_size_is_mentioned_only_when_another_imgsz_was_asked(exported, tmp_path, log_text):
+    """Without --imgsz a file simply runs at its size; with another --imgsz, detect and val say which one wins."""
+    onnx_file = str(_files(exported)["onnx"])
+    speed = ["--weights", onnx_file, "--data", str(COCO8), "--task", "speed", "--workers", "0", "--batch-size", "4",
+             "--project", str(tmp_path / "val")]
+    detect.run(weights=[onnx_file], source=str(BUS), nosave=True, project=str(tmp_path / "detect"))
+    val.main(speed)
+    assert "instead of --imgsz" not in log_text.text and "only, using that" not in log_text.text
+    assert f"at shape (1, 3, {IMGSZ}, {IMGSZ})" in log_text.text and f"shape (4, 3, {IMGSZ}, {IMGSZ})" in log_text.text
+    detect.run(weights=[onnx_file], source=str(BUS), nosave=True, project=str(tmp_path / "detect"), imgsz=[320])
+    val.main([*speed, "--imgsz", "320"])
+    assert f"tiny.onnx was exported at [{IMGSZ}, {IMGSZ}]; using that size instead of --imgsz [320, 320]" \
+        in log_text.text
+    assert f"WARNING: --imgsz 320: tiny.onnx takes {IMGSZ} only, using that" in log_text.text
+
+
 def test_bad_input_messages(checkpoint, tmp_path):
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("hello")
