@@ -150,7 +150,7 @@ class YOLODataset(Dataset):
             raise UserInputError(f"{prefix}{path}: no images found (looked for {', '.join(sorted(IMG_FORMATS))})")
         label_files = [image_to_label_path(f) for f in im_files]
         self.im_files, self.labels, self.shapes, self.report = scan_labels(
-            im_files, label_files, nc, prefix, workers)
+            im_files, label_files, None if single_cls else nc, prefix, workers)
         self.label_files = [image_to_label_path(f) for f in self.im_files]
         if single_cls:
             for lb in self.labels:

@@ -52,7 +52,7 @@ class VerificationReport:
                 f"{self.orphan} labels without image")
 
 
-def verify_sample(args: tuple[str, str, int]) -> tuple:
+def verify_sample(args: tuple[str, str, int | None]) -> tuple:
     """Check one image + label pair; runs in a worker process.
 
     Returns (im_file, labels (n,5) float32 or None if corrupt, (w, h), status, message) with status
@@ -97,7 +97,7 @@ def _pil_open(path: str) -> Image.Image:
     return getattr(patches, "_image_open", Image.open)(path)
 
 
-def _parse_label_text(text: str, nc: int) -> tuple[np.ndarray, str]:
+def _parse_label_text(text: str, nc: int | None) -> tuple[np.ndarray, str]:
     """Rows 'cls cx cy w h' (or 'cls x1 y1 x2 y2 ...' polygons → box) → (n,5) float32, or a problem."""
     boxes = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -116,7 +116,9 @@ def _parse_label_text(text: str, nc: int) -> tuple[np.ndarray, str]:
         cls = values[0]
         if cls != int(cls):
             return np.zeros((0, 5), np.float32), f"line {lineno}: class id {parts[0]} is not an integer"
-        if not 0 <= cls < nc:
+        if nc is None and cls < 0:
+            return np.zeros((0, 5), np.float32), f"line {lineno}: class id {parts[0]} is negative"
+        if nc is not None and not 0 <= cls < nc:
             return np.zeros((0, 5), np.float32), f"line {lineno}: class id {parts[0]} outside [0, {nc - 1}]"
         coords = np.array(values[1:], dtype=np.float64)
         if (coords < -COORD_TOLERANCE).any() or (coords > 1 + COORD_TOLERANCE).any():
@@ -186,9 +188,12 @@ def save_label_cache(path: Path, hash_: str, data: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def scan_labels(im_files: list[str], label_files: list[str], nc: int, prefix: str = "",
+def scan_labels(im_files: list[str], label_files: list[str], nc: int | None, prefix: str = "",
                 workers: int = 2) -> tuple[list[str], list[np.ndarray], np.ndarray, VerificationReport]:
-    """Verify every sample (cache first), log the report, and return only the usable samples."""
+    """Verify every sample (cache first), log the report, and return only the usable samples.
+
+    nc None accepts any non-negative class id: --single-cls, where yolov5 maps every class to 0.
+    """
     cache_file = cache_path_for(label_files)
     orphans = _orphan_labels(label_files)
     h = files_hash(im_files + label_files + orphans) + f"-nc{nc}"
@@ -225,7 +230,7 @@ def scan_labels(im_files: list[str], label_files: list[str], nc: int, prefix: st
     return files, [all_labels[i] for i in keep], cached["shapes"][keep].astype(np.int64), report
 
 
-def _scan(im_files: list[str], label_files: list[str], nc: int, prefix: str, workers: int) -> dict:
+def _scan(im_files: list[str], label_files: list[str], nc: int | None, prefix: str, workers: int) -> dict:
     """Run verify_sample over all pairs in worker processes, with a progress bar."""
     args = [(f, lb, nc) for f, lb in zip(im_files, label_files)]
     desc = f"{prefix}Scanning {Path(label_files[0]).parent}"
