@@ -30,7 +30,8 @@ from utils.dataset import check_dataset, create_dataloader
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.metric_plots import plot_ap_curves, plot_confusion_matrix
-from utils.metrics import IOU_THRESHOLDS, APResult, ConfusionMatrix, ap_per_class, match_predictions
+from utils.metrics import (IOU_THRESHOLDS, MATCHING_NOTES, MATCHING_RULES, APResult, ConfusionMatrix, ap_per_class,
+                           score_image)
 from utils.predictor import default_imgsz
 from utils.runs import increment_path
 from utils.torch_utils import select_device
@@ -142,8 +143,9 @@ class _Scorer:
     """Collects what each validated image contributes: TP flags, confusion counts, txt / json outputs."""
 
     def __init__(self, nc: int, cat_ids: list[int], confusion: bool, txt_dir: Path | None, save_conf: bool,
-                 save_json: bool):
+                 save_json: bool, matching: str = "coco"):
         self.nc, self.cat_ids, self.txt_dir, self.save_conf, self.save_json = nc, cat_ids, txt_dir, save_conf, save_json
+        self.matching = matching
         self.confusion = ConfusionMatrix(nc=nc) if confusion else None
         self.stats: list[tuple] = []  # (tp (n, 10), conf (n,), pred cls (n,), label cls (m,)) per image
         self.json_rows: list[dict] = []
@@ -156,10 +158,9 @@ class _Scorer:
         predn = torch.cat((predn, pred[:, 4:]), 1)
         tbox = scale_boxes(im_hw, xywh_to_xyxy(labels[:, 1:5]), shape0, ratio_pad)
         labelsn = torch.cat((labels[:, 0:1], tbox), 1)
-        correct = match_predictions(predn, labelsn, IOU_THRESHOLDS.to(pred.device))
         if self.confusion is not None:
             self.confusion.process_batch(predn, labelsn)
-        self.stats.append((correct.cpu(), pred[:, 4].cpu(), pred[:, 5].cpu(), labels[:, 0].cpu()))
+        self.stats.append(tuple(x.cpu() for x in score_image(predn, labelsn, self.matching)))
         self.image_ids.append(image_id(path))
         if self.txt_dir is not None:
             _save_txt(predn, shape0, self.save_conf, self.txt_dir / f"{path.stem}.txt")
@@ -198,10 +199,13 @@ def _open_for_cli(weights: str | Path | None, device: torch.device, half: bool, 
     return backend, fixed[0]
 
 
-def _check_numbers(task: str, conf_thres: float, iou_thres: float, max_det: int, batch_size: int) -> None:
-    """Flag values that would otherwise fail deep inside NMS or the dataloader."""
+def _check_numbers(task: str, conf_thres: float, iou_thres: float, max_det: int, batch_size: int,
+                   matching: str = "coco") -> None:
+    """Flag values that would otherwise fail deep inside NMS, the dataloader or the scorer."""
     if task not in TASKS:
         raise UserInputError(f"--task {task}: expected one of {', '.join(TASKS)}")
+    if matching not in MATCHING_RULES:
+        raise UserInputError(f"--matching {matching}: expected one of {', '.join(MATCHING_RULES)}")
     for flag, value in (("--conf-thres", conf_thres), ("--iou-thres", iou_thres)):
         if not 0.0 <= value <= 1.0:
             raise UserInputError(f"{flag} {value}: must be between 0 and 1")
@@ -247,13 +251,15 @@ def run(
     save_dir: str | Path = "",
     plots: bool = True,
     compute_loss: Any = None,
+    matching: str = "coco",
 ) -> tuple[tuple[float, ...], np.ndarray, tuple[float, float, float]]:
     """Validate `weights` (CLI) or a live `model` (training) and return yolov5's (results, maps, times).
 
     results = (mp, mr, map50, map50-95, box_loss, obj_loss, cls_loss); maps = per-class mAP50-95 (the
     overall mAP for classes without labels); times = ms per image for pre-process, inference, NMS.
+    matching picks which detections are TPs: "coco" (pycocotools' rule, its mAP) or "yolo" (yolov5's, to compare).
     """
-    _check_numbers(task, conf_thres, iou_thres, max_det, batch_size)
+    _check_numbers(task, conf_thres, iou_thres, max_det, batch_size, matching)
     training = model is not None
     if isinstance(weights, (list, tuple)) and len(weights) == 1:  # --weights a.pt; a.pt b.pt is an ensemble
         weights = weights[0]
@@ -291,7 +297,8 @@ def run(
             forward_model.warmup((imgsz, imgsz))
 
     scorer = _Scorer(nc, category_ids(list(data["names"])), confusion=plots,
-                     txt_dir=save_dir / "labels" if save_txt else None, save_conf=save_conf, save_json=save_json)
+                     txt_dir=save_dir / "labels" if save_txt else None, save_conf=save_conf, save_json=save_json,
+                     matching=matching)
     timers = [_Timer(device), _Timer(device), _Timer(device)]  # pre-process, inference, NMS
     loss = torch.zeros(3, device=device)
     pbar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
@@ -334,6 +341,7 @@ def run(
                    per_class=(verbose or (nc < 50 and not training)) and nc > 1 and len(result.classes) > 0)
     times = tuple(t.total / max(seen, 1) * 1e3 for t in timers)
     if not training:
+        LOGGER.info(f"mAP matching: {matching} ({MATCHING_NOTES[matching]})")
         LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape "
                     f"{(batch_size, 3, imgsz, imgsz)}" % times)
     if plots:
@@ -341,7 +349,7 @@ def run(
         plot_ap_curves(result, names, save_dir)
     if save_json:
         _write_and_check_json(scorer.json_rows, save_dir / f"{weights_stem}_predictions.json", annotations,
-                              ours=(result.map, result.map50), img_ids=scorer.image_ids)
+                              ours=(result.map, result.map50), img_ids=scorer.image_ids, matching=matching)
     if training:
         model.train(was_training)
     else:
@@ -355,7 +363,7 @@ def run(
 
 
 def _write_and_check_json(rows: list[dict], path: Path, annotations: Path | None,
-                          ours: tuple[float, float], img_ids: list) -> dict | None:
+                          ours: tuple[float, float], img_ids: list, matching: str = "coco") -> dict | None:
     """Write COCO detections; with an annotation file, print pycocotools' mAPs beside ours."""
     path.write_text(json.dumps(rows))
     LOGGER.info(f"Saving {path} ({len(rows)} detections)")
@@ -365,7 +373,7 @@ def _write_and_check_json(rows: list[dict], path: Path, annotations: Path | None
     coco = evaluate_coco(annotations, rows, img_ids=img_ids)
     LOGGER.info(coco["summary"].rstrip())
     LOGGER.info(f"pycocotools mAP50-95 {coco['map']:.4f}  mAP50 {coco['map50']:.4f}   "
-                f"(ours {ours[0]:.4f}  {ours[1]:.4f})")
+                f"(ours, {matching} matching: {ours[0]:.4f}  {ours[1]:.4f})")
     return coco
 
 
@@ -398,6 +406,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default="exp", help="save to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference")
+    parser.add_argument("--matching", choices=MATCHING_RULES, default=MATCHING_RULES[0],
+                        help="TP matching: coco = pycocotools' rule and maxDets=100 (its mAP), yolo = yolov5's "
+                             "highest-IoU-first rule (to compare with yolov5 / ultralytics numbers)")
     opt = parser.parse_args(argv)
     opt.save_json |= bool(opt.coco_json)
     opt.save_txt |= opt.save_conf

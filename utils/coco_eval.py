@@ -46,6 +46,27 @@ def detections_to_coco(det: torch.Tensor | np.ndarray, img_id: int | str, cat_id
              "score": round(float(s), 5)} for box, s, c in zip(xywh, det[:, 4], det[:, 5])]
 
 
+def yolo_ground_truth(split: str | Path | list, nc: int) -> list[tuple[int | str, int, int, np.ndarray]]:
+    """(image_id, width, height, labels cls x1 y1 x2 y2 in pixels) per image of a split, for labels_to_coco_gt.
+
+    Labels are read as the dataloader reads them (utils.labels.verify_sample: EXIF-rotated size, duplicate rows
+    dropped, corrupt pairs skipped); an image without labels stays, so detections on it count as FPs.
+    """
+    from utils.dataset import find_image_files
+    from utils.labels import image_to_label_path, verify_sample
+
+    out = []
+    for f in find_image_files(split):
+        _, rows, (w, h), _, _ = verify_sample((f, image_to_label_path(f), nc))
+        if rows is None:
+            continue
+        rows = rows.astype(np.float64)
+        xyxy = np.stack(((rows[:, 1] - rows[:, 3] / 2) * w, (rows[:, 2] - rows[:, 4] / 2) * h,
+                         (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h), 1)
+        out.append((image_id(f), w, h, np.concatenate((rows[:, :1], xyxy), 1)))
+    return out
+
+
 def labels_to_coco_gt(images: list[tuple[int | str, int, int, np.ndarray]], cat_ids: list[int],
                       names: list[str]) -> dict:
     """Ground truth as a COCO annotation dict from (image_id, width, height, labels cls x1 y1 x2 y2 px) tuples.

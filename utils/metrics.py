@@ -1,9 +1,15 @@
 """Detection metrics: prediction/label matching, COCO-style AP, confusion matrix, fitness.
 
 AP is COCO's: the precision envelope (best precision at any recall ≥ r) read at 101 recall points
-r = 0, 0.01, ..., 1 and averaged, so hand-built cases have exact answers and the numbers line up with
-pycocotools. Matching follows yolov5 (globally highest IoU first, one label per prediction and one
-prediction per label), which differs from COCO's score-ordered greedy match only in rare ties.
+r = 0, 0.01, ..., 1 and averaged, so hand-built cases have exact answers. Two matching rules decide which
+detections are true positives (`MATCHING_RULES`):
+- "coco" (the default): pycocotools' evaluateImg rule, so val's mAP is the number pycocotools gives on the same
+  detections. Per image and class only the 100 highest-scoring detections count (its maxDets=100); in descending
+  score they each take the best-IoU ground truth still unmatched at that threshold (IoU ties: the later label).
+  YOLO labels carry no crowd flag, so pycocotools' crowd/ignore branches never apply.
+- "yolo": yolov5 / ultralytics (globally highest IoU first, every detection counts). A low-scoring box that
+  overlaps a label better takes it from a high-scoring one, which makes the high-scoring box an FP: for weak
+  models with many overlapping boxes this gives a much lower mAP than COCO's rule (see docs/val.md).
 """
 from __future__ import annotations
 
@@ -17,6 +23,11 @@ from utils.boxes import box_iou
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # mAP50-95
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds
 CONF_GRID = np.linspace(0.0, 1.0, 1000)  # confidences at which P, R and F1 curves are read
+MATCHING_RULES = ("coco", "yolo")  # val --matching; the first is the default
+MATCHING_NOTES = {"coco": "COCO rule: by score, best-IoU free label, max 100 detections per image and class "
+                          "(as pycocotools)",
+                  "yolo": "yolov5/ultralytics rule: highest IoU first, all detections"}
+COCO_MAX_DETS = 100  # pycocotools' maxDets for its headline AP
 
 
 def _one_to_one(pairs: np.ndarray) -> np.ndarray:
@@ -29,25 +40,73 @@ def _one_to_one(pairs: np.ndarray) -> np.ndarray:
     return pairs
 
 
+def _match_coco(iou: np.ndarray, conf: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """pycocotools' greedy match; iou (m labels, n detections) is -1 across classes. Returns bool (n, t)."""
+    correct = np.zeros((iou.shape[1], len(thresholds)), dtype=bool)
+    taken = np.zeros((len(thresholds), iou.shape[0]), dtype=bool)  # label claimed, per threshold
+    reach = iou.max(0) >= thresholds.min()  # detections that can match anything at all
+    for d in np.argsort(-conf, kind="stable"):  # pycocotools sorts scores with a stable mergesort too
+        if not reach[d]:
+            continue
+        free = (iou[:, d] >= thresholds[:, None]) & ~taken  # (t, m)
+        hit = free.any(1)
+        # best IoU among free labels; on a tie pycocotools keeps the later label, so search from the end
+        best = iou.shape[0] - 1 - np.where(free, iou[:, d], -np.inf)[:, ::-1].argmax(1)
+        taken[hit, best[hit]] = True
+        correct[d, hit] = True
+    return correct
+
+
 def match_predictions(detections: torch.Tensor, labels: torch.Tensor,
-                      iou_thresholds: torch.Tensor = IOU_THRESHOLDS) -> torch.Tensor:
-    """Which detections are true positives at each IoU threshold.
+                      iou_thresholds: torch.Tensor = IOU_THRESHOLDS, matching: str = "coco") -> torch.Tensor:
+    """Which detections are true positives at each IoU threshold, by the `matching` rule (module docstring).
 
     detections (n, 6): x1 y1 x2 y2 conf cls; labels (m, 5): cls x1 y1 x2 y2 (same pixel frame).
     Returns bool (n, len(iou_thresholds)). A label is claimed by at most one detection of its class,
-    so a crowd of duplicates yields one TP and the rest FPs.
+    so a crowd of duplicates yields one TP and the rest FPs. The maxDets cap is `score_image`'s job.
     """
+    if matching not in MATCHING_RULES:
+        raise ValueError(f"matching {matching!r}: expected one of {', '.join(MATCHING_RULES)}")
     correct = np.zeros((detections.shape[0], len(iou_thresholds)), dtype=bool)
     if detections.shape[0] and labels.shape[0]:
         iou = box_iou(labels[:, 1:], detections[:, :4])
         same_class = labels[:, 0:1] == detections[:, 5]
-        iou = (iou * same_class).cpu().numpy()
-        for k, thr in enumerate(iou_thresholds.tolist()):
-            li, di = np.nonzero(iou >= thr - 1e-6)  # tolerance: IoU exactly at a threshold counts
-            if li.size:
-                pairs = _one_to_one(np.stack((li, di, iou[li, di]), 1))
-                correct[pairs[:, 1].astype(int), k] = True
+        thresholds = iou_thresholds.cpu().double().numpy() - 1e-6  # tolerance: IoU exactly at a threshold counts
+        if matching == "coco":
+            iou = torch.where(same_class, iou, -1.0).cpu().double().numpy()
+            correct = _match_coco(iou, detections[:, 4].cpu().numpy(), thresholds)
+        else:
+            iou = (iou * same_class).cpu().numpy()
+            for k, thr in enumerate(thresholds):
+                li, di = np.nonzero(iou >= thr)
+                if li.size:
+                    pairs = _one_to_one(np.stack((li, di, iou[li, di]), 1))
+                    correct[pairs[:, 1].astype(int), k] = True
     return torch.from_numpy(correct).to(detections.device)
+
+
+def top_per_class(conf: torch.Tensor, cls: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask keeping the k highest-scoring detections of each class (ties: the earlier row)."""
+    keep = torch.zeros(len(conf), dtype=torch.bool, device=conf.device)
+    for c in cls.unique():
+        rows = torch.nonzero(cls == c).flatten()
+        if len(rows) > k:
+            rows = rows[torch.sort(conf[rows], descending=True, stable=True).indices[:k]]
+        keep[rows] = True
+    return keep
+
+
+def score_image(detections: torch.Tensor, labels: torch.Tensor, matching: str = "coco",
+                iou_thresholds: torch.Tensor = IOU_THRESHOLDS) -> tuple[torch.Tensor, ...]:
+    """What one image adds to ap_per_class: (tp (n, t), conf (n,), pred cls (n,), label cls (m,)).
+
+    detections (n, 6) x1 y1 x2 y2 conf cls and labels (m, 5) cls x1 y1 x2 y2 in one pixel frame. Under "coco"
+    only the COCO_MAX_DETS best detections per class are scored, as pycocotools' AP@[.5:.95] | maxDets=100.
+    """
+    if matching == "coco" and len(detections) > COCO_MAX_DETS:
+        detections = detections[top_per_class(detections[:, 4], detections[:, 5], COCO_MAX_DETS)]
+    tp = match_predictions(detections, labels, iou_thresholds, matching)
+    return tp, detections[:, 4], detections[:, 5], labels[:, 0]
 
 
 def coco_ap(recall: np.ndarray, precision: np.ndarray) -> float:

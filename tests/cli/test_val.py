@@ -15,9 +15,11 @@ import yaml
 
 import val
 from utils.checkpoint import build_checkpoint, save_checkpoint
-from utils.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt
+from utils.assets import DEMO_DATA, DEMO_WEIGHTS
+from utils.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt, yolo_ground_truth
 from utils.dataset import check_dataset, create_dataloader
 from utils.errors import UserInputError
+from utils.metrics import ap_per_class, score_image
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"
@@ -271,3 +273,38 @@ def test_no_classes_flag(capsys):
     with pytest.raises(SystemExit) as exc:
         val.parse_opt(["--classes", "99"])
     assert exc.value.code == 2 and "unrecognized arguments: --classes 99" in capsys.readouterr().err
+
+
+def test_demo_model_map_is_pycocotools_map_by_default(tmp_path, log_text):
+    # `python val.py --save-json` with its defaults: the shipped demo model on coco128-person val
+    opt = val.parse_opt(["--save-json", "--project", str(tmp_path), "--workers", "0"])
+    assert (opt.weights, opt.data, opt.matching) == ([str(DEMO_WEIGHTS)], str(DEMO_DATA), "coco")
+    (_, _, map50, map50_95, *_), _, _ = val.run(**vars(opt), plots=False)
+    assert "mAP matching: coco (COCO rule" in log_text.text
+    data = check_dataset(DEMO_DATA)
+    gt = yolo_ground_truth(data["val"], data["nc"])
+    rows = json.loads((tmp_path / "exp" / f"{DEMO_WEIGHTS.stem}_predictions.json").read_text())
+    theirs = evaluate_coco(labels_to_coco_gt(gt, category_ids(data["names"]), data["names"]), rows,
+                           img_ids=[g[0] for g in gt])
+    assert 0.05 < theirs["map50"] < 0.5, theirs
+    assert abs(map50 - theirs["map50"]) < 0.005 and abs(map50_95 - theirs["map"]) < 0.005, (map50, map50_95, theirs)
+    # yolov5's rule (--matching yolo) on the same detections scores this weak model far below pycocotools
+    by_image = {g[0]: [] for g in gt}
+    for r in rows:
+        x, y, w, h = r["bbox"]
+        by_image[r["image_id"]].append([x, y, x + w, y + h, r["score"], r["category_id"]])
+    stats = [[t.numpy() for t in score_image(torch.tensor(by_image[g[0]]).view(-1, 6), torch.tensor(g[3]), "yolo")]
+             for g in gt]
+    yolo = ap_per_class(*(np.concatenate(x) for x in zip(*stats)))
+    assert theirs["map50"] - yolo.map50 > 0.03, (yolo.map50, theirs)
+
+
+def test_matching_flag_picks_the_rule_and_says_which(checkpoint, tmp_path, log_text):
+    assert val.parse_opt(["--matching", "yolo"]).matching == "yolo"
+    val.run(data=COCO8, weights=checkpoint, imgsz=32, conf_thres=0.0, project=tmp_path, workers=0, plots=False,
+            matching="yolo")
+    assert "mAP matching: yolo (yolov5/ultralytics rule: highest IoU first, all detections)" in log_text.text
+    with pytest.raises(UserInputError, match="--matching voc: expected one of coco, yolo"):
+        val.run(data=COCO8, weights=checkpoint, matching="voc", project=tmp_path)
+    with pytest.raises(SystemExit):
+        val.parse_opt(["--matching", "voc"])
