@@ -97,6 +97,20 @@ def check_imgsz(imgsz: list[int] | None, engine: Engine) -> tuple[int, int]:
     return rounded
 
 
+def check_classes(classes: list[int] | None, nc: int, model: Path) -> list[int] | None:
+    """The --classes filter, each id a class of `model` (its metadata's `nc` names).
+
+    An id the model does not have would only filter every box away, which looks like 'nothing detected'.
+    """
+    if classes is None:
+        return None
+    bad = [i for i in classes if not 0 <= i < nc]
+    if bad:
+        raise DeployError(f"--classes {' '.join(map(str, bad))}: no such class id; {model.name} has {nc} "
+                          f"class{'es' * (nc != 1)} ({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})")
+    return list(classes)
+
+
 class Detector:
     """An exported .onnx/.tflite file plus the pre/post-processing detect.py applies around it."""
 
@@ -106,6 +120,7 @@ class Detector:
         self.engine = load_engine(model, self.opt.threads)
         self.info = self.engine.info
         self.imgsz = check_imgsz(self.opt.imgsz, self.engine)
+        self.opt.classes = check_classes(self.opt.classes, len(self.info.names), self.engine.path)
 
     def warmup(self) -> None:
         """One throw-away run: runtimes allocate and pick kernels on the first call."""
