@@ -38,7 +38,7 @@ from utils.anchors import check_anchors  # noqa: E402
 from utils.augment import multi_scale_size, resize_batch  # noqa: E402
 from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
-from utils.dataset import check_dataset, create_dataloader  # noqa: E402
+from utils.dataset import check_dataset, create_dataloader, single_cls_names  # noqa: E402
 from utils.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
                                main_process_first)
 from utils.errors import UserInputError  # noqa: E402
@@ -226,7 +226,7 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     with main_process_first(ctx):
         data = check_dataset(opt.data)
     nc = 1 if opt.single_cls else int(data["nc"])
-    names = ["item"] if opt.single_cls and len(data["names"]) != 1 else list(data["names"])
+    names = single_cls_names(data["names"]) if opt.single_cls else list(data["names"])
 
     # model
     ckpt = resume_ckpt

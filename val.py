@@ -26,7 +26,7 @@ from utils.backends import Backend, load_backend
 from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.cli import run_cli
 from utils.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
-from utils.dataset import check_dataset, create_dataloader
+from utils.dataset import check_dataset, create_dataloader, single_cls_names
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.metric_plots import plot_ap_curves, plot_confusion_matrix
@@ -217,7 +217,7 @@ def _check_numbers(task: str, conf_thres: float, iou_thres: float, max_det: int,
 def _class_names(model_names: list[str], data: dict, single_cls: bool, source: str) -> list[str]:
     """Names for the table and plots; the model and the data YAML must agree on the class count."""
     if single_cls:
-        return ["item"]
+        return single_cls_names(data["names"])
     if model_names and len(model_names) != data["nc"]:
         raise UserInputError(f"{source}: model has {len(model_names)} classes but {data.get('yaml_file')} "
                              f"has {data['nc']}; pass the data YAML the model was trained on")

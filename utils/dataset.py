@@ -91,6 +91,12 @@ def _parse_names(names: object, nc: object, yaml_file: Path) -> list[str]:
     return [str(n) for n in names]
 
 
+def single_cls_names(names: list[str]) -> list[str]:
+    """The one class name under --single-cls (train and val alike): a data YAML's only name stays, as yolov5
+    keeps it; several names merged into one become 'item'."""
+    return list(names) if len(names) == 1 else ["item"]
+
+
 # ------------------------------------------------------------------------------------ file discovery
 def find_image_files(sources: str | Path | list) -> list[str]:
     """Images under folders (recursive, extension case-insensitive), in .txt lists, or given directly."""

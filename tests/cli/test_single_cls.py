@@ -7,7 +7,8 @@ import yaml
 
 import train
 import val
-from utils.dataset import create_dataloader
+from utils.checkpoint import load_checkpoint
+from utils.dataset import check_dataset, create_dataloader, single_cls_names
 from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +54,17 @@ def test_train_and_val_single_cls_on_class_45(class45_data, tmp_path, log_text):
     summary = train.run(data=str(class45_data), cfg="models/yolov5n-faster.yaml", imgsz=64, batch_size=4, workers=0,
                         noplots=True, epochs=1, single_cls=True, project=str(tmp_path / "train"))
     assert summary.epochs_run == 1 and summary.best.is_file()
+    assert load_checkpoint(summary.best)["names"] == ["thing"]  # the YAML's only name, as in val below
     log_text.clear()
     val.run(data=str(class45_data), weights=str(ROOT / "data/demo/yolov5n-faster-person.pt"), imgsz=64,
             single_cls=True, workers=0, plots=False, project=str(tmp_path / "val"))
     all_row = next(r.getMessage().split() for r in log_text.records if r.getMessage().split()[:1] == ["all"])
     assert all_row[1:3] == ["4", str(label_rows(class45_data))]  # images, instances: every class-45 box counted
+
+
+def test_val_names_the_single_class_as_train_does(class45_data):
+    """One rule for both: a data YAML's only name stays, several names become 'item' (yolov5's train.py)."""
+    assert single_cls_names(["thing"]) == ["thing"] and single_cls_names(["cat", "dog"]) == ["item"]
+    one_name, coco8 = check_dataset(class45_data), check_dataset(ROOT / "data/coco8.yaml")
+    assert val._class_names(["person"], one_name, True, "--weights x.pt") == ["thing"]
+    assert val._class_names(["person"], coco8, True, "--weights x.pt") == ["item"]
