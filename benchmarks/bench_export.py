@@ -7,7 +7,7 @@ memory reported is that runtime's alone; the two models alternate inside each (s
 whole sweep repeats --rounds times (median of the rounds' medians is reported). Columns: median latency,
 throughput (images/s at batch 1), peak RSS of the child, wall time of the child (load + warm-up + runs).
 
-    python benchmarks/bench_export.py --data ../shared/data/coco128/data.yaml
+    python benchmarks/bench_export.py      # int8 calibrated on the shipped data/coco8 (nc=80, as the zoo)
 """
 from __future__ import annotations
 
@@ -106,7 +106,8 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared/data/coco128/data.yaml"), help="calibration data")
+    p.add_argument("--data", default=str(ROOT / "data/coco8.yaml"),
+                   help="calibration data; its nc sizes the models (coco8: 80, as the zoo tables)")
     p.add_argument("--cfg", nargs="+", default=["yolov5n.yaml", "yolov5n-faster.yaml"])
     p.add_argument("--imgsz", nargs="+", type=int, default=[320, 640])
     p.add_argument("--runs", type=int, default=30)
