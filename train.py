@@ -38,7 +38,7 @@ from utils.anchors import check_anchors  # noqa: E402
 from utils.augment import multi_scale_size, resize_batch  # noqa: E402
 from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
-from utils.dataset import check_dataset, create_dataloader, single_cls_names  # noqa: E402
+from utils.dataset import check_dataset, create_dataloader, set_loader_epoch, single_cls_names  # noqa: E402
 from utils.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
                                main_process_first)
 from utils.errors import UserInputError  # noqa: E402
@@ -50,12 +50,14 @@ from utils.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch
 from utils.runs import increment_path  # noqa: E402
 from utils.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
 from utils.tensorboard_log import TensorBoardLogger  # noqa: E402
-from utils.torch_utils import ModelEMA, de_parallel, init_seeds, model_info  # noqa: E402
+from utils.torch_utils import (MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_seed, init_seeds,  # noqa: E402
+                               model_info)
 
 DEFAULT_HYP = ROOT / "data/hyps/hyp.scratch-low.yaml"
 MIN_WARMUP_ITERS = 100
 GRAD_CLIP_NORM = 10.0
 PLOTTED_TRAIN_BATCHES = 3
+DEFAULT_WORKERS = 8
 RESULTS_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
                    "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
                    "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
@@ -95,7 +97,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
     parser.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
     parser.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
-    parser.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="max dataloader workers (per RANK in DDP mode)")
     parser.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name")
     parser.add_argument("--name", default="exp", help="save to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
@@ -132,7 +135,8 @@ def resume_options(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
     restored.resume, restored.weights, restored.cfg = str(last), str(last), ""
     restored.save_dir = str(last.parent.parent)
     restored.device = opt.device or saved.get("device", "")  # the machine may have changed
-    restored.workers = opt.workers
+    # the loader's worker count shapes the augmentation streams: keep the run's, unless another is asked for
+    restored.workers = saved.get("workers", opt.workers) if opt.workers == DEFAULT_WORKERS else opt.workers
     return restored, ckpt
 
 
@@ -309,23 +313,26 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
     maps = np.zeros(nc)  # per-class mAP50-95 of the last validation (--image-weights)
     frequency_w = class_frequency_weights(dataset.labels, nc) if opt.image_weights else None
     best_epoch, stop = start_epoch - 1, False
-    if ckpt is not None and opt.resume:
+    if ckpt is not None and opt.resume:  # what the next epoch reads besides weights, optimizer and EMA
         best_epoch = int(ckpt.get("best_epoch", best_epoch))
+        last_opt_step = int(ckpt.get("last_opt_step", last_opt_step))  # else a resumed run steps a batch early
+        maps = np.array(ckpt.get("maps") or maps, dtype=np.float64)
     t0 = time.time()
     LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\nUsing {train_loader.num_workers} dataloader workers\n"
                 f"Logging results to {save_dir}\nStarting training for {opt.epochs} epochs...")
     epoch = start_epoch
-    scale_rng = np.random.default_rng(opt.seed + max(ctx.rank, 0))  # --multi-scale sizes
     for epoch in range(start_epoch, opt.epochs):
         model.train()
+        # every random stream of the epoch restarts from (seed, epoch, rank): --resume replays it
+        init_seeds(epoch_seed(opt.seed, epoch, ctx.rank))
+        scale_rng = np.random.default_rng(epoch_seed(opt.seed, epoch, ctx.rank, MULTI_SCALE_STREAM))
         if epoch >= opt.epochs - opt.close_mosaic and dataset.mosaic:
             # workers are persistent and hold their own dataset copy: a new loader is how they see the change
             LOGGER.info(f"Closing mosaic and mixup for the last {opt.epochs - epoch} epoch(s) (--close-mosaic)")
             no_mosaic = {**hyp, "mosaic": 0.0, "mixup": 0.0}
             with main_process_first(ctx):
                 train_loader, dataset = build_train_loader(data, imgsz, batch_size, gs, no_mosaic, opt, ctx)
-        if ctx.distributed or opt.image_weights:
-            train_loader.sampler.set_epoch(epoch)
+        set_loader_epoch(train_loader, epoch)
         if opt.image_weights:  # classes the last validation scored worst are drawn most
             maps = broadcast_from_main(maps, ctx, device)  # every rank must draw the same weighted epoch
             class_w = epoch_class_weights(frequency_w, maps)
@@ -396,7 +403,8 @@ def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCon
             if not opt.nosave or final_epoch or stop:
                 ckpt_out = build_checkpoint(de_parallel(model), ema=ema.ema, optimizer=optimizer, scaler=scaler,
                                             epoch=epoch, best_fitness=best_fitness, hyp=hyp, opt=opt,
-                                            updates=ema.updates, best_epoch=best_epoch)
+                                            updates=ema.updates, best_epoch=best_epoch,
+                                            last_opt_step=last_opt_step, maps=maps.tolist())
                 save_checkpoint(ckpt_out, last)
                 if best_fitness == fi:
                     save_checkpoint(ckpt_out, best)

@@ -25,6 +25,7 @@ from utils.yaml_io import read_yaml_mapping
 from utils.labels import image_to_label_path, scan_labels, short_error
 from utils.sampling import ImageWeightSampler, class_frequency_weights, per_image_weights
 from utils.log import LOGGER
+from utils.torch_utils import LOADER_STREAM, epoch_seed, init_seeds
 
 IMG_FORMATS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")
@@ -138,13 +139,17 @@ class YOLODataset(Dataset):
         nc: int = 80,
         seed: int = 0,
         workers: int = 2,
+        rank: int = -1,
     ):
         self.imgsz = imgsz
         self.augment = augment
         self.hyp = hyp or {}
         self.rect = rect
         self.stride = stride
-        self.seed = seed
+        self.seed, self.rank = seed, rank
+        # the epoch being loaded, in shared memory: persistent loader workers hold their own copy of the
+        # dataset, and this is how set_epoch in the main process reaches them
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.mosaic = augment and not rect and self.hyp.get("mosaic", 0) > 0
         self.mosaic_border = (-imgsz // 2, -imgsz // 2)
         self._rng_key: tuple | None = None
@@ -254,14 +259,27 @@ class YOLODataset(Dataset):
             im = cv2.resize(im, (max(1, round(w0 * r)), max(1, round(h0 * r))), interpolation=interp)
         return im, (h0, w0), im.shape[:2]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Augment as epoch `epoch` (see `rng`); call before iterating a loader over this dataset."""
+        self._epoch.fill_(epoch)
+
     @property
     def rng(self) -> np.random.Generator:
-        """Per-process generator: seeded from the loader's per-worker seed, so runs are reproducible."""
+        """This epoch's augmentation stream in this loader process, seeded by (seed, epoch, rank, worker).
+
+        So an epoch augments the same whether the run got there uninterrupted or by --resume. A new stream
+        also empties the mosaic buffer (the previous epoch's images would carry history in) and, in a worker,
+        reseeds the global RNGs by the same rule in case anything draws from them.
+        """
         info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), info.seed if info else self.seed)
+        worker = info.id if info else 0
+        key = (os.getpid(), int(self._epoch), worker)
         if key != self._rng_key:
-            self._rng_key, self._rng = key, np.random.default_rng(key[1] % 2**63)
-            self._recent = OrderedDict()  # a fresh worker starts with an empty image buffer
+            seed = epoch_seed(self.seed, key[1], self.rank, LOADER_STREAM + worker)
+            self._rng_key, self._rng = key, np.random.default_rng(seed)
+            self._recent = OrderedDict()
+            if info is not None:
+                init_seeds(seed)
         return self._rng
 
     def __getitem__(self, index: int):
@@ -347,34 +365,39 @@ def create_dataloader(
     nc: int = 80,
     image_weights: bool = False,
 ) -> tuple[DataLoader, YOLODataset]:
-    """Build the dataset and a seeded DataLoader (DistributedSampler when rank != -1; an ImageWeightSampler,
-    rare classes first, with `image_weights`, sharded per rank under DDP; train.py reweights it every epoch).
+    """Build the dataset and a seeded DataLoader (DistributedSampler when rank != -1 or shuffling; an
+    ImageWeightSampler, rare classes first, with `image_weights`, sharded per rank under DDP; train.py
+    reweights it every epoch).
 
-    `batch_size` is per process. Same seed → same batches (shuffle order, mosaic picks, augment
-    draws). Under DDP call `loader.sampler.set_epoch(epoch)` each epoch, as with any DistributedSampler.
-    Workers are persistent, so epochs after the first start without a fork.
+    `batch_size` is per process. Same seed → same batches (shuffle order, mosaic picks, augment draws);
+    call `set_loader_epoch(loader, epoch)` before each epoch: order and augmentation are functions of
+    (seed, epoch, rank), never of how many epochs this process has loaded. Workers are persistent, so
+    epochs after the first start without a fork.
     """
     if rect and shuffle:
         LOGGER.warning(f"{prefix}WARNING: --rect is incompatible with shuffle, shuffle disabled")
         shuffle = False
     ndev = max(torch.cuda.device_count(), 1)
     nw = min((os.cpu_count() or 1) // ndev, batch_size if batch_size > 1 else 0, workers)
+    distributed = rank != -1  # the process group must exist, as for DistributedSampler
+    global_rank = dist.get_rank() if distributed else -1  # `rank` is the local one: it repeats across nodes
     dataset = YOLODataset(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, cache=cache,
                           single_cls=single_cls, stride=stride, pad=pad, prefix=prefix, nc=nc, seed=seed,
-                          workers=max(nw, 1))
+                          workers=max(nw, 1), rank=global_rank)
     batch_size = min(batch_size, len(dataset))
     if image_weights:
-        world_size = dist.get_world_size() if rank != -1 else 1  # as DistributedSampler: the group must exist
+        world_size = dist.get_world_size() if distributed else 1
         sampler = ImageWeightSampler(per_image_weights(dataset.labels, class_frequency_weights(dataset.labels, nc)),
-                                     seed=seed, rank=rank, world_size=world_size)
-    else:
-        sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+                                     seed=seed, rank=global_rank, world_size=world_size)
+    elif distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+    else:  # one replica: its shuffle is a function of (seed, epoch), unlike a RandomSampler's running generator
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed) if shuffle else None
     generator = torch.Generator()
     generator.manual_seed(seed + max(rank, 0))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
         num_workers=nw,
         sampler=sampler,
         pin_memory=torch.cuda.is_available(),
@@ -384,3 +407,10 @@ def create_dataloader(
         generator=generator,
     )
     return loader, dataset
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Point a create_dataloader loader's sample order and augmentation at `epoch` (before iterating it)."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)

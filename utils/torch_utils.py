@@ -61,6 +61,21 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+# independent random streams of one (seed, epoch, rank): the process's global RNGs, the --multi-scale sizes, and
+# the augmentation of loader worker k (stream LOADER_STREAM + k; a loader without workers counts as worker 0)
+GLOBAL_STREAM, MULTI_SCALE_STREAM, LOADER_STREAM = 0, 1, 2
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = -1, stream: int = GLOBAL_STREAM) -> int:
+    """The 32-bit seed of one random stream of one epoch on one rank.
+
+    A pure function of its arguments, so an epoch draws the same whether this process ran every epoch before
+    it or started there with --resume; no RNG state has to travel in checkpoints, nor from every DDP rank
+    to rank 0 (which alone saves them).
+    """
+    return int(np.random.SeedSequence([seed % 2**64, epoch, max(rank, 0), stream]).generate_state(1)[0])
+
+
 def de_parallel(model: nn.Module) -> nn.Module:
     """The bare model inside DataParallel / DistributedDataParallel (or the model itself)."""
     parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -33,6 +34,11 @@ def results_epochs(run_dir: Path) -> list[int]:
     lines = (run_dir / "results.csv").read_text().splitlines()
     assert [c.strip() for c in lines[0].split(",")] == list(train.RESULTS_COLUMNS)
     return [int(float(line.split(",")[0])) for line in lines[1:]]
+
+
+def results_rows(run_dir: Path) -> list[list[float]]:
+    lines = (run_dir / "results.csv").read_text().splitlines()[1:]
+    return [[float(v) for v in line.split(",")] for line in lines]
 
 
 def coco8_train_as_val(tmp_path: Path) -> Path:
@@ -120,6 +126,85 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_epoch(tmp_path, cf
     assert not list((tmp_path / "exp" / "weights").glob(".*.tmp"))
 
 
+# train.py that SIGKILLs itself right after its first last.pt (the kill lands at the same point every time)
+KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, signal, numpy as np, train
+save = train.save_checkpoint
+train.save_checkpoint = lambda ckpt, path: save(ckpt, path) and os.kill(os.getpid(), signal.SIGKILL)
+{setup}
+train.run_cli(train.main)
+"""
+# per-class mAPs stay 0 for a while from scratch: validation reports uneven ones, so they weigh the
+# --image-weights draw (and must survive the kill)
+UNEVEN_MAPS = """
+score = train.validate.run
+train.validate.run = lambda *a, **k: (lambda r: (r[0], np.linspace(0, 0.9, len(r[1])), r[2]))(score(*a, **k))
+"""
+
+
+@pytest.mark.parametrize("options, setup", [
+    (dict(workers=0, multi_scale=True, close_mosaic=1), ""),  # loading in the main process; last epoch rebuilds
+    (dict(workers=2, image_weights=True, seed=1), UNEVEN_MAPS),  # persistent workers; a draw weighted by validation
+], ids=["workers0-multi-scale-close-mosaic", "workers2-image-weights"])
+def test_sigkill_then_resume_replays_the_uninterrupted_run(tmp_path, monkeypatch, options, setup):
+    """Augmentation, sampling, --multi-scale sizes, gradient accumulation and the --image-weights draw continue
+    as if never interrupted: results.csv and the final weights match a run that was not killed."""
+    hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+    hyp.update(warmup_epochs=0, nbs=4, mixup=0.5)  # 2 batches per optimizer step (spans a resume), mosaic + mixup
+    hyp_file = tmp_path / "hyp.yaml"
+    hyp_file.write_text(yaml.safe_dump(hyp))
+    opts = {**TINY, "batch_size": 2, "hyp": str(hyp_file), "epochs": 3, **options}
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in opts.items()]
+    env = {**subprocess_env(), "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same float sums as in here
+    proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT.format(setup=setup), *flags,
+                           "--project", str(tmp_path / "killed")], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    last = tmp_path / "killed" / "exp" / "weights" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 0
+
+    monkeypatch.setattr(train.validate, "run", train.validate.run)  # undone after the test
+    exec(setup, {"train": train, "np": np})
+    resumed = train.run(resume=str(last))
+    whole = train.run(**opts, project=str(tmp_path / "whole"))
+    assert resumed.epochs_run == 2 and whole.epochs_run == 3
+    rows, expected = results_rows(resumed.save_dir), results_rows(whole.save_dir)
+    assert [r[0] for r in rows] == [0, 1, 2] and rows[1][1:4] != rows[0][1:4]
+    for row, want in zip(rows, expected):
+        assert row == pytest.approx(want, rel=1e-4, abs=1e-7)
+    a, b = load_checkpoint(resumed.last), load_checkpoint(whole.last)
+    assert (a["best_fitness"], a["best_epoch"], a["updates"]) == (b["best_fitness"], b["best_epoch"], b["updates"])
+    for k, v in b["model"].items():
+        assert torch.allclose(a["model"][k].float(), v.float(), rtol=1e-4, atol=1e-6), k
+
+
+@pytest.mark.slow
+def test_torchrun_sigkill_then_resume_replays_the_uninterrupted_run(tmp_path):
+    """Under DDP each rank's streams restart from (seed, epoch, rank) though rank 0 alone saves: the resumed
+    run's results.csv is the uninterrupted one's."""
+    hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+    hyp.update(warmup_epochs=0, nbs=8, mixup=0.5)
+    (tmp_path / "hyp.yaml").write_text(yaml.safe_dump(hyp))
+    (tmp_path / "killed_train.py").write_text(KILLED_AFTER_FIRST_CHECKPOINT.format(setup=""))
+    flags = ["--data", str(COCO8), "--cfg", CFG, "--hyp", str(tmp_path / "hyp.yaml"), "--imgsz", "64",
+             "--batch-size", "4", "--workers", "1", "--noplots", "--epochs", "3", "--device", "cpu", "--multi-scale"]
+
+    def torchrun(script: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               script, *args], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+                              timeout=600)
+
+    assert torchrun("killed_train.py", *flags, "--project", "killed").returncode != 0
+    assert load_checkpoint(tmp_path / "killed/exp/weights/last.pt")["epoch"] == 0
+    for proc in (torchrun(str(ROOT / "train.py"), "--resume", "killed/exp/weights/last.pt"),
+                 torchrun(str(ROOT / "train.py"), *flags, "--project", "whole")):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    rows, expected = results_rows(tmp_path / "killed/exp"), results_rows(tmp_path / "whole/exp")
+    assert [r[0] for r in rows] == [0, 1, 2]
+    for row, want in zip(rows, expected):
+        assert row == pytest.approx(want, rel=1e-4, abs=1e-7)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, epochs", [([], 1), (["--image-weights"], 2)])
 def test_torchrun_two_cpu_processes_train(tmp_path, extra, epochs):
@@ -154,7 +239,7 @@ def test_yolov5n_faster_overfits_coco8_from_scratch(tmp_path):
     # batch 64 on a 4-image set: one optimizer step per epoch (no accumulation toward the nominal 64)
     summary = train.run(data=str(data_file), cfg=CFG, hyp=hyp, imgsz=160, batch_size=64, epochs=120,
                         optimizer="AdamW", workers=0, cache="ram", noval=True, noplots=True, project=str(tmp_path))
-    rows = [[float(v) for v in line.split(",")] for line in (summary.save_dir / "results.csv").read_text().splitlines()[1:]]
+    rows = results_rows(summary.save_dir)
     first, last = rows[0][1:4], rows[-1][1:4]
     assert all(b < 0.5 * a for a, b in zip(first, last)), (first, last)  # box, obj and cls loss all fell
     assert summary.results[2] > 0.5, summary.results
@@ -260,8 +345,6 @@ def test_lr_schedule_runs_from_one_to_lrf(cosine):
 
 
 def test_mutated_hyps_stay_within_limits_and_differ():
-    import numpy as np
-
     base = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
     rng = np.random.default_rng(0)
     children = [train.mutate_hyp(base, rng) for _ in range(20)]

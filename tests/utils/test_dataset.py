@@ -12,7 +12,7 @@ import torch.distributed as dist
 import ultralytics.utils.patches  # noqa: F401  # the worst case: it replaces PIL's Image.open (see _pil_open)
 from PIL import Image
 
-from utils.dataset import YOLODataset, check_dataset, create_dataloader
+from utils.dataset import YOLODataset, check_dataset, create_dataloader, set_loader_epoch
 from utils.labels import cache_path_for, image_to_label_path, load_label_cache
 from utils.errors import UserInputError
 from utils.log import LOGGER
@@ -353,6 +353,28 @@ def test_same_seed_same_first_batch_with_workers(small_tree):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
     assert not torch.equal(a[0], c[0])
     assert a[0].shape == (3, 3, 64, 64) and a[3] == [None] * 3  # mosaic samples carry no shapes
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_epoch_loads_the_same_however_many_epochs_came_before(small_tree, workers):
+    """Order and augmentation of epoch e are functions of (seed, e): a loader that starts at epoch 1, as a
+    resumed run does, gives the batches an unbroken one gave in its epoch 1 (and epoch 1 differs from 0)."""
+    hyp = dict(mosaic=1.0, mixup=0.5, translate=0.1, scale=0.5, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, fliplr=0.5)
+    src = str(small_tree / "ds" / "images" / "train")
+
+    def epochs(*numbers: int) -> list[list]:
+        loader, _ = create_dataloader(src, 64, 1, 32, hyp=hyp, augment=True, workers=workers, shuffle=True, seed=3,
+                                      nc=2)
+        out = []
+        for epoch in numbers:
+            set_loader_epoch(loader, epoch)
+            out.append([(imgs, targets, paths) for imgs, targets, paths, _ in loader])
+        return out
+
+    unbroken, resumed = epochs(0, 1), epochs(1)[0]
+    assert [b[2] for b in resumed] == [b[2] for b in unbroken[1]]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(resumed, unbroken[1]))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(unbroken[0], unbroken[1]))
 
 
 def test_distributed_sampler_splits_the_data(small_tree, tmp_path):

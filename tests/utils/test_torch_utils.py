@@ -7,8 +7,8 @@ import torch.nn as nn
 
 from models.common import Conv
 from utils.errors import UserInputError
-from utils.torch_utils import (ModelEMA, count_params, de_parallel, fuse_conv_and_bn, init_seeds, model_flops,
-                               model_info, select_device)
+from utils.torch_utils import (MULTI_SCALE_STREAM, ModelEMA, count_params, de_parallel, epoch_seed, fuse_conv_and_bn,
+                               init_seeds, model_flops, model_info, select_device)
 
 
 def test_select_device_cpu_and_errors(monkeypatch):
@@ -40,6 +40,15 @@ def test_init_seeds_repeats_random_streams():
     init_seeds(3)
     b = torch.rand(4), torch.randint(0, 100, (3,))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_epoch_seed_is_fixed_by_seed_epoch_rank_and_stream():
+    base = epoch_seed(0, 3, rank=1)
+    assert base == epoch_seed(0, 3, rank=1) and 0 <= base < 2**32  # a pure function: what --resume relies on
+    others = [epoch_seed(1, 3, 1), epoch_seed(0, 4, 1), epoch_seed(0, 3, 0), epoch_seed(0, 3, 1, MULTI_SCALE_STREAM)]
+    assert len({base, *others}) == 5
+    assert epoch_seed(0, 3, rank=-1) == epoch_seed(0, 3, rank=0)  # no DDP is rank 0
+    assert epoch_seed(-1, 0) != epoch_seed(0, 0)  # any --seed, negative ones too
 
 
 def test_model_ema_follows_yolov5_decay_and_restores_state():
