@@ -374,6 +374,8 @@ def create_dataloader(
     (seed, epoch, rank), never of how many epochs this process has loaded. Workers are persistent, so
     epochs after the first start without a fork.
     """
+    if workers < 0:
+        raise UserInputError(f"--workers {workers}: must be 0 (load in the main process) or more")
     if rect and shuffle:
         LOGGER.warning(f"{prefix}WARNING: --rect is incompatible with shuffle, shuffle disabled")
         shuffle = False

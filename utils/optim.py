@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from utils.errors import UserInputError
 from utils.log import LOGGER
 
 NOMINAL_BATCH = 64  # default of the hyp key nbs: gradients are accumulated up to this batch before each step
@@ -20,7 +21,17 @@ def nominal_batch(hyp: dict) -> int:
 
 
 def freeze_layers(model: nn.Module, freeze: list[int]) -> list[str]:
-    """--freeze N freezes layers 0..N-1; several numbers freeze those layers. Returns frozen names."""
+    """--freeze N freezes layers 0..N-1; several numbers freeze those layers. Returns frozen names.
+
+    Numbers outside the model's layers, or a freeze that leaves no parameter to train (backward would
+    fail on the first batch), are a UserInputError.
+    """
+    n = len(model.model)
+    flag = f"--freeze {' '.join(map(str, freeze))}"
+    if any(x < 0 for x in freeze):
+        raise UserInputError(f"{flag}: layer numbers and counts must be 0 or more")
+    if len(freeze) > 1 and max(freeze) >= n:
+        raise UserInputError(f"{flag}: no layer {max(freeze)}; the model has {n} layers, numbered 0 to {n - 1}")
     layers = range(freeze[0]) if len(freeze) == 1 else freeze
     prefixes = tuple(f"model.{x}." for x in layers)
     frozen = []
@@ -29,6 +40,9 @@ def freeze_layers(model: nn.Module, freeze: list[int]) -> list[str]:
         if prefixes and name.startswith(prefixes):
             p.requires_grad = False
             frozen.append(name)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserInputError(f"{flag}: would freeze all {n} layers of the model, leaving nothing to train; "
+                             f"freeze at most the first {n - 1} (--freeze {n - 1}: all but the Detect head)")
     if frozen:
         LOGGER.info(f"Freezing {len(frozen)} parameter tensors in layers {list(layers)}")
     return frozen

@@ -16,7 +16,9 @@ import yaml
 import train
 import utils.hyp as hyp_module
 import utils.optim as optim
+import val
 from utils.checkpoint import load_checkpoint, load_model
+from utils.cli import run_cli
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
@@ -316,6 +318,24 @@ def test_resume_without_any_run_is_a_clear_cli_error(tmp_path):
     assert proc.stderr.strip() == f"error: --resume: no last.pt found under {tmp_path} to resume; " \
                                   f"give a checkpoint path or start a new run"
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("door, argv, message", [
+    ("train", ["--workers", "-1"], "--workers -1: must be 0 (load in the main process) or more"),
+    ("val", ["--workers", "-1"], "--workers -1: must be 0 (load in the main process) or more"),
+    ("train", ["--freeze", "99"], "--freeze 99: would freeze all 25 layers of the model, leaving nothing to train; "
+                                  "freeze at most the first 24 (--freeze 24: all but the Detect head)"),
+    ("train", ["--freeze", "0", "30"], "--freeze 0 30: no layer 30; the model has 25 layers, numbered 0 to 24"),
+], ids=["train-workers", "val-workers", "freeze-every-layer", "freeze-no-such-layer"])
+def test_bad_loader_and_freeze_flags_are_one_line_cli_errors(tmp_path, capsys, door, argv, message):
+    """Each door's main() under run_cli, as the command line runs it: exit 2 and one line, before any training."""
+    common = ["--imgsz", "64", "--project", str(tmp_path), *argv]
+    main = {"train": lambda: train.main(["--data", str(COCO8), "--cfg", CFG, "--epochs", "1", *common]),
+            "val": lambda: val.main(common)}  # the demo model on its data
+    with pytest.raises(SystemExit) as e:
+        run_cli(main[door])
+    assert e.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert not list(tmp_path.glob("*/weights"))  # no training started
 
 
 # ------------------------------------------------------------------------------------- pieces of the flow

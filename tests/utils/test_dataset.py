@@ -377,6 +377,11 @@ def test_an_epoch_loads_the_same_however_many_epochs_came_before(small_tree, wor
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(unbroken[0], unbroken[1]))
 
 
+def test_negative_workers_is_a_clear_error(small_tree):
+    with pytest.raises(UserInputError, match=r"^--workers -1: must be 0 \(load in the main process\) or more$"):
+        create_dataloader(str(small_tree / "ds" / "images" / "train"), 64, 2, 32, workers=-1, nc=2)
+
+
 def test_distributed_sampler_splits_the_data(small_tree, tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
