@@ -47,10 +47,12 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from utils.errors import UserInputError  # noqa: E402
+from utils.labels import image_to_label_path  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.profiler import cpu_name  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 
+SPLITS = ("train", "val", "test")  # what a data YAML may name; bench stages each one present
 DEFAULT_DATA = ROOT / "data/shapes3.yaml"  # shipped; the set on which a CPU run ranks models (docs/accuracy.md)
 OURS = ("yolov5n", "yolov5n-faster", "yolov5n-faster-af", "yolov5n-pconv-lite2-af", "yolov5n-pconv-lite2-shared-af")
 PEER = "yolov5nu"
@@ -85,7 +87,7 @@ class Row:
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="data YAML with train and val splits")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="data YAML: train and val splits, test optional")
     p.add_argument("--models", nargs="*", default=list(OURS), help="our model YAML names (none: the peer alone)")
     p.add_argument("--peer", default=PEER, help="ultralytics model YAML to compare with ('' to skip)")
     p.add_argument("--imgsz", type=int, default=320, help="train/val image size")
@@ -113,21 +115,28 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def staged_dataset(data_yaml: Path, folder: Path) -> Path:
-    """A copy of the data YAML with an absolute path, images linked and labels copied into `folder`.
+    """A copy of the data YAML with an absolute path, every split's images linked and labels copied into `folder`.
 
     Label caches of both trainers are written beside the labels, so they land in `folder`, never in the
-    shared dataset; an absolute `path` stops ultralytics from resolving it under its own datasets dir.
+    shared dataset; an absolute `path` stops ultralytics from resolving it under its own datasets dir. Every
+    split the YAML names (train, val, test) is staged, since both trainers check that each one exists.
     """
     if not data_yaml.is_file():
         raise UserInputError(f"--data {data_yaml}: file not found")
     d = yaml.safe_load(data_yaml.read_text())
     src = (data_yaml.parent / d.get("path", ".")).resolve()
-    for split in ("train", "val"):
+    for split in SPLITS:
+        if not d.get(split):
+            continue
         images = (src / d[split]).resolve()
-        labels = Path(str(images).replace(f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"))
+        if not images.is_dir():
+            raise UserInputError(f"--data {data_yaml}: {split}: {images} is not an images folder "
+                                 f"(bench_accuracy stages folder splits only)")
+        labels = Path(image_to_label_path(str(images / "x.jpg"))).parent  # the loaders' images→labels rule
         (folder / "images").mkdir(parents=True, exist_ok=True)
         os.symlink(images, folder / "images" / split)
-        shutil.copytree(labels, folder / "labels" / split, ignore=shutil.ignore_patterns("*.cache"))
+        if labels.is_dir():
+            shutil.copytree(labels, folder / "labels" / split, ignore=shutil.ignore_patterns("*.cache"))
         d[split] = f"images/{split}"
     d["path"] = str(folder)
     out = folder / "data.yaml"

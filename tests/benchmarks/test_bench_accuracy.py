@@ -1,10 +1,11 @@
-"""bench_accuracy's bookkeeping: the last-epochs mean from either trainer's results.csv, and one row per model
-from several seeds. (The training and timing it drives are measured, never asserted.)"""
+"""bench_accuracy's bookkeeping: the last-epochs mean from either trainer's results.csv, one row per model from
+several seeds, and staging every split. (The training and timing it drives are measured, never asserted.)"""
 import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "benchmarks/bench_accuracy.py")
@@ -40,3 +41,25 @@ def test_rows_without_latency_render_dashes_and_rows_with_it_a_ratio():
     lines = bench.table([untimed, timed]).splitlines()
     assert lines[2].endswith("| 900 | — | — |") and lines[3].endswith("| 900 | 31.0 | 0.65x |")
     assert bench.parse_opt([]).device == "cpu" and bench.parse_opt(["--device", "0"]).device == "0"
+
+
+def test_every_split_the_yaml_names_is_staged(tmp_path):
+    from utils.dataset import check_dataset
+
+    data = tmp_path / "three.yaml"
+    coco8 = {**yaml.safe_load((ROOT / "data/coco8.yaml").read_text()), "path": str(ROOT / "data/coco8")}
+    data.write_text(yaml.safe_dump({**coco8, "test": "images/val"}))
+    staged = bench.staged_dataset(data, tmp_path / "staged")
+    d = yaml.safe_load(staged.read_text())
+    assert (d["path"], d["train"], d["val"], d["test"]) == (str(tmp_path / "staged"), "images/train", "images/val",
+                                                           "images/test")
+    assert sorted(p.name for p in (tmp_path / "staged/images/test").iterdir()) == \
+        sorted(p.name for p in (ROOT / "data/coco8/images/val").iterdir())
+    assert sorted(p.name for p in (tmp_path / "staged/labels/test").iterdir()) == \
+        sorted(p.name for p in (ROOT / "data/coco8/labels/val").glob("*.txt"))
+    checked = check_dataset(staged)  # every split resolves inside the staging folder
+    assert checked["test"] == [str((tmp_path / "staged/images/test").resolve())]
+    # a split left empty (`test:` with no value) is not staged
+    data.write_text(yaml.safe_dump({**coco8, "test": None}))
+    staged = bench.staged_dataset(data, tmp_path / "staged2")
+    assert yaml.safe_load(staged.read_text())["test"] is None and not (tmp_path / "staged2/images/test").exists()
