@@ -8,8 +8,14 @@ Both trainers follow one recipe (--optimizer, --lr0, --momentum, --nbs, --close-
 at each project's scratch default): ours through a hyp file written from hyp.scratch-low / -af plus the recipe.
 Each training runs in its own child process (our train.py CLI; ultralytics' trainer through its Python API,
 offline: pretrained=False, amp=False, plots=False), so the peak memory of each is measured alone
-(os.wait4). Our models are scored by val.py on best.pt, yolovnu by its trainer's final validation of its
-best.pt — both COCO-style mAP50 / mAP50-95 over the same val images. With several --seed values each model
+(os.wait4). Every best.pt — ours and the peer's — is scored by one function, `val_map`: val.run on the live
+model with one dataloader (rect, pad 0.5), one NMS (conf 0.001, IoU 0.6, 300 boxes, multi-label) and one
+scorer, val's default COCO matching (pycocotools' rule, which val reproduces: docs/val.md). Why not each
+trainer's own validation: ultralytics matches highest-IoU-first (our --matching yolo), interpolates AP its
+own way and runs NMS at IoU 0.7, so its number and ours were not the same measurement; why not pycocotools
+on both: it needs predictions written and read back, and val's scorer gives its numbers on the same
+boxes. The peer's model only gets an adapter that renames its output layout (boxes and class scores) to
+ours. With several --seed values each model
 trains once per seed and the table shows the means, each seed's mAP50-95, and the mean over seeds of the last
 10 epochs' mAP50-95 (from each run's results.csv): on shapes3 one run's best epoch moved by up to ±0.04
 between seeds. Latency: every model at random init, fused, exported with torch.onnx (dynamo=False,
@@ -59,15 +65,15 @@ PEER = "yolov5nu"
 TAIL_EPOCHS = 10  # the "last-10 mean" column: mAP50-95 averaged over a run's last epochs
 WARMUP_BIAS_LR = 0.0  # ultralytics sets 0 for Adam-family optimizers; the same for both trainers
 ULTRALYTICS_CHILD = """
-import json, sys, torch
+import torch
 torch.set_num_threads({threads})
 from ultralytics import YOLO
-m = YOLO("{peer}.yaml").train(data={data!r}, epochs={epochs}, imgsz={imgsz}, batch={batch}, workers={workers},
+YOLO("{peer}.yaml").train(data={data!r}, epochs={epochs}, imgsz={imgsz}, batch={batch}, workers={workers},
     device={device!r}, pretrained=False, amp=False, plots=False, seed={seed}, project={project!r}, name="{name}",
     exist_ok=True, verbose=False, optimizer="{optimizer}", lr0={lr0}, momentum={momentum}, nbs={nbs},
     warmup_bias_lr={warmup_bias_lr}, close_mosaic={close_mosaic})
-print("BENCH_RESULT " + json.dumps([float(m.box.map50), float(m.box.map)]))
 """
+SCORER = "val.run on the live model, COCO matching (= pycocotools), conf 0.001, NMS IoU 0.6"
 
 
 @dataclass
@@ -94,7 +100,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--close-mosaic", type=int, default=10, help="last N epochs without mosaic (ultralytics' default 10)")
+    p.add_argument("--close-mosaic", type=int, default=10,
+                   help="last N epochs without mosaic (ultralytics' default 10)")
     p.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="AdamW",
                    help="both trainers (ultralytics' 'auto' picks AdamW for runs this short)")
     p.add_argument("--lr0", type=float, default=0.002, help="initial LR for both (ultralytics' auto AdamW value)")
@@ -144,8 +151,8 @@ def staged_dataset(data_yaml: Path, folder: Path) -> Path:
     return out
 
 
-def run_child(cmd: list[str], log: Path) -> tuple[float, float, str]:
-    """Run one training process; (wall seconds, peak RSS MB of that process alone, its stdout)."""
+def run_child(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run one training process; (wall seconds, peak RSS MB of that process alone)."""
     t0 = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -155,7 +162,7 @@ def run_child(cmd: list[str], log: Path) -> tuple[float, float, str]:
     text = log.read_text(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{cmd[1]} failed, see {log}:\n{text[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, usage.ru_maxrss / 1024
 
 
 def recipe_hyp(name: str, opt: argparse.Namespace, out: Path) -> Path:
@@ -173,8 +180,50 @@ def file_tag(name: str) -> str:
     return name.replace("/", "-")
 
 
-def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
+class UltralyticsAsOurs(torch.nn.Module):
+    """An ultralytics detection model with our eval output, so val scores it exactly as it scores ours.
+
+    Ultralytics gives (B, 4 + nc, N): cx cy w h in input pixels, then class probabilities, no objectness;
+    ours is (B, N, 5 + nc) with an objectness column, which anchor-free heads fix at 1 (models/heads.py).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.stride = model.stride
+        names = model.names
+        self.names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+        self.nc = len(self.names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x)
+        y = (y[0] if isinstance(y, (list, tuple)) else y).transpose(1, 2)
+        return torch.cat((y[..., :4], torch.ones_like(y[..., :1]), y[..., 4:]), 2)
+
+
+def load_peer(weights: Path, device: torch.device) -> torch.nn.Module:
+    """The peer's best.pt (ultralytics' own checkpoint format) wrapped for val."""
+    from ultralytics import YOLO
+
+    return UltralyticsAsOurs(YOLO(str(weights)).model.float()).to(device).eval()
+
+
+def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_dir: Path) -> tuple[float, float]:
+    """(mAP50, mAP50-95) of a live model on the val split: the one scorer for every row (SCORER)."""
     import val
+    from utils.dataset import check_dataset, create_dataloader
+
+    d = check_dataset(data)
+    loader = create_dataloader(d["val"], opt.imgsz, opt.batch_size, int(max(model.stride)), pad=0.5, rect=True,
+                               workers=opt.workers, prefix="val: ", nc=d["nc"])[0]
+    results, _, _ = val.run(data=d, model=model, dataloader=loader, plots=False, save_dir=save_dir,
+                            matching="coco")
+    return float(results[2]), float(results[3])
+
+
+def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
+    from utils.checkpoint import load_model
+    from utils.torch_utils import select_device
 
     hyp, tag = recipe_hyp(name, opt, out), run_tag(file_tag(name), seed, opt)
     cmd = [sys.executable, "train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
@@ -183,24 +232,25 @@ def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_trai
            "--workers", str(opt.workers), "--seed", str(seed), "--device", opt.device, "--noplots",
            "--project", str(out), "--name", tag, "--exist-ok"]
     LOGGER.info(" ".join(cmd[1:]))
-    wall, rss, _ = run_child(cmd, out / f"{tag}.log")
-    results, _, _ = val.run(data=str(data), weights=str(out / tag / "weights/best.pt"), imgsz=opt.imgsz,
-                            batch_size=opt.batch_size, device=opt.device, workers=opt.workers, plots=False,
-                            project=str(out / "val"), name=tag, exist_ok=True)
-    return Row(name, float(results[2]), float(results[3]), [float(results[3])], tail_mean(out / tag / "results.csv"),
+    wall, rss = run_child(cmd, out / f"{tag}.log")
+    model = load_model(out / tag / "weights/best.pt", select_device(opt.device))
+    map50, map50_95 = val_map(model, data, opt, out / "val" / tag)
+    return Row(name, map50, map50_95, [map50_95], tail_mean(out / tag / "results.csv"),
                wall, opt.epochs * n_train / wall, rss, notes=[" ".join(cmd[1:])])
 
 
 def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
+    from utils.torch_utils import select_device
+
     tag = run_tag(opt.peer, seed, opt)
     script = ULTRALYTICS_CHILD.format(threads=opt.threads, device=opt.device, peer=opt.peer, name=tag, data=str(data),
                                       epochs=opt.epochs, imgsz=opt.imgsz, batch=opt.batch_size, workers=opt.workers,
                                       seed=seed, project=str(out), optimizer=opt.optimizer, lr0=opt.lr0,
                                       momentum=opt.momentum, nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR,
                                       close_mosaic=opt.close_mosaic)
-    wall, rss, text = run_child([sys.executable, "-c", script], out / f"{tag}.log")
-    line = next(x for x in text.splitlines() if x.startswith("BENCH_RESULT "))
-    map50, map50_95 = json.loads(line.split(" ", 1)[1])
+    wall, rss = run_child([sys.executable, "-c", script], out / f"{tag}.log")
+    map50, map50_95 = val_map(load_peer(out / tag / "weights/best.pt", select_device(opt.device)), data, opt,
+                              out / "val" / tag)
     return Row(opt.peer, map50, map50_95, [map50_95], tail_mean(out / tag / "results.csv"), wall,
                opt.epochs * n_train / wall, rss, notes=["ultralytics trainer: its defaults plus the recipe"])
 
@@ -325,7 +375,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
          f"seed(s) {', '.join(map(str, opt.seed))}")
     latency = (f"latency: ONNX Runtime {opt.threads} threads, {opt.latency_imgsz}, fused, random init, "
                f"median of {opt.latency_runs}" if opt.latency_runs else "no latency (--latency-runs 0)")
-    summary = (f"bench_accuracy on {cpu_name()} ({os.cpu_count()} cores), {trained}; {latency}; "
+    scored = "" if opt.skip_train else f"mAP of every row: {SCORER}; "
+    summary = (f"bench_accuracy on {cpu_name()} ({os.cpu_count()} cores), {trained}; {scored}{latency}; "
                f"total wall {time.perf_counter() - t_start:.0f} s")
     per_seed = f" (one run per seed: --seed {' '.join(map(str, opt.seed))})" if len(opt.seed) > 1 else ""
     commands = "\n".join(f"- {r.model}: `{r.notes[0]}`{per_seed}" for r in rows if r.notes)

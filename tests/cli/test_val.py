@@ -126,7 +126,7 @@ def test_val_map_matches_pycocotools_on_saved_json(tmp_path):
     assert {r["category_id"] for r in rows} & {90, 84}, "COCO datasets use the 80→91 category ids"
     theirs = evaluate_coco(coco_json, rows, img_ids=[139, 285, 632, 724])
     assert 0.2 < map50_95 < 0.95
-    assert abs(map50_95 - theirs["map"]) < 0.02 and abs(map50 - theirs["map50"]) < 0.02, (map50_95, map50, theirs)
+    assert abs(map50_95 - theirs["map"]) < 0.005 and abs(map50 - theirs["map50"]) < 0.005, (map50_95, map50, theirs)
 
 
 def test_training_call_computes_losses_with_a_real_model(tmp_path):

@@ -18,7 +18,8 @@ def _evaluate(images, matching="coco"):
     """images: list of (detections (n,6) x1y1x2y2 conf cls, labels (m,5) cls x1y1x2y2) → APResult, as val scores."""
     stats = []
     for det, lab in images:
-        det, lab = torch.tensor(det, dtype=torch.float32).view(-1, 6), torch.tensor(lab, dtype=torch.float32).view(-1, 5)
+        det = torch.tensor(det, dtype=torch.float32).view(-1, 6)
+        lab = torch.tensor(lab, dtype=torch.float32).view(-1, 5)
         stats.append([x.numpy() for x in score_image(det, lab, matching)])
     return ap_per_class(*(np.concatenate(x) for x in zip(*stats)))
 
