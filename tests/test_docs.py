@@ -113,7 +113,7 @@ def script_of(words: list[str]) -> str | None:
     return words[1] if words[1].endswith(".py") and shipped(words[1]) else None
 
 
-def why_not_run(cmd: Command, cwd: Path) -> str | None:
+def why_not_run(cmd: Command, cwd: Path | None) -> str | None:
     """The rule that keeps `cmd` from running, or None when it runs."""
     words = cmd.words
     if words[0] in NEVER_RUN or words[:3] == ["python", "-m", "pytest"]:
@@ -136,7 +136,7 @@ def why_not_run(cmd: Command, cwd: Path) -> str | None:
     for w in words:
         if w in USER_FILES:
             return f"names the reader's {w}"
-        if w.startswith("runs/") and not (cwd / w).exists():
+        if w.startswith("runs/") and (cwd is None or not (cwd / w).exists()):
             return f"names {w}, which no earlier command of its block wrote"
     return None
 
@@ -201,13 +201,13 @@ def test_shipped_doc_commands_run(tmp_path, capsys):
     ran, skipped, repos = [], [], {}
     for cmd in doc_commands():
         key = (cmd.doc, cmd.block)
-        if key not in repos:
-            repos[key] = copy_repo(tmp_path / f"repo{len(repos)}")
-        cwd = repos[key]
-        reason = why_not_run(cmd, cwd)
+        reason = why_not_run(cmd, repos.get(key))
         if reason:
             skipped.append(f"{cmd}  [{reason}]")
             continue
+        if key not in repos:  # one fresh copy per block, made when its first command runs
+            repos[key] = copy_repo(tmp_path / f"repo{len(repos)}")
+        cwd = repos[key]
         argv = shortened(cmd.words)
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"{cmd}\nran as: {shlex.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
