@@ -40,17 +40,21 @@ def test_detect_without_arguments_annotates_shipped_images_and_video(tmp_path):
     cap.release()
 
 
-def documented_scores() -> tuple[int, float, float]:
-    """(imgsz, mAP50, mAP50-95) from the `val:` line of data/demo/README.md."""
+def documented_scores() -> dict[str, tuple[int, float, float]]:
+    """{matching: (imgsz, mAP50, mAP50-95)} from the `val[ --matching yolo]:` lines of data/demo/README.md."""
     text = (ROOT / "data/demo/README.md").read_text()
-    m = re.search(r"val: imgsz (\d+), mAP50 ([\d.]+), mAP50-95 ([\d.]+)", text)
-    assert m, "data/demo/README.md lacks its 'val: imgsz N, mAP50 X, mAP50-95 Y' line"
-    return int(m.group(1)), float(m.group(2)), float(m.group(3))
+    lines = re.findall(r"^val(?: --matching (\w+))?: imgsz (\d+), mAP50 ([\d.]+), mAP50-95 ([\d.]+)$", text, re.M)
+    scores = {rule or "coco": (int(imgsz), float(m50), float(m)) for rule, imgsz, m50, m in lines}
+    assert set(scores) == {"coco", "yolo"}, "data/demo/README.md needs a 'val: imgsz N, mAP50 X, mAP50-95 Y' line " \
+                                            "(default COCO matching) and a 'val --matching yolo: ...' one"
+    return scores
 
 
 @pytest.mark.slow
-def test_demo_scores_what_its_readme_says(tmp_path):
-    imgsz, map50, map50_95 = documented_scores()
-    (_, _, got50, got50_95, *_), _, _ = val.run(data=DEMO_DATA, weights=DEMO_WEIGHTS, imgsz=imgsz, batch_size=16,
-                                                workers=0, plots=False, project=tmp_path)
+@pytest.mark.parametrize("matching", ["coco", "yolo"])
+def test_demo_scores_what_its_readme_says(tmp_path, matching):
+    imgsz, map50, map50_95 = documented_scores()[matching]
+    batch = val.parse_opt([]).batch_size  # as `python val.py` runs: rect batches' padding depends on the batch size
+    (_, _, got50, got50_95, *_), _, _ = val.run(data=DEMO_DATA, weights=DEMO_WEIGHTS, imgsz=imgsz, batch_size=batch,
+                                                workers=0, plots=False, project=tmp_path, matching=matching)
     assert got50 == pytest.approx(map50, abs=0.002) and got50_95 == pytest.approx(map50_95, abs=0.002)
