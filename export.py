@@ -1,9 +1,10 @@
-"""Export a trained checkpoint to ONNX, TFLite (fp32 / fp16 / int8) and TorchScript, then verify the files.
+"""Export a trained checkpoint to ONNX, TFLite, OpenVINO (each also int8) and TorchScript, then verify the files.
 
 Usage (yolov5's flags):
     python export.py --weights runs/train/exp/weights/best.pt --include onnx tflite torchscript
     python export.py --weights best.pt --include onnx --dynamic --simplify --opset 17
     python export.py --weights best.pt --include tflite --half --int8 --data data/coco8.yaml --imgsz 320
+    python export.py --weights best.pt --include onnx openvino --int8 --data data/coco8.yaml  # + int8 files
     python export.py --weights best.pt --include onnx --nms          # post-NMS rows (B, topk_all, 6)
 
 Files go beside the checkpoint (runs/train/exp/weights/best.onnx next to best.pt, as yolov5 writes them);
@@ -29,14 +30,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.assets import DEMO_WEIGHTS  # noqa: E402
-from utils.backends import load_backend  # noqa: E402
+from utils.backends import Backend, load_backend  # noqa: E402
 from utils.checkpoint import load_model, trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.dataset import check_dataset, create_dataloader, find_image_files  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.exporters import (FORMATS, ExportedFile, Parity, check_parity, check_writable_dir,  # noqa: E402
-                             export_metadata, export_onnx, export_tflite, export_torchscript, file_size_mb,
-                             in_batches, letterboxed_batch, median_latency_ms, prepare_for_export, require_litert,
+                             INT8_FORMATS, export_metadata, export_onnx, export_openvino, export_tflite,
+                             export_torchscript, file_size_mb, in_batches, letterboxed_batch, median_latency_ms,
+                             openvino_xml, prepare_for_export, quantize_onnx, require_litert, require_openvino,
                              written_files)
 from utils.log import LOGGER  # noqa: E402
 from utils.predictor import check_imgsz  # noqa: E402
@@ -59,7 +61,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="batch size baked into the exported files")
     p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or cpu")
     p.add_argument("--half", action="store_true", help="FP16: ONNX/TorchScript on CUDA; an extra fp16 .tflite")
-    p.add_argument("--int8", action="store_true", help="an extra int8 .tflite, calibrated on --data train images")
+    p.add_argument("--int8", action="store_true",
+                   help="an extra int8 file per ONNX / TFLite / OpenVINO format, calibrated on --data train images")
     p.add_argument("--data", type=str, default=None, help="data YAML: int8 calibration images and val mAP")
     p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width")
     p.add_argument("--simplify", action="store_true", help="ONNX: simplify with onnxslim")
@@ -94,8 +97,8 @@ def check_options(opt: argparse.Namespace) -> None:
         raise UserInputError(f"--weights {opt.weights}: file not found")
     if opt.int8 and not opt.data:
         raise UserInputError("--int8: needs --data (a data YAML whose train images calibrate the quantization)")
-    if opt.int8 and "tflite" not in opt.include:
-        raise UserInputError("--int8: applies to TFLite only; add tflite to --include")
+    if opt.int8 and not set(INT8_FORMATS) & set(opt.include):
+        raise UserInputError(f"--int8: applies to {', '.join(INT8_FORMATS)}; add one of them to --include")
     if opt.batch_size < 1:
         raise UserInputError(f"--batch-size {opt.batch_size}: must be 1 or more")
     if opt.opset not in ONNX_OPSETS:
@@ -111,6 +114,8 @@ def check_options(opt: argparse.Namespace) -> None:
         raise UserInputError(f"--data {opt.data}: file not found")
     if "tflite" in opt.include:
         require_litert()
+    if "openvino" in opt.include:
+        require_openvino(opt.int8)
 
 
 def calibration_batches(data: dict, imgsz: tuple[int, int], batch: int) -> list[np.ndarray]:
@@ -146,10 +151,15 @@ def output_files(opt: argparse.Namespace, folder: Path) -> dict[str, Path]:
     """{ExportedFile.label: path} for everything --include (with --half / --int8) asks for."""
     stem = Path(opt.weights).stem
     files = {fmt: folder / f"{stem}.{fmt}" for fmt in ("torchscript", "onnx") if fmt in opt.include}
+    if "onnx" in opt.include and opt.int8:
+        files["onnx int8"] = folder / f"{stem}-int8.onnx"
     if "tflite" in opt.include:
         files["tflite"] = folder / f"{stem}.tflite"
         for precision in ["fp16"] * opt.half + ["int8"] * opt.int8:
             files[f"tflite {precision}"] = folder / f"{stem}-{precision}.tflite"
+    if "openvino" in opt.include:
+        for precision in ["fp32"] + ["int8"] * opt.int8:
+            files["openvino" if precision == "fp32" else f"openvino {precision}"] = openvino_xml(folder, stem, precision)
     return files
 
 
@@ -168,6 +178,7 @@ def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor
                data: dict | None) -> list[ExportedFile]:
     imgsz, batch = tuple(im.shape[2:]), im.shape[0]
     precision = "fp16" if im.dtype == torch.float16 else "fp32"
+    calibration = calibration_batches(data, imgsz, batch) if opt.int8 else None
     files = []
     if "torchscript" in targets:
         LOGGER.info("TorchScript: tracing")
@@ -179,18 +190,30 @@ def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor
         meta = export_metadata(model, imgsz, batch, precision, opt.nms)
         path = export_onnx(model, im, targets["onnx"], meta, opt.opset, opt.dynamic, opt.simplify)
         files.append(ExportedFile("onnx", path, precision))
+        if "onnx int8" in targets:
+            files.append(ExportedFile("onnx", quantize_onnx(path, targets["onnx int8"], calibration, model), "int8"))
     if "tflite" in targets:
         if opt.dynamic:
             LOGGER.warning("WARNING: --dynamic applies to ONNX only; the .tflite files have a fixed input size")
         tfl_model, tfl_im = model.float().cpu(), im.float().cpu()  # litert converts on CPU in fp32
-        calibration = calibration_batches(data, imgsz, batch) if opt.int8 else None
-        outputs = {label[len("tflite "):] or "fp32": path for label, path in targets.items()
-                   if label.startswith("tflite")}
+        outputs = precisions_of("tflite", targets)
         LOGGER.info(f"TFLite: litert_torch.convert, then {', '.join(outputs)}")
         meta = export_metadata(tfl_model, imgsz, batch, "fp32", opt.nms)
         for prec, path in export_tflite(tfl_model, tfl_im, outputs, meta, calibration).items():
             files.append(ExportedFile("tflite", path, prec))
+    if "openvino" in targets:
+        outputs = precisions_of("openvino", targets)
+        LOGGER.info(f"OpenVINO: openvino.convert_model, then {', '.join(outputs)}")
+        ov_model, ov_im = model.float().cpu(), im.float().cpu()  # converted for the CPU plugin, in fp32
+        meta = export_metadata(ov_model, imgsz, batch, "fp32", opt.nms)
+        for prec, path in export_openvino(ov_model, ov_im, outputs, meta, calibration).items():
+            files.append(ExportedFile("openvino", path, prec))
     return files
+
+
+def precisions_of(fmt: str, targets: dict[str, Path]) -> dict[str, Path]:
+    """{precision: path} of one format's targets ('tflite' -> fp32, 'tflite int8' -> int8)."""
+    return {label[len(fmt) + 1:] or "fp32": path for label, path in targets.items() if label.split()[0] == fmt}
 
 
 def square_val_map(model: torch.nn.Module, data: dict, imgsz: int, batch: int) -> float:
@@ -202,14 +225,14 @@ def square_val_map(model: torch.nn.Module, data: dict, imgsz: int, batch: int) -
     return float(val.run(data=data, model=model, dataloader=loader, plots=False)[0][3])
 
 
-def file_map(path: Path, data: dict, imgsz: int, batch: int, device: str) -> float:
-    """val mAP50-95 of one file; val's run folder is only a by-product here, so it lives in a temporary
-    folder instead of beside the user's weights."""
+def file_map(path: Path, data: dict, imgsz: int, batch: int, device: str, half: bool = False) -> float:
+    """val mAP50-95 of one file (`half`: as val --half runs it); val's run folder is only a by-product here, so
+    it lives in a temporary folder instead of beside the user's weights."""
     import val
 
     with tempfile.TemporaryDirectory(prefix="export-val-") as tmp:
         results = val.run(data=data, weights=str(path), imgsz=imgsz, batch_size=batch, device=device, workers=2,
-                          plots=False, project=tmp, name=path.name)
+                          half=half, plots=False, project=tmp, name=path.name)
     return float(results[0][3])
 
 
@@ -235,19 +258,35 @@ def verify(opt: argparse.Namespace, files: list[ExportedFile], model: torch.nn.M
     rect_map = None
     for f in files:
         backend = load_backend(f.path, opt.device)
-        parity: Parity = check_parity(lambda x: backend(x).cpu().numpy(), model, batches)
-        LOGGER.info(f"{f.label}: max abs diff {parity.max_abs:.3g}, max rel diff {parity.max_rel:.3g} vs PyTorch "
-                    f"on {parity.images} letterboxed image(s)")
-        row = {"format": f.label, "file": f.path.name, "size_mb": file_size_mb(f.path), "max_abs": parity.max_abs,
-               "max_rel": parity.max_rel, "latency_ms": median_latency_ms(backend, batches[0]), "map50_95": None}
-        if with_map:
-            row["map50_95"] = file_map(f.path, data, imgsz[0], batch, opt.device)
-            if backend.dynamic and rect_map is None:  # a dynamic file is validated on rect batches, like the .pt
+        row = verify_file(f, backend, model, batches, data if with_map else None, opt.device)
+        if with_map and backend.dynamic:  # a dynamic file is validated on rect batches, like the .pt
+            if rect_map is None:
                 rect_map = file_map(Path(opt.weights), data, imgsz[0], batch, opt.device)
-                LOGGER.info(f"pytorch mAP50-95 on rect batches (what dynamic {f.label} saw): {rect_map:.4f}")
-                row["map50_95_pt_same_input"] = rect_map
+            LOGGER.info(f"pytorch mAP50-95 on rect batches (what dynamic {f.label} saw): {rect_map:.4f}")
+            row["map50_95_pt_same_input"] = rect_map
         rows.append(row)
+        if f.fmt == "openvino" and f.precision == "fp32":  # and as OpenVINO runs it by default (--half)
+            reduced = load_backend(f.path, opt.device, fp16=True)
+            if reduced.precision != "f32":
+                rows.append(verify_file(ExportedFile(f.fmt, f.path, reduced.precision), reduced, model, batches,
+                                        data if with_map else None, opt.device))
     return rows
+
+
+def verify_file(f: ExportedFile, backend: Backend, model: torch.nn.Module, batches: list[np.ndarray],
+                data: dict | None, device: str) -> dict[str, Any]:
+    """One table row: parity against PyTorch, latency, and with `data` val mAP50-95 through the same backend."""
+    parity: Parity = check_parity(lambda x: backend(x).cpu().numpy(), model, batches)
+    LOGGER.info(f"{f.label}: max abs diff {parity.max_abs:.3g}, max rel diff {parity.max_rel:.3g} vs PyTorch "
+                f"on {parity.images} letterboxed image(s)")
+    shown = f"{f.path.parent.name}/{f.path.name}" if f.fmt == "openvino" else f.path.name
+    row = {"format": f.label, "file": shown, "max_abs": parity.max_abs, "max_rel": parity.max_rel,
+           "size_mb": sum(file_size_mb(p) for p in written_files(f.path) if p.suffix != ".json"),
+           "latency_ms": median_latency_ms(backend, batches[0]), "map50_95": None}
+    if data is not None:
+        reduced = f.fmt == "openvino" and f.precision in ("bf16", "f16")  # the runtime's default, as --half picks
+        row["map50_95"] = file_map(f.path, data, batches[0].shape[2], len(batches[0]), device, half=reduced)
+    return row
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -269,6 +308,8 @@ def export(opt: argparse.Namespace) -> dict[str, Any]:
     if opt.half and device.type == "cpu" and "tflite" not in opt.include:
         raise UserInputError("--half: FP16 ONNX/TorchScript export needs a CUDA --device "
                              "(on CPU, --half only adds an fp16 .tflite)")
+    if opt.half and opt.int8 and device.type != "cpu" and "onnx" in opt.include:
+        raise UserInputError("--int8: quantizes a float32 ONNX file; export --half and --int8 in two runs")
     if opt.half and device.type == "cpu" and {"onnx", "torchscript"} & set(opt.include):
         LOGGER.warning("WARNING: --half: ONNX/TorchScript stay fp32 on CPU (FP16 needs a CUDA --device); "
                        "the fp16 .tflite is written")

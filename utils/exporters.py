@@ -1,4 +1,4 @@
-"""Write a DetectionModel as ONNX, TorchScript or TFLite, and check the files against PyTorch.
+"""Write a DetectionModel as ONNX, TorchScript, TFLite or OpenVINO IR, and check the files against PyTorch.
 
 Why the model is prepared the same way for every format: BN is folded into leaf `nn.Parameter`s (litert-torch
 rejects non-leaf parameters), PConv runs its split→conv→cat path (no in-place slice assignment in the graph)
@@ -12,6 +12,7 @@ import copy
 import datetime
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -29,8 +30,10 @@ from utils.backends import encode_metadata
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
-FORMATS = ("onnx", "tflite", "torchscript")
+FORMATS = ("onnx", "tflite", "torchscript", "openvino")
+INT8_FORMATS = ("onnx", "tflite", "openvino")  # the formats --int8 adds a quantized file to
 TFLITE_HINT = "TFLite export needs litert-torch and ai-edge-litert: pip install -r requirements-tflite.txt"
+OPENVINO_HINT = "OpenVINO export needs openvino, and nncf for --int8: pip install openvino nncf"
 NMS_PRE_TOPK = 1000  # candidates per image fed to the in-graph NMS (its IoU matrix is PRE_TOPK x PRE_TOPK)
 NMS_CLASS_OFFSET = 4096.0  # pixels between classes' boxes so one IoU matrix never matches across classes
 REL_DIFF_FLOOR = 1e-3  # |reference| below this counts as this in the relative difference
@@ -151,8 +154,23 @@ def tflite_sidecar(path: Path) -> Path:
 
 
 def written_files(path: Path) -> list[Path]:
-    """Every file exporting to `path` writes: the file, plus the metadata sidecar for TFLite."""
-    return [path, tflite_sidecar(path)] if path.suffix == ".tflite" else [path]
+    """Every file exporting to `path` writes: the file, plus the metadata sidecar for TFLite, the weights for
+    OpenVINO's .xml."""
+    if path.suffix == ".tflite":
+        return [path, tflite_sidecar(path)]
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+
+
+def head_float_ops(model: nn.Module) -> tuple[str, bool]:
+    """(scope tag of the Detect head, whether NMS wraps it) for keeping the decode float in int8 files.
+
+    Exporters name an op after the module path that ran it: the head's own ops (sigmoid, DFL softmax and
+    matmul, grid and anchor arithmetic, the final concat) sit directly under `model.<i>/`, its convs deeper.
+    One int8 scale over a tensor that holds both pixel boxes and 0-1 scores would round every score to zero,
+    so these stay float while every conv, the head's included, runs int8.
+    """
+    detection = model.model if isinstance(model, FixedSizeNMS) else model
+    return f"model.{len(detection.model) - 1}/", isinstance(model, FixedSizeNMS)
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
@@ -183,6 +201,47 @@ def export_onnx(model: nn.Module, im: torch.Tensor, path: Path, metadata: dict[s
         entry.key, entry.value = key, value
     onnx.save(onnx_model, str(path))
     return path
+
+
+def quantize_onnx(src: Path, dst: Path, calibration: list[np.ndarray], model: nn.Module) -> Path:
+    """Static int8 QDQ ONNX (per-channel int8 weights, uint8 activations) with onnxruntime's quantizer.
+
+    QDQ is the form ONNX Runtime fuses into integer kernels on CPU and TensorRT reads; the head's decode and
+    an in-graph NMS stay float (see head_float_ops). Metadata is carried over from `src`.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration)
+
+        def get_next(self):
+            x = next(self.batches, None)
+            return None if x is None else {"images": x}
+
+    if not calibration:
+        raise UserInputError("--int8: no calibration images (pass --data with a train split)")
+    tag, nms = head_float_ops(model)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
+        keep_float = [n.name for n in graph.node
+                      if (tag in n.name and n.op_type != "Conv") or (nms and "model." not in n.name)]
+        LOGGER.info(f"ONNX: calibrating int8 on {len(calibration)} batch(es), {len(keep_float)} head op(s) float")
+        quantize_static(str(prepared), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)
+    quantized = onnx.load(str(dst))
+    del quantized.metadata_props[:]
+    for entry in onnx.load(str(src), load_external_data=False).metadata_props:
+        quantized.metadata_props.add().CopyFrom(entry)
+    for entry in quantized.metadata_props:
+        if entry.key == "precision":
+            entry.value = "int8"
+    onnx.save(quantized, str(dst))
+    return dst
 
 
 # ----------------------------------------------------------------------------------------- TorchScript
@@ -269,6 +328,61 @@ def tflite_input_shape(path: Path) -> list[int]:
     from ai_edge_litert.interpreter import Interpreter
 
     return [int(s) for s in Interpreter(model_path=str(path)).get_input_details()[0]["shape"]]
+
+
+# -------------------------------------------------------------------------------------------- OpenVINO
+def require_openvino(int8: bool) -> None:
+    """Fail early, with the install command, when openvino (or nncf, for --int8) is missing."""
+    try:
+        import openvino  # noqa: F401
+        if int8:
+            import nncf  # noqa: F401
+    except ImportError as e:
+        raise UserInputError(f"--include openvino: {OPENVINO_HINT} ({e})") from None
+
+
+def openvino_xml(folder: Path, stem: str, precision: str = "fp32") -> Path:
+    """best.pt → best_openvino_model/best.xml (int8: best_int8_openvino_model/), the folders YOLOv5 and
+    ultralytics users know; the backends take the folder or the .xml."""
+    name = f"{stem}_openvino_model" if precision == "fp32" else f"{stem}_{precision}_openvino_model"
+    return folder / name / f"{stem}.xml"
+
+
+def export_openvino(model: nn.Module, im: torch.Tensor, outputs: dict[str, Path], metadata: dict[str, str],
+                    calibration: list[np.ndarray] | None = None) -> dict[str, Path]:
+    """openvino.convert_model straight from PyTorch (once), then nncf post-training quantization for int8.
+
+    `outputs` maps precision (fp32, int8) to the .xml to write. The fp32 IR keeps fp32 weights: the runtime's
+    precision hint decides how it computes (bf16 on CPUs with AVX512-BF16 or AMX, f32 elsewhere), so one
+    file serves every CPU. int8 quantizes every conv's input and weights, calibrated on `calibration`, and
+    keeps the head's decode float (head_float_ops). Metadata is stored in the IR's rt_info under
+    `model_info`, where utils.backends and deploy/ read it.
+    """
+    import openvino as ov
+
+    with torch.inference_mode():
+        model(im)  # fixed input size: Detect's grids become constants
+    ov_model = ov.convert_model(model, example_input=im, input=[tuple(im.shape)])
+    for precision, path in outputs.items():
+        out = ov_model if precision == "fp32" else quantize_openvino(ov_model, model, calibration)
+        for key, value in {**metadata, "precision": precision}.items():
+            out.set_rt_info(value, ["model_info", key])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(out, str(path), compress_to_fp16=False)
+    return outputs
+
+
+def quantize_openvino(ov_model, model: nn.Module, calibration: list[np.ndarray] | None):
+    """nncf.quantize with the head's decode (and an in-graph NMS) left float."""
+    import nncf
+
+    if not calibration:
+        raise UserInputError("--int8: no calibration images (pass --data with a train split)")
+    tag, nms = head_float_ops(model)
+    patterns = [f".*{re.escape(tag)}.*"] + [r"^(?!__module\.).*"] * nms
+    LOGGER.info(f"OpenVINO: calibrating int8 on {len(calibration)} batch(es) with nncf {nncf.__version__}")
+    return nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration),
+                         ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False))
 
 
 # ---------------------------------------------------------------------------------------------- images

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"
 BUS = ROOT / "data/images/bus.jpg"
 IMGSZ = 64
+REDUCED_PRECISION = ("tflite fp16",)  # fp16 weights, fp32 compute
 
 torch.set_num_threads(2)
 
@@ -47,7 +48,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(checkpoint, tmp_path_factory):
-    return export.run(weights=str(checkpoint), include=["onnx", "tflite", "torchscript"], imgsz=[IMGSZ],
+    return export.run(weights=str(checkpoint), include=["onnx", "tflite", "torchscript", "openvino"], imgsz=[IMGSZ],
                       half=True, int8=True, data=str(COCO8), project=str(tmp_path_factory.mktemp("export")))
 
 
@@ -57,30 +58,43 @@ def _files(exported) -> dict[str, Path]:
 
 def test_every_format_written_with_metadata(exported):
     files = _files(exported)
-    assert sorted(files) == ["onnx", "tflite", "tflite fp16", "tflite int8", "torchscript"]
-    assert [p.name for p in files.values()] == ["tiny.torchscript", "tiny.onnx", "tiny.tflite", "tiny-fp16.tflite",
-                                                "tiny-int8.tflite"]
+    assert sorted(files) == ["onnx", "onnx int8", "openvino", "openvino int8", "tflite", "tflite fp16", "tflite int8",
+                             "torchscript"]
+    assert [str(p.relative_to(exported["save_dir"])) for p in files.values()] == [
+        "tiny.torchscript", "tiny.onnx", "tiny-int8.onnx", "tiny.tflite", "tiny-fp16.tflite", "tiny-int8.tflite",
+        "tiny_openvino_model/tiny.xml", "tiny_int8_openvino_model/tiny.xml"]
     for label in ("tflite", "tflite fp16", "tflite int8"):
         meta = json.loads(files[label].with_suffix(".json").read_text())
         assert json.loads(meta["imgsz"]) == [IMGSZ, IMGSZ] and meta["stride"] == "32"
         assert len(json.loads(meta["names"])) == 80 and meta["layout"] in ("NCHW", "NHWC")
         assert meta["precision"] == label.split()[-1].replace("tflite", "fp32")
-    sizes = {label: p.stat().st_size for label, p in files.items()}
+    for label in ("openvino", "openvino int8"):  # metadata in the IR itself, as the backends read it
+        backend = load_backend(files[label].parent)  # the *_openvino_model folder stands for its .xml
+        assert (backend.kind, backend.imgsz, backend.stride, len(backend.names)) == ("openvino", (IMGSZ, IMGSZ), 32, 80)
+    sizes = {label: sum(f.stat().st_size for f in p.parent.glob(p.stem + ".*")) for label, p in files.items()}
     assert sizes["tflite int8"] < 0.5 * sizes["tflite"] and sizes["tflite fp16"] < 0.7 * sizes["tflite"]
+    assert sizes["onnx int8"] < 0.5 * sizes["onnx"] and sizes["openvino int8"] < 0.5 * sizes["openvino"]
     assert (exported["save_dir"] / "summary.json").is_file()
 
 
 def test_verification_table_parity_and_map(exported):
     rows = {r["format"]: r for r in exported["rows"]}
-    assert list(rows) == ["pytorch", "torchscript", "onnx", "tflite", "tflite fp16", "tflite int8"]
+    default = [label for label in rows if label in ("openvino bf16", "openvino f16")]  # where the CPU has them
+    assert list(rows) == ["pytorch", "torchscript", "onnx", "onnx int8", "tflite", "tflite fp16", "tflite int8",
+                          "openvino", *default, "openvino int8"]
     assert rows["onnx"]["max_abs"] < 1e-4
+    assert rows["openvino"]["max_abs"] < 1e-3  # f32 unless --half asks for the runtime's default
+    for label in default:
+        assert rows[label]["max_abs"] < 1.0 and rows[label]["map50_95"] == pytest.approx(rows["pytorch"]["map50_95"],
+                                                                                          abs=0.02)
     assert rows["tflite"]["max_abs"] < 1e-3
     assert rows["torchscript"]["max_abs"] < 1e-4
     assert rows["tflite fp16"]["max_abs"] < 1.0  # box pixels at 64; fp16 weights, fp32 compute
-    assert np.isfinite(rows["tflite int8"]["max_abs"])
+    for label in ("tflite int8", "onnx int8", "openvino int8"):
+        assert np.isfinite(rows[label]["max_abs"]) and rows[label]["size_mb"] < 0.5 * rows[label.split()[0]]["size_mb"]
     for r in rows.values():
         assert r["latency_ms"] > 0 and r["map50_95"] is not None and 0 <= r["map50_95"] <= 1
-    for fmt in ("torchscript", "onnx", "tflite"):
+    for fmt in ("torchscript", "onnx", "tflite", "openvino"):
         assert rows[fmt]["map50_95"] == pytest.approx(rows["pytorch"]["map50_95"], abs=1e-3)
 
 
@@ -151,7 +165,7 @@ def pt_detect_rows(checkpoint, tmp_path_factory) -> np.ndarray:
 
 
 @pytest.mark.parametrize("label, tol", [("onnx", 1e-4), ("tflite", 1e-4), ("torchscript", 1e-4),
-                                        ("tflite fp16", 2e-2)])
+                                        ("tflite fp16", 2e-2), ("openvino", 1e-4)])
 def test_detect_gives_the_pt_boxes(exported, pt_detect_rows, tmp_path, label, tol):
     out = _detect_rows(_files(exported)[label], tmp_path)
     assert len(pt_detect_rows) > 3
@@ -159,8 +173,9 @@ def test_detect_gives_the_pt_boxes(exported, pt_detect_rows, tmp_path, label, to
     assert np.abs(out - pt_detect_rows).max() < tol  # class ids equal; boxes (normalised) and confidences within tol
 
 
-def test_detect_runs_int8_file(exported, tmp_path):
-    rows = _detect_rows(_files(exported)["tflite int8"], tmp_path)
+@pytest.mark.parametrize("label", ["tflite int8", "onnx int8", "openvino int8"])
+def test_detect_runs_int8_file(exported, tmp_path, label):
+    rows = _detect_rows(_files(exported)[label], tmp_path)
     assert rows.shape[1] == 6 and np.all((rows[:, 1:5] >= 0) & (rows[:, 1:5] <= 1))
 
 
@@ -182,10 +197,10 @@ def test_val_accepts_each_file_with_the_pt_boxes(exported, checkpoint, tmp_path)
     assert len(ref) == 4 and sum(len(v) for v in ref.values()) > 4
     for label, path in _files(exported).items():
         out_map, out = _val_rows(path, tmp_path)
-        if label == "tflite int8":  # quantized: it must run and score, not match
+        if label.endswith("int8"):  # quantized: it must run and score, not match
             assert 0 <= out_map <= 1
             continue
-        tol = 2e-2 if label == "tflite fp16" else 1e-4
+        tol = 2e-2 if label in REDUCED_PRECISION else 1e-4
         assert out.keys() == ref.keys(), label
         for stem in ref:  # an untrained head makes near-duplicate boxes 1e-6 apart in score: NMS may keep either,
             a, b = out[stem], ref[stem]  # so compare what val scores: the detections' classes and confidences
