@@ -551,6 +551,8 @@ def main_with_options(opt: argparse.Namespace) -> TrainSummary | Path:
             raise UserInputError(f"--epochs {opt.epochs}: must be at least 1")
         if opt.batch_size < 1:
             raise UserInputError(f"--batch-size {opt.batch_size}: must be at least 1")
+        if not 0 <= opt.seed < 2**31:  # numpy's global seed (seed + 1 + rank) must fit in 32 unsigned bits
+            raise UserInputError(f"--seed {opt.seed}: must be between 0 and {2**31 - 1}")
         if opt.image_weights and opt.rect:
             raise UserInputError("--image-weights: cannot be combined with --rect (rect batches need a fixed order)")
         task = "evolve" if opt.evolve else "train"

@@ -287,12 +287,12 @@ def run(
     nc = len(names)
     n_outputs = int(getattr(model, "nc", nc)) if training else len(forward_model.names) or data["nc"]  # head classes
     annotations = _coco_annotations(data, coco_json) if save_json else None
-    if not training:  # only now that the inputs are known to be good
-        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    if not training:  # the run folder only once the inputs, loader flags and labels included, are known good
         pad, rect = (0.5, True) if task != "speed" and forward_model.dynamic else (0.0, False)
         dataloader = create_dataloader(split_paths, imgsz, batch_size, stride, pad=pad, rect=rect, workers=workers,
                                        single_cls=single_cls, prefix=f"{task}: ", nc=nc)[0]
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
         if device.type != "cpu":
             forward_model.warmup((imgsz, imgsz))
 

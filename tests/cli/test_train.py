@@ -326,8 +326,10 @@ def test_resume_without_any_run_is_a_clear_cli_error(tmp_path):
     ("train", ["--freeze", "99"], "--freeze 99: would freeze all 25 layers of the model, leaving nothing to train; "
                                   "freeze at most the first 24 (--freeze 24: all but the Detect head)"),
     ("train", ["--freeze", "0", "30"], "--freeze 0 30: no layer 30; the model has 25 layers, numbered 0 to 24"),
-], ids=["train-workers", "val-workers", "freeze-every-layer", "freeze-no-such-layer"])
-def test_bad_loader_and_freeze_flags_are_one_line_cli_errors(tmp_path, capsys, door, argv, message):
+    ("train", ["--seed", "-2"], "--seed -2: must be between 0 and 2147483647"),
+    ("train", ["--seed", str(2**32)], "--seed 4294967296: must be between 0 and 2147483647"),
+], ids=["train-workers", "val-workers", "freeze-every-layer", "freeze-no-such-layer", "seed-negative", "seed-huge"])
+def test_bad_loader_freeze_and_seed_flags_are_one_line_cli_errors(tmp_path, capsys, door, argv, message):
     """Each door's main() under run_cli, as the command line runs it: exit 2 and one line, before any training."""
     common = ["--imgsz", "64", "--project", str(tmp_path), *argv]
     main = {"train": lambda: train.main(["--data", str(COCO8), "--cfg", CFG, "--epochs", "1", *common]),
@@ -335,7 +337,7 @@ def test_bad_loader_and_freeze_flags_are_one_line_cli_errors(tmp_path, capsys, d
     with pytest.raises(SystemExit) as e:
         run_cli(main[door])
     assert e.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
-    assert not list(tmp_path.glob("*/weights"))  # no training started
+    assert not list(tmp_path.iterdir())  # no run folder left behind, not even an empty exp
 
 
 # ------------------------------------------------------------------------------------- pieces of the flow
