@@ -21,7 +21,8 @@ trains once per seed and the table shows the means, each seed's mAP50-95, and th
 between seeds. Latency: every model at random init, fused, exported with torch.onnx (dynamo=False,
 opset 17), timed in ONNX Runtime, rounds interleaved.
 
-Usage:
+Usage (--data defaults to the shipped data/shapes3.yaml; every file below is shipped except the GPU-scale
+coco128, which is the full 80-class set from yolov5's coco128.yaml, ../shared/ on machines that hold a copy):
     python benchmarks/bench_accuracy.py --imgsz 320 --epochs 3 --batch-size 16         # small CPU setting
     python benchmarks/bench_accuracy.py --epochs 50                                     # docs/accuracy.md (shapes3)
     python benchmarks/bench_accuracy.py --epochs 50 --seed 0 1 2 --models ablations/X  # mean of three seeds

@@ -37,6 +37,16 @@ def test_seed_runs_merge_into_one_row():
     assert bench.run_tag("m", 0, bench.parse_opt([])) == "m"
 
 
+def test_default_data_is_shipped():
+    """With no --data the script runs on a clone alone: the default YAML and its splits are in the repository."""
+    from utils.dataset import check_dataset
+
+    data = Path(bench.parse_opt([]).data).resolve()
+    assert data.is_relative_to(ROOT) and data.is_file()
+    splits = check_dataset(data)
+    assert all(Path(p).resolve().is_relative_to(ROOT) and Path(p).is_dir() for p in splits["train"] + splits["val"])
+
+
 def test_rows_without_latency_render_dashes_and_rows_with_it_a_ratio():
     untimed = bench.Row("m", 0.3, 0.2, [0.2], 0.18, 100.0, 10.0, 900.0)  # --latency-runs 0
     timed = bench.Row("p", 0.3, 0.2, [0.2], 0.18, 100.0, 10.0, 900.0, onnx_ms=31.0, latency_vs_peer=0.65)
