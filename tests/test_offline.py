@@ -1,6 +1,6 @@
-"""Nothing of ours touches the network: train, val and detect run under an audit hook that stops the process
-on the first DNS lookup, connect or send (ultralytics, imported for plotting, checks whether it is online
-unless told it is offline)."""
+"""Nothing of ours touches the network: train, val, detect and an OpenVINO int8 export run under an audit hook
+that stops the process on the first DNS lookup, connect or send (ultralytics, imported for plotting, checks
+whether it is online unless told it is offline; OpenVINO's converter and nncf send usage telemetry)."""
 import os
 import subprocess
 import sys
@@ -31,12 +31,15 @@ AUDITED = textwrap.dedent("""
     val.run(data="data/coco8.yaml", weights=str(best), imgsz=64, batch_size=4, workers=0, plots=True,
             project=project, name="val")
     detect.run(weights=str(best), source="data/images", imgsz=64, project=project, name="detect")
+    import export  # OpenVINO's converter and nncf would send usage telemetry
+    export.run(weights=str(best), include=["openvino"], int8=True, data="data/coco8.yaml", imgsz=[64],
+               verify=False)
     assert "ultralytics" in sys.modules, "the run never imported ultralytics: the hook proved nothing"
     print("OFFLINE OK")
 """)
 
 
-def test_train_val_detect_never_touch_the_network(tmp_path):
+def test_train_val_detect_export_never_touch_the_network(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "YOLO_OFFLINE"}  # as a user's shell has it
     env.update(OMP_NUM_THREADS="1", YOLO_CONFIG_DIR=str(tmp_path / "ultralytics-settings"))
     proc = subprocess.run([sys.executable, "-c", AUDITED, str(ROOT), str(tmp_path / "runs")], cwd=ROOT, env=env,
