@@ -1,8 +1,8 @@
-"""Run exported PConv-YOLO models (.onnx, .tflite) on a device that has no PyTorch.
+"""Run exported PConv-YOLO models (.onnx, .tflite, OpenVINO IR) on a device that has no PyTorch.
 
 The package is copied alone to the device (a Raspberry Pi, a Jetson, an Android board): it needs only
-numpy, OpenCV and one runtime (onnxruntime or ai-edge-litert), and never imports the project's utils/ or
-models/ (they import torch). Command line: `python -m deploy.run --model best.tflite --source 0`.
+numpy, OpenCV and one runtime (onnxruntime, ai-edge-litert or openvino), and never imports the project's
+utils/ or models/ (they import torch). Command line: `python -m deploy.run --model best.tflite --source 0`.
 Python:
 
     from deploy import Detector, Options

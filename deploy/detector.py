@@ -27,6 +27,7 @@ class Options:
     agnostic_nms: bool = False
     imgsz: list[int] | None = None
     threads: int | None = None
+    half: bool = False  # OpenVINO: the runtime's default precision (bf16 where the CPU has it) instead of f32
 
     def check(self) -> None:
         for flag, value in (("--conf-thres", self.conf_thres), ("--iou-thres", self.iou_thres)):
@@ -112,12 +113,12 @@ def check_classes(classes: list[int] | None, nc: int, model: Path) -> list[int] 
 
 
 class Detector:
-    """An exported .onnx/.tflite file plus the pre/post-processing detect.py applies around it."""
+    """An exported .onnx/.tflite/OpenVINO file plus the pre/post-processing detect.py applies around it."""
 
     def __init__(self, model: str | Path, opt: Options | None = None):
         self.opt = opt or Options()
         self.opt.check()
-        self.engine = load_engine(model, self.opt.threads)
+        self.engine = load_engine(model, self.opt.threads, self.opt.half)
         self.info = self.engine.info
         self.imgsz = check_imgsz(self.opt.imgsz, self.engine)
         self.opt.classes = check_classes(self.opt.classes, len(self.info.names), self.engine.path)

@@ -1,7 +1,7 @@
-"""The inference runtimes: ONNX Runtime for .onnx, LiteRT (ai-edge-litert) for .tflite.
+"""The inference runtimes: ONNX Runtime for .onnx, LiteRT (ai-edge-litert) for .tflite, OpenVINO for its IR.
 
-Both take the array `preprocess.to_input` built for them (layout, dtype and quantisation of the file's own
-input tensor) and return the first output as float32, dequantised when the file's output is int8/uint8.
+Each takes the array `preprocess.to_input` built for it (layout, dtype and quantisation of the file's own
+input tensor) and returns the first output as float32, dequantised when the file's output is int8/uint8.
 A runtime is imported only when a file needs it, so a device may install just one of them.
 """
 from __future__ import annotations
@@ -13,9 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DeployError
+from .log import LOGGER
 from .metadata import ModelInfo, read_tflite_metadata, parse_metadata
 
-SUFFIXES = (".onnx", ".tflite")
+SUFFIXES = (".onnx", ".tflite", ".xml")
+OPENVINO_DIR_SUFFIX = "_openvino_model"  # export.py's folder (best_openvino_model/best.xml + .bin)
+OPENVINO_KEYS = ("names", "stride", "imgsz", "nms", "layout", "precision")  # what parse_metadata reads
 QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
 ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
                "tensor(int8)": np.int8}
@@ -48,6 +51,7 @@ class Engine:
     def __init__(self, path: Path, info: ModelInfo, shape: list, layout: str, input_spec: TensorSpec,
                  output_spec: TensorSpec):
         self.path, self.info, self.layout = path, info, layout
+        self.precision = info.precision  # what runs; a runtime that computes in another precision says so
         self.input_spec, self.output_spec = input_spec, output_spec
         batch, h, w = (shape[0], shape[1], shape[2]) if layout == "NHWC" else (shape[0], shape[2], shape[3])
         self.batch = batch if isinstance(batch, int) and batch > 0 else None
@@ -149,13 +153,67 @@ class TFLiteEngine(Engine):
         return self.interpreter.get_tensor(self.output_index)
 
 
-def load_engine(model: str | Path, threads: int | None = None) -> Engine:
-    """Open `model` with the runtime its extension names (.onnx or .tflite)."""
-    path = Path(model)
+class OpenVINOEngine(Engine):
+    """OpenVINO runtime on the CPU, f32 by default (detect.py's numbers); `half` (--half, as detect.py means it
+    for OpenVINO) takes the runtime's default precision instead: bf16 on CPUs with AVX512-BF16 or AMX, faster,
+    with scores a little off f32; f32 elsewhere."""
+
+    def __init__(self, path: Path, threads: int, half: bool = False):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise DeployError(f"--model {path}: OpenVINO models need openvino (pip install openvino)") from None
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as e:
+            raise DeployError(f"--model {path}: not a readable OpenVINO model ({str(e).splitlines()[0]})") from None
+        raw = {key: model.get_rt_info(["model_info", key]).astype(str) for key in OPENVINO_KEYS
+               if model.has_rt_info(["model_info", key])}
+        info = parse_metadata(raw, path, "its rt_info model_info")
+        config = {"INFERENCE_NUM_THREADS": threads, **({} if half else {"INFERENCE_PRECISION_HINT": "f32"})}
+        self.compiled = core.compile_model(model, "CPU", config)
+        shape = [d.get_length() if d.is_static else -1 for d in model.input(0).get_partial_shape()]
+        try:
+            layout = layout_of(shape, info.layout)
+        except ValueError as e:
+            raise DeployError(f"--model {path}: {e}") from None
+        super().__init__(path, info, shape, layout, TensorSpec(np.float32), TensorSpec(np.float32))
+        compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # 'f32', 'bf16', 'f16'
+        if compute != "f32":
+            self.precision = f"{info.precision}, {compute} compute"
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.compiled(x)[0]
+
+
+def resolve_model_path(path: Path) -> Path:
+    """export.py's OpenVINO folder (best_openvino_model/) stands for the one .xml inside it."""
+    if not path.name.endswith(OPENVINO_DIR_SUFFIX):
+        return path
+    if not path.is_dir():
+        raise DeployError(f"--model {path}: folder not found")
+    xmls = sorted(path.glob("*.xml"))
+    if len(xmls) != 1:
+        raise DeployError(f"--model {path}: expected one .xml in the OpenVINO model folder, found {len(xmls)}")
+    return xmls[0]
+
+
+def load_engine(model: str | Path, threads: int | None = None, half: bool = False) -> Engine:
+    """Open `model` with the runtime its extension names (.onnx, .tflite, OpenVINO .xml or its folder).
+
+    `half` is OpenVINO's --half (its runtime's default precision); other files' precision is fixed at export.
+    """
+    path = resolve_model_path(Path(model))
     if path.suffix.lower() not in SUFFIXES:
-        raise DeployError(f"--model {path}: unsupported format '{path.suffix}' (use {' or '.join(SUFFIXES)}; "
-                          f"export .pt checkpoints with export.py first)")
+        raise DeployError(f"--model {path}: unsupported format '{path.suffix}' (use .onnx, .tflite, OpenVINO .xml "
+                          f"or a *{OPENVINO_DIR_SUFFIX} folder; export .pt checkpoints with export.py first)")
     if not path.is_file():
         raise DeployError(f"--model {path}: file not found")
     threads = threads or default_threads()
-    return OnnxEngine(path, threads) if path.suffix.lower() == ".onnx" else TFLiteEngine(path, threads)
+    suffix = path.suffix.lower()
+    if suffix == ".xml":
+        return OpenVINOEngine(path, threads, half)
+    if half:
+        LOGGER.warning(f"WARNING: --half has no effect on {suffix} files (precision is fixed at export)")
+    return OnnxEngine(path, threads) if suffix == ".onnx" else TFLiteEngine(path, threads)

@@ -1,8 +1,9 @@
-"""Command line: run an exported .onnx/.tflite on images, videos, folders, a webcam or a stream, without PyTorch.
+"""Command line: run an exported .onnx/.tflite/OpenVINO model on images, videos, a webcam or a stream, without torch.
 
     python -m deploy.run --model best.tflite --source 0 --view-img         # webcam
     python -m deploy.run --model best.onnx --source clip.mp4 --save-txt    # video → runs/detect/exp/clip.mp4
     python -m deploy.run --model best-int8.tflite --source images/ --conf-thres 0.4 --classes 0
+    python -m deploy.run --model best_openvino_model --source images/ --half  # OpenVINO, bf16 where the CPU has it
 
 Flags and outputs follow detect.py. Bad input prints one `error: ...` line and exits with status 2.
 """
@@ -24,7 +25,8 @@ from .sources import open_source
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m deploy.run", description=__doc__.split("\n")[0])
-    p.add_argument("--model", "--weights", dest="model", required=True, help="exported .onnx or .tflite file")
+    p.add_argument("--model", "--weights", dest="model", required=True,
+                   help="exported .onnx, .tflite or OpenVINO .xml (or its *_openvino_model folder)")
     p.add_argument("--source", default="0", help="image, video, folder, glob, camera index (0) or stream URL")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
                    help="inference size h w (default: the size the file was exported at)")
@@ -34,6 +36,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classes", nargs="+", type=int, help="keep only these classes: --classes 0 2 3")
     p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: all cores)")
+    p.add_argument("--half", action="store_true",
+                   help="OpenVINO: its runtime's default precision (bf16 on CPUs with AVX512-BF16/AMX) instead of f32")
     p.add_argument("--view-img", action="store_true", help="show results in a window (when a display exists)")
     p.add_argument("--save-txt", action="store_true", help="save results to labels/*.txt (YOLO format)")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
@@ -50,9 +54,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def detect(opt: argparse.Namespace) -> Path:
     """Run the whole job described by `opt`; return the run folder."""
     detector = Detector(opt.model, Options(opt.conf_thres, opt.iou_thres, opt.max_det, opt.classes,
-                                           opt.agnostic_nms, opt.imgsz, opt.threads))
+                                           opt.agnostic_nms, opt.imgsz, opt.threads, opt.half))
     info = detector.info
-    LOGGER.info(f"{opt.model}: {detector.engine.__class__.__name__[:-6]} {info.precision}, input "
+    LOGGER.info(f"{opt.model}: {detector.engine.__class__.__name__[:-6]} {detector.engine.precision}, input "
                 f"{detector.imgsz[0]}x{detector.imgsz[1]} {detector.engine.layout}, {len(info.names)} classes"
                 f"{', NMS in the graph' if info.nms else ''}")
     source = open_source(opt.source)
