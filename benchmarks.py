@@ -27,7 +27,7 @@ from utils.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markd
                             peak_rss_mb, prepare_model, profile_models, whole_model_rows)
 from utils.runs import increment_path
 from utils.torch_utils import select_device
-from utils.profiler import cpu_name  # noqa: E402
+from utils.system import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "FLOP/B", "ms", "GFLOPS"]

@@ -35,17 +35,16 @@ from utils.checkpoint import load_model, trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.dataset import check_dataset, create_dataloader, find_image_files  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
-from utils.exporters import (FORMATS, ExportedFile, Parity, check_parity, check_writable_dir,  # noqa: E402
-                             INT8_FORMATS, export_metadata, export_onnx, export_openvino, export_tflite,
-                             export_torchscript, file_size_mb, in_batches, letterboxed_batch, median_latency_ms,
-                             openvino_xml, prepare_for_export, quantize_onnx, require_litert, require_openvino,
-                             written_files)
+from utils.exporters import (FORMATS, INT8_FORMATS, ExportedFile, Parity, calibration_batches,  # noqa: E402
+                             check_parity, check_writable_dir, export_metadata, export_onnx, export_openvino,
+                             export_tflite, export_torchscript, file_size_mb, in_batches, letterboxed_batch,
+                             median_latency_ms, openvino_xml, prepare_for_export, quantize_onnx, require_litert,
+                             require_openvino, written_files)
 from utils.log import LOGGER  # noqa: E402
 from utils.predictor import check_imgsz  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
-MAX_CALIBRATION_IMAGES = 300
 PARITY_IMAGES = 8
 SHIPPED_IMAGES = (ROOT / "data/images/bus.jpg", ROOT / "data/images/zidane.jpg")
 ONNX_OPSETS = range(11, 22)
@@ -116,17 +115,6 @@ def check_options(opt: argparse.Namespace) -> None:
         require_litert()
     if "openvino" in opt.include:
         require_openvino(opt.int8)
-
-
-def calibration_batches(data: dict, imgsz: tuple[int, int], batch: int) -> list[np.ndarray]:
-    """Up to MAX_CALIBRATION_IMAGES letterboxed train images, evenly spread over the split."""
-    files = find_image_files(data["train"])
-    if not files:
-        raise UserInputError(f"--data {data['yaml_file']}: no train images to calibrate --int8 with")
-    step = max(len(files) / MAX_CALIBRATION_IMAGES, 1)
-    picked = [files[int(i * step)] for i in range(min(len(files), MAX_CALIBRATION_IMAGES))]
-    LOGGER.info(f"int8 calibration: {len(picked)} train image(s) from {data['yaml_file']}")
-    return in_batches(letterboxed_batch(picked, imgsz), batch)
 
 
 def parity_images(data: dict | None) -> list[str]:

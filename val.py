@@ -184,7 +184,8 @@ def _open_for_cli(weights: str | Path | None, device: torch.device, half: bool, 
     """The model behind --weights and the input size it will run at (a stride multiple, or its export size);
     imgsz None: the model's own size, as detect.py picks it."""
     if weights is None:
-        raise UserInputError("--weights: give a model file to validate (.pt, .torchscript, .onnx or .tflite)")
+        raise UserInputError("--weights: give a model file to validate (.pt, .torchscript, .onnx, .tflite, "
+                             "OpenVINO .xml or its folder)")
     backend = load_weights(weights, device, half)
     if backend.dynamic:
         return backend, round_imgsz_to_stride(imgsz or default_imgsz(backend)[0], backend.stride)
@@ -226,7 +227,7 @@ def _class_names(model_names: list[str], data: dict, single_cls: bool, source: s
 
 def run(
     data: str | Path | dict = ROOT / "data/coco8.yaml",
-    weights: str | Path | list[str | Path] | None = None,
+    weights: str | Path | list[str | Path] | Backend | None = None,
     batch_size: int = 32,
     imgsz: int | None = None,
     conf_thres: float = 0.001,
@@ -282,7 +283,7 @@ def run(
         device = select_device(device, batch_size)
         forward_model, imgsz = _open_for_cli(weights, device, half, imgsz, augment)
         half, stride = forward_model.fp16, forward_model.stride
-        weights_stem = "ensemble" if ensemble else Path(weights).stem
+        weights_stem = "ensemble" if ensemble else forward_model.path.stem
         names = _class_names(forward_model.names, data, single_cls, source)
     nc = len(names)
     n_outputs = int(getattr(model, "nc", nc)) if training else len(forward_model.names) or data["nc"]  # head classes

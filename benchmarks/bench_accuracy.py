@@ -56,7 +56,7 @@ import yaml  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.labels import image_to_label_path  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.profiler import cpu_name  # noqa: E402
+from utils.system import cpu_name  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 
 SPLITS = ("train", "val", "test")  # what a data YAML may name; bench stages each one present

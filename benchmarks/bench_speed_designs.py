@@ -44,10 +44,10 @@ from models.yolo import DetectionModel, find_model_yaml  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.profiler import current_rss_mb, peak_rss_mb  # noqa: E402
+from utils.system import current_rss_mb, peak_rss_mb  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.torch_utils import count_params, model_flops  # noqa: E402
-from utils.profiler import cpu_name  # noqa: E402
+from utils.system import cpu_name  # noqa: E402
 
 CSP_TYPES = ("C3", "C3Faster", "C3_Faster")
 ACTIVATION_OPS = ("QuickGelu", "Sigmoid", "Mul", "Relu", "HardSigmoid", "Gelu")

@@ -170,7 +170,7 @@ def main() -> None:
             continue
         results.append(json.loads(lines[0][len(RESULT_TAG):]))
 
-    from utils.profiler import cpu_name  # here, not at the top: the parent stays torch-free while trainers run
+    from utils.system import cpu_name  # here, not at the top: the parent stays torch-free while trainers run
 
     print(f"\nTraining from scratch on {opt.data}: imgsz {opt.imgsz}, {opt.epochs} epochs, batch {opt.batch_size}, "
           f"CPU {cpu_name()} ({os.cpu_count()} cores, {opt.threads} torch threads), each trainer's default hyps")

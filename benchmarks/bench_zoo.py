@@ -36,7 +36,7 @@ from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.torch_utils import count_params, model_flops, select_device  # noqa: E402
-from utils.profiler import cpu_name  # noqa: E402
+from utils.system import cpu_name  # noqa: E402
 
 ZOO = ["yolov5n", "yolov5n-faster", "yolov5s", "yolov5s-faster", "yolov5-fasternet-t0", "yolov5m", "yolov5m-faster",
        "yolov5-fasternet-t1", "yolov5-fasternet-t2", "yolov5l", "yolov5l-faster", "yolov5x", "yolov5x-faster"]

@@ -26,7 +26,7 @@ from utils.coco_eval import (category_ids, detections_to_coco, evaluate_coco, la
                              yolo_ground_truth)
 from utils.dataset import check_dataset  # noqa: E402
 from utils.metrics import MATCHING_RULES, ap_per_class, score_image  # noqa: E402
-from utils.profiler import cpu_name  # noqa: E402
+from utils.system import cpu_name  # noqa: E402
 
 
 def perturb(labels: np.ndarray, w: int, h: int, nc: int, rng: np.random.Generator, jitter: float) -> np.ndarray:

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from utils.augment import letterbox
 from utils.backends import encode_metadata
+from utils.dataset import find_image_files
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
@@ -37,6 +38,7 @@ OPENVINO_HINT = "OpenVINO export needs openvino, and nncf for --int8: pip instal
 NMS_PRE_TOPK = 1000  # candidates per image fed to the in-graph NMS (its IoU matrix is PRE_TOPK x PRE_TOPK)
 NMS_CLASS_OFFSET = 4096.0  # pixels between classes' boxes so one IoU matrix never matches across classes
 REL_DIFF_FLOOR = 1e-3  # |reference| below this counts as this in the relative difference
+MAX_CALIBRATION_IMAGES = 300  # int8 calibration images: each costs a forward pass
 
 
 @dataclass
@@ -406,6 +408,19 @@ def in_batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
     n = -(-len(images) // batch) * batch
     images = np.concatenate([images] * (-(-n // len(images))))[:n]
     return [images[i:i + batch] for i in range(0, n, batch)]
+
+
+def calibration_batches(data: dict, imgsz: tuple[int, int], batch: int) -> list[np.ndarray]:
+    """Up to MAX_CALIBRATION_IMAGES letterboxed train images of a checked data YAML, evenly spread over the split:
+    what every int8 exporter calibrates on."""
+    files = find_image_files(data["train"])
+    if not files:
+        raise UserInputError(f"--data {data['yaml_file']}: no train images to calibrate --int8 with")
+    step = max(len(files) / MAX_CALIBRATION_IMAGES, 1)
+    picked = [files[int(i * step)] for i in range(min(len(files), MAX_CALIBRATION_IMAGES))]
+    LOGGER.info(f"int8 calibration: {len(picked)} train image(s) from {data['yaml_file']}")
+    return in_batches(letterboxed_batch(picked, imgsz), batch)
+
 
 
 # -------------------------------------------------------------------------------------------- checking

@@ -15,8 +15,6 @@ the device's FLOPS. This module measures both factors instead of assuming them:
 from __future__ import annotations
 
 import copy
-import platform
-import resource
 import statistics
 import tempfile
 import time
@@ -33,6 +31,7 @@ from torch.utils.flop_counter import flop_registry
 
 from models.fasternet import PConv
 from utils.log import LOGGER
+from utils.system import MB, current_rss_mb, peak_rss_mb
 from utils.torch_utils import count_params, model_flops
 
 # Feature maps of a YOLOv5-s backbone's four stages: (channels, stride) -> 64@160², ..., 512@20² at 640.
@@ -40,7 +39,6 @@ BACKBONE_STAGES = ((64, 4), (128, 8), (256, 16), (512, 32))
 PCONV_N_DIVS = (2, 4, 8)
 PCONV_PATHS = ("split_cat", "slicing")
 BACKENDS = ("pytorch", "onnx", "tflite")
-MB = 1024 * 1024
 
 
 TIMERS = ("wall", "cpu")
@@ -373,41 +371,6 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-def proc_status_mb(key: str) -> float | None:
-    """A memory line of /proc/self/status (e.g. 'VmHWM', 'VmRSS') in MB; None off Linux."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1]) / 1024
-    return None
-
-
-def cpu_name() -> str:
-    """The CPU model as lscpu names it (read from /proc/cpuinfo: no subprocess); every timing quotes it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (since the last reset where /proc allows it)."""
-    peak = proc_status_mb("VmHWM")
-    if peak is not None:
-        return peak
-    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
-
-
-def current_rss_mb() -> float:
-    rss = proc_status_mb("VmRSS")
-    return peak_rss_mb() if rss is None else rss
 
 
 def pytorch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
