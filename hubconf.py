@@ -43,13 +43,17 @@ import utils.predictor  # noqa: E402
 
 
 def custom(path: str, autoshape: bool = True, device: str | None = None, **detector_options):
-    """A trained checkpoint (or exported .onnx / .torchscript / .tflite) as a Detector.
+    """A trained checkpoint (or exported .onnx / .torchscript / .tflite / OpenVINO folder or .xml) as a Detector.
 
     detector_options are utils.predictor.Detector's: conf, iou, imgsz, classes (a class filter here),
     agnostic, max_det, half, augment, data. Without imgsz it runs at the size detect.py picks: the one the
     checkpoint was trained at (an exported file: the one it was exported at).
     """
     if not autoshape:
+        kind = utils.backends.SUFFIXES.get(utils.backends.resolve_model_path(pathlib.Path(path)).suffix.lower())
+        if kind not in (None, "pytorch"):  # an exported file holds a graph, not a DetectionModel to rebuild
+            raise utils.errors.UserInputError(f"custom(path={path!r}, autoshape=False): the bare DetectionModel "
+                                              f"needs a .pt checkpoint, not an exported {kind} model")
         return utils.checkpoint.load_model(path, device or "cpu")
     return utils.predictor.Detector(path, device=device or "", **detector_options)
 

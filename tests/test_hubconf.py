@@ -6,6 +6,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,3 +96,34 @@ def test_custom_and_detect_share_the_checkpoint_trained_size(tmp_path, log_text)
     detect.run(weights=[str(weights)], source=bus, nosave=True, project=str(tmp_path / "detect"))
     assert f"NMS per image at shape {hub_shape}" in log_text.text
     assert hubconf.custom(str(weights), imgsz=64)(bus)[0].input_shape == (1, 3, 64, 64)
+
+
+def test_custom_loads_an_openvino_folder(tmp_path):
+    """path= export.py's *_openvino_model folder, as YOLOv5 hub users pass it: the ONNX file's boxes (same model,
+    same fixed input); autoshape=False, which rebuilds a DetectionModel, asks for the .pt instead."""
+    import export
+
+    torch.manual_seed(0)
+    cfg = load_model_yaml(ROOT / "models/yolov5n-faster.yaml")
+    cfg["width_multiple"] = 0.0625
+    model = DetectionModel(cfg, nc=2)
+    model.names = ["blob", "bus"]
+    with torch.no_grad():  # distinct scores per box: an untrained head ties them, and NMS may keep either of a tie
+        for conv in model.model[-1].m:
+            conv.weight.normal_(0, 0.3)
+            conv.bias.normal_(-1.0, 1.0)
+    weights = save_checkpoint(build_checkpoint(model), tmp_path / "best.pt")
+    export.run(weights=str(weights), include=["onnx", "openvino"], imgsz=[64], verify=False)
+    folder = tmp_path / "best_openvino_model"
+    openvino = torch.hub.load(str(ROOT), "custom", path=str(folder), source="local", conf=0.001)
+    onnx = torch.hub.load(str(ROOT), "custom", path=str(tmp_path / "best.onnx"), source="local", conf=0.001)
+    assert (openvino.backend.kind, openvino.imgsz, openvino.names) == ("openvino", (64, 64), ["blob", "bus"])
+    ours, ref = openvino(str(ROOT / "data/images/bus.jpg"))[0], onnx(str(ROOT / "data/images/bus.jpg"))[0]
+    assert len(ours) == len(ref) > 10 and ours.image.shape == ref.image.shape
+    gap = np.abs(ref.xyxy[:, None] - ours.xyxy[None]).max(2) + 1e3 * (ref.cls[:, None] != ours.cls[None])
+    nearest = gap.argmin(1)  # each ONNX box's twin: same class, corners within 0.01 px of the 1080x810 image
+    assert gap.min(1).max() < 1e-2 and len(set(nearest)) == len(ref)
+    np.testing.assert_allclose(ours.conf[nearest], ref.conf, atol=1e-5)
+    with pytest.raises(UserInputError, match=r"autoshape=False\): the bare DetectionModel needs a \.pt checkpoint, "
+                                             r"not an exported openvino model"):
+        hubconf.custom(str(folder), autoshape=False)
