@@ -39,9 +39,9 @@ FILE_EXTENSIONS = {".py", ".pt", ".yaml", ".yml", ".onnx", ".tflite", ".torchscr
                    ".png", ".txt", ".json", ".csv", ".streams", ".md"}
 TOP_LEVEL = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")} - {"runs"}
 # The reader's own files, as the docs name them (a doc may use these without shipping them).
-USER_FILES = {"best.pt", "a.pt", "b.pt", "best.onnx", "best.tflite", "best-int8.tflite", "my.yaml", "my-data.yaml",
-              "data.yaml", "data/your.yaml", "my_hyp.yaml", "clip.mp4", "images/", "shots/*.jpg", "list.txt",
-              "cams.streams", "my-video.mp4"}
+USER_FILES = {"best.pt", "a.pt", "b.pt", "best.onnx", "best.tflite", "best-int8.tflite", "best_openvino_model/",
+              "my.yaml", "my-data.yaml", "data.yaml", "data/your.yaml", "my_hyp.yaml", "clip.mp4", "images/",
+              "shots/*.jpg", "list.txt", "cams.streams", "my-video.mp4"}
 NEVER_RUN = {"pip", "pytest", "tensorboard", "torchrun"}
 # script: [(flag, values)] set on the command (replacing the doc's values, or appended)
 SHORTEN = {
@@ -167,7 +167,8 @@ def shortened(words: list[str]) -> list[str]:
 
 def copy_repo(dst: Path) -> Path:
     return Path(shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
-        ".git", "runs", "tests", "__pycache__", ".pytest_cache", "*.onnx", "*.tflite", "*.torchscript")))
+        ".git", "runs", "tests", "__pycache__", ".pytest_cache", "*.onnx", "*.tflite", "*.torchscript",
+        "*_openvino_model")))
 
 
 def test_docs_name_only_shipped_or_the_readers_files():
