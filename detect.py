@@ -71,7 +71,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
-    p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA)")
+    p.add_argument("--half", action="store_true", help="FP16 inference on CUDA; OpenVINO: its default reduced precision (bf16)")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     p.add_argument("--allow-local-streams", action="store_true",
                    help="allow stream URLs on private/loopback/link-local addresses (off: no SSRF)")

@@ -293,9 +293,12 @@ def export(opt: argparse.Namespace) -> dict[str, Any]:
     check_options(opt)
     opt.imgsz = opt.imgsz or [trained_imgsz(opt.weights)]
     device = select_device(opt.device)
-    if opt.half and device.type == "cpu" and "tflite" not in opt.include:
+    if opt.half and device.type == "cpu" and not {"tflite", "openvino"} & set(opt.include):
         raise UserInputError("--half: FP16 ONNX/TorchScript export needs a CUDA --device "
                              "(on CPU, --half only adds an fp16 .tflite)")
+    if opt.half and "openvino" in opt.include:
+        LOGGER.info("--half: the OpenVINO IR stays fp32; run it with --half (detect/val) for the runtime's "
+                    "reduced precision (bf16 on CPUs that have it)")
     if opt.half and opt.int8 and device.type != "cpu" and "onnx" in opt.include:
         raise UserInputError("--int8: quantizes a float32 ONNX file; export --half and --int8 in two runs")
     if opt.half and device.type == "cpu" and {"onnx", "torchscript"} & set(opt.include):

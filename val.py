@@ -406,7 +406,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--project", default=str(ROOT / "runs/val"), help="save to project/name")
     parser.add_argument("--name", default="exp", help="save to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference")
+    parser.add_argument("--half", action="store_true",
+                        help="FP16 inference on CUDA; OpenVINO: its default reduced precision (bf16)")
     parser.add_argument("--matching", choices=MATCHING_RULES, default=MATCHING_RULES[0],
                         help="TP matching: coco = pycocotools' rule and maxDets=100 (its mAP), yolo = yolov5's "
                              "highest-IoU-first rule (to compare with yolov5 / ultralytics numbers)")

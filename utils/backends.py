@@ -370,6 +370,8 @@ def load_backend(weights: str | Path | list | tuple | Backend, device: torch.dev
         weights = weights[0]
     path = resolve_model_path(Path(weights))
     kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None and path.name.endswith(OPENVINO_DIR_SUFFIX):  # resolve_model_path found no such folder
+        raise UserInputError(f"--weights {path}: folder not found")
     if kind is None:
         raise UserInputError(f"--weights {path}: unsupported model format '{path.suffix}' "
                              f"(use one of: {', '.join(SUFFIXES)}, or a *{OPENVINO_DIR_SUFFIX} folder)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,6 +35,9 @@ from utils.log import LOGGER
 FORMATS = ("onnx", "tflite", "torchscript", "openvino")
 INT8_FORMATS = ("onnx", "tflite", "openvino")  # the formats --int8 adds a quantized file to
 TFLITE_HINT = "TFLite export needs litert-torch and ai-edge-litert: pip install -r requirements-tflite.txt"
+# TFLite int8: what stays float, by op scope (the converter names an op after the module path that ran it, and
+# the head's own decode ops sit directly in its scope, its convs deeper): see head_float_ops.
+TFLITE_FLOAT_SCOPES = (r".*heads\.Detect\w*_\d+;[^/]*$", r"serving_default_output.*")
 OPENVINO_HINT = "OpenVINO export needs openvino, and nncf for --int8: pip install openvino nncf"
 NMS_PRE_TOPK = 1000  # candidates per image fed to the in-graph NMS (its IoU matrix is PRE_TOPK x PRE_TOPK)
 NMS_CLASS_OFFSET = 4096.0  # pixels between classes' boxes so one IoU matrix never matches across classes
@@ -315,8 +319,7 @@ def quantize_tflite(src: Path, dst: Path, precision: str, calibration: list[np.n
     if not calibration:
         raise UserInputError("--int8: no calibration images (pass --data with a train split)")
     qt.load_quantization_recipe(recipe.static_wi8_ai8())
-    float_regexes = (r".*heads\.Detect.*", r"serving_default_output.*")  # the head and its final concat
-    for regex in float_regexes:
+    for regex in TFLITE_FLOAT_SCOPES:
         qt.update_quantization_recipe(regex=regex, operation_name=ops.ALL_SUPPORTED,
                                       algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
     for op in (ops.INPUT, ops.OUTPUT):
@@ -337,10 +340,13 @@ def require_openvino(int8: bool) -> None:
     """Fail early, with the install command, when openvino (or nncf, for --int8) is missing."""
     try:
         import openvino  # noqa: F401
-        if int8:
-            import nncf  # noqa: F401
     except ImportError as e:
         raise UserInputError(f"--include openvino: {OPENVINO_HINT} ({e})") from None
+    if int8:
+        try:
+            import nncf  # noqa: F401
+        except ImportError as e:
+            raise UserInputError(f"--int8: OpenVINO int8 needs nncf: pip install nncf ({e})") from None
 
 
 def openvino_xml(folder: Path, stem: str, precision: str = "fp32") -> Path:
@@ -383,6 +389,7 @@ def quantize_openvino(ov_model, model: nn.Module, calibration: list[np.ndarray] 
     tag, nms = head_float_ops(model)
     patterns = [f".*{re.escape(tag)}.*"] + [r"^(?!__module\.).*"] * nms
     LOGGER.info(f"OpenVINO: calibrating int8 on {len(calibration)} batch(es) with nncf {nncf.__version__}")
+    nncf.set_log_level(logging.WARNING)  # else one INFO line per op it leaves unquantized
     return nncf.quantize(ov_model, nncf.Dataset(calibration), subset_size=len(calibration),
                          ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False))
 

@@ -1,6 +1,7 @@
 """export.py end to end on a tiny checkpoint: every format and precision, the verification table, and
 detect.py / val.py reading each exported file with the same boxes as the .pt; then the bad-input messages."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,19 @@ def test_every_format_written_with_metadata(exported):
     assert sizes["tflite int8"] < 0.5 * sizes["tflite"] and sizes["tflite fp16"] < 0.7 * sizes["tflite"]
     assert sizes["onnx int8"] < 0.5 * sizes["onnx"] and sizes["openvino int8"] < 0.5 * sizes["openvino"]
     assert (exported["save_dir"] / "summary.json").is_file()
+
+
+def test_int8_tflite_runs_the_head_convs_in_int8_and_only_the_decode_in_float(exported):
+    """A float head would keep its branch convs float; only the decode after them needs float (pixel boxes and
+    0-1 scores in one tensor)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    tensors = Interpreter(model_path=str(_files(exported)["tflite int8"])).get_tensor_details()
+    head_convs = [t for t in tensors if re.search(r"heads\.Detect\w*_\d+/.*Conv2d", t["name"])]
+    weights_and_outputs = [t for t in head_convs if t["dtype"] != np.int32 and not t["name"].endswith("_dequant")]
+    assert weights_and_outputs and all(t["dtype"] == np.int8 for t in weights_and_outputs)  # int32: biases
+    decode = [t for t in tensors if re.search(r"heads\.Detect\w*_\d+;[^/]*$", t["name"])]
+    assert decode and any(t["dtype"] == np.float32 for t in decode)
 
 
 def test_verification_table_parity_and_map(exported):
