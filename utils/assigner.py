@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import complete_box_iou_loss
+
+from utils.boxes import ciou_loss
 
 EPS = 1e-9
 
@@ -51,7 +52,7 @@ def paired_ciou(gt: torch.Tensor, pred: torch.Tensor, pairs: torch.Tensor) -> to
     b, m, n = pairs.nonzero(as_tuple=True)
     out = torch.zeros(pairs.shape, dtype=pred.dtype, device=pred.device)
     if len(b):
-        out[b, m, n] = (1 - complete_box_iou_loss(gt[b, m], pred[b, n], reduction="none")).clamp(min=0)
+        out[b, m, n] = (1 - ciou_loss(gt[b, m], pred[b, n])).clamp(min=0)
     return out
 
 

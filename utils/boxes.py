@@ -7,6 +7,8 @@ share them.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torchvision
@@ -100,6 +102,23 @@ def scale_boxes(img1_shape: tuple[int, int], boxes: Boxes, img0_shape: tuple[int
 def box_iou(box1: torch.Tensor, box2: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU of xyxy boxes: (N, 4) × (M, 4) → (N, M)."""
     return torchvision.ops.box_iou(box1, box2)
+
+
+def ciou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """1 - CIoU of paired xyxy boxes (..., 4) → (...): torchvision's complete_box_iou_loss, except that heights get
+    `eps` in the aspect-ratio term, as in YOLOv5's and ultralytics' CIoU. Without it a predicted box whose height
+    rounds to 0 (a tiny size added to and taken from a centre) has a finite loss but NaN gradients, and one
+    optimizer step turns every weight NaN."""
+    (px1, py1, px2, py2), (tx1, ty1, tx2, ty2) = pred.unbind(-1), target.unbind(-1)
+    pw, ph, tw, th = px2 - px1, py2 - py1, tx2 - tx1, ty2 - ty1
+    inter = (torch.min(px2, tx2) - torch.max(px1, tx1)).clamp(0) * (torch.min(py2, ty2) - torch.max(py1, ty1)).clamp(0)
+    iou = inter / (pw * ph + tw * th - inter + eps)
+    hull_diagonal2 = (torch.max(px2, tx2) - torch.min(px1, tx1)) ** 2 + (torch.max(py2, ty2) - torch.min(py1, ty1)) ** 2
+    centre_distance2 = ((px1 + px2 - tx1 - tx2) ** 2 + (py1 + py2 - ty1 - ty2) ** 2) / 4
+    v = (4 / math.pi**2) * (torch.atan(tw / (th + eps)) - torch.atan(pw / (ph + eps))) ** 2
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return 1 - iou + centre_distance2 / (hull_diagonal2 + eps) + alpha * v
 
 
 def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45,

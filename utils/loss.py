@@ -11,9 +11,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torchvision.ops import complete_box_iou_loss
 
-from utils.boxes import xywh_to_xyxy
+from utils.boxes import ciou_loss, xywh_to_xyxy
 
 LEVEL_BALANCE = {3: (4.0, 1.0, 0.4)}  # objectness weight per level, small strides weigh more (YOLOv5 P3-P5)
 LEVEL_BALANCE_DEFAULT = (4.0, 1.0, 0.25, 0.06, 0.02)
@@ -102,7 +101,7 @@ class ComputeLoss:
                 pxy = pxy.sigmoid() * 2 - 0.5
                 pwh = (pwh.sigmoid() * 2) ** 2 * anchors[i][anchor_idx]
                 pbox = torch.cat((pxy, pwh), 1)
-                box_loss = complete_box_iou_loss(xywh_to_xyxy(pbox), xywh_to_xyxy(tbox), reduction="none")
+                box_loss = ciou_loss(xywh_to_xyxy(pbox), xywh_to_xyxy(tbox))
                 lbox += box_loss.mean()
                 iou = (1.0 - box_loss).detach().clamp(0).to(tobj.dtype)
                 tobj[img, anchor_idx, gj, gi] = (1.0 - self.gr) + self.gr * iou

@@ -16,11 +16,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import complete_box_iou_loss
 
 from models.heads import dfl_expectation
 from utils.assigner import TaskAlignedAssigner
-from utils.boxes import xywh_to_xyxy
+from utils.boxes import ciou_loss, xywh_to_xyxy
 from utils.log import LOGGER
 
 DFL_EDGE = 0.01  # targets stop just short of the last bin, so both neighbouring bins exist
@@ -103,7 +102,7 @@ class AnchorFreeLoss:
         if fg.any():
             weight = assigned.scores.sum(-1)[fg]
             target_boxes = assigned.boxes / strides  # grid units
-            ciou = complete_box_iou_loss(pred_boxes[fg], target_boxes[fg], reduction="none")
+            ciou = ciou_loss(pred_boxes[fg], target_boxes[fg])
             lbox = (ciou * weight).sum() / score_sum
             target_ltrb = torch.cat((points - target_boxes[..., :2], target_boxes[..., 2:] - points), 2)
             target_ltrb = target_ltrb[fg].clamp(0, self.reg_max - 1 - DFL_EDGE)

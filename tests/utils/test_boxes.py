@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from utils.boxes import (box_iou, clip_boxes, non_max_suppression, scale_boxes, top_kept, xywh_to_xyxy,
+from utils.boxes import (box_iou, ciou_loss, clip_boxes, non_max_suppression, scale_boxes, top_kept, xywh_to_xyxy,
                          xywhn_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn)
 
 
@@ -59,6 +59,29 @@ def _pred(rows, nc):
     """Rows of (cx, cy, w, h, obj, *cls) into a (1, N, 5 + nc) prediction tensor."""
     t = torch.tensor(rows, dtype=torch.float32).view(1, -1, 5 + nc)
     return t
+
+
+def test_ciou_loss_is_torchvisions_on_proper_boxes():
+    g = torch.Generator().manual_seed(0)
+    xy, wh = torch.rand(500, 2, 2, generator=g) * 20, torch.rand(500, 2, 2, generator=g) * 10 + 0.5
+    pred, target = (torch.cat((xy[:, i] - wh[:, i] / 2, xy[:, i] + wh[:, i] / 2), 1) for i in (0, 1))
+    want = torchvision.ops.complete_box_iou_loss(pred, target, reduction="none")
+    assert torch.allclose(ciou_loss(pred, target), want, atol=1e-5)
+
+
+def test_ciou_loss_gradients_stay_finite_when_a_predicted_height_rounds_to_zero():
+    """The training failure it prevents: centre 40.5, height 1e-7 → y1 == y2 in float32, finite loss, NaN gradients
+    (torchvision's atan(w / h) divides by the zero height); one AdamW step then made every weight NaN."""
+    xywh = torch.tensor([[40.5, 40.5, 2.0, 1e-7]], requires_grad=True)
+    target = torch.tensor([[39.0, 39.0, 42.0, 41.0]])
+    pred = xywh_to_xyxy(xywh)
+    assert pred[0, 1] == pred[0, 3]
+    torchvision.ops.complete_box_iou_loss(pred, target).sum().backward()
+    assert torch.isnan(xywh.grad).any()  # the failure, reproduced
+    xywh.grad = None
+    loss = ciou_loss(xywh_to_xyxy(xywh), target)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(xywh.grad).all() and loss.item() > 1
 
 
 def test_nms_suppresses_overlaps_per_class_and_keeps_other_classes():
