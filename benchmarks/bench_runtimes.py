@@ -264,7 +264,8 @@ def main() -> None:
     p.add_argument("--val-data", default=None, help="data YAML for the held-out mAP of files with --weights")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="0: export only (time later with --reuse-exports)")
+    p.add_argument("--reuse-exports", action="store_true", help="time the files a previous run exported to --out")
     p.add_argument("--out", default=str(ROOT / "runs/benchmark/runtimes"), help="folder for files, JSON, table")
     p.add_argument("--child", nargs=2, metavar=("CELL", "FILE"), help=argparse.SUPPRESS)
     opt = p.parse_args()
@@ -277,11 +278,17 @@ def main() -> None:
     out = Path(opt.out)
     out.mkdir(parents=True, exist_ok=True)
     calib = calibration_yaml(Path(opt.data), out)
+    index = out / "files.json"  # what was exported, so --reuse-exports can time again without re-exporting
     files: dict[str, dict[str, Path]] = {}
+    if opt.reuse_exports and index.is_file():
+        files = {m: {c: Path(f) for c, f in cells.items()} for m, cells in json.loads(index.read_text()).items()}
     for name in opt.peers:
-        files[name] = export_peer(name, weights.get(name), opt.imgsz, calib, out / "peers" / name)
+        if name not in files:
+            files[name] = export_peer(name, weights.get(name), opt.imgsz, calib, out / "peers" / name)
     for name in opt.models:
-        files[name] = export_ours(name, weights.get(name), opt.imgsz, opt.nc, calib, out / "ours" / name)
+        if name not in files:
+            files[name] = export_ours(name, weights.get(name), opt.imgsz, opt.nc, calib, out / "ours" / name)
+    index.write_text(json.dumps({m: {c: str(f) for c, f in cells.items()} for m, cells in files.items()}, indent=2))
     export_s = time.perf_counter() - t_start
     models = [*opt.peers, *opt.models]
     samples: dict[tuple[str, str], list[dict]] = {}
