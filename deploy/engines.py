@@ -6,6 +6,7 @@ A runtime is imported only when a file needs it, so a device may install just on
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,16 @@ class TFLiteEngine(Engine):
         return self.interpreter.get_tensor(self.output_index)
 
 
+@functools.lru_cache(maxsize=None)
+def openvino_core():
+    """The process's one OpenVINO Core. OpenVINO 2026.4 swaps a thread's signal stack when a Core compiles and
+    restores it only if Cores are freed in reverse creation order on that thread: a Core per model left the
+    main thread on freed memory, and the next signal Python handles (a child exiting) crashed the process."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINOEngine(Engine):
     """OpenVINO runtime on the CPU, f32 by default (detect.py's numbers); `half` (--half, as detect.py means it
     for OpenVINO) takes the runtime's default precision instead: bf16 on CPUs with AVX512-BF16 or AMX, faster,
@@ -160,10 +171,10 @@ class OpenVINOEngine(Engine):
 
     def __init__(self, path: Path, threads: int, half: bool = False):
         try:
-            import openvino as ov
+            import openvino  # noqa: F401
         except ImportError:
             raise DeployError(f"--model {path}: OpenVINO models need openvino (pip install openvino)") from None
-        core = ov.Core()
+        core = openvino_core()
         try:
             model = core.read_model(str(path))
         except RuntimeError as e:

@@ -20,6 +20,7 @@ inside a zip appended to the .tflite; OpenVINO the IR's rt_info under `model_inf
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import numbers
 import zipfile
@@ -300,6 +301,16 @@ class TFLiteBackend(Backend):
         return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
 
 
+@functools.lru_cache(maxsize=None)
+def openvino_core():
+    """The process's one OpenVINO Core. OpenVINO 2026.4 swaps a thread's signal stack when a Core compiles and
+    restores it only if Cores are freed in reverse creation order on that thread: a Core per model left the
+    main thread on freed memory, and the next signal Python handles (a child exiting) crashed the process."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINOBackend(Backend):
     """An OpenVINO IR (.xml + .bin) compiled for the CPU in f32, the same numbers as the .pt; with `fp16`
     (--half) in the runtime's own default precision instead, which is bf16 on CPUs with AVX512-BF16 or AMX
@@ -310,13 +321,13 @@ class OpenVINOBackend(Backend):
     def __init__(self, path: Path, device: torch.device, fp16: bool = False):
         super().__init__(path, device, False)
         try:
-            import openvino as ov
+            import openvino  # noqa: F401
         except ImportError:
             raise UserInputError(f"--weights {path}: OpenVINO models need openvino (pip install openvino)") from None
         if device.type != "cpu":
             LOGGER.warning(f"WARNING: OpenVINO runs on the CPU here; ignoring --device {device}")
             self.device = torch.device("cpu")
-        core = ov.Core()
+        core = openvino_core()
         try:
             model = core.read_model(str(path))
         except RuntimeError as e:
