@@ -20,7 +20,6 @@ inside a zip appended to the .tflite; OpenVINO the IR's rt_info under `model_inf
 from __future__ import annotations
 
 import ast
-import functools
 import json
 import numbers
 import zipfile
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deploy.engines import openvino_core  # torch-free: the edge runner's one Core per process
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.torch_utils import select_device
@@ -299,16 +299,6 @@ class TFLiteBackend(Backend):
         if self.output["dtype"] in (np.int8, np.uint8) and scale:
             y = (y.astype(np.float32) - zero_point) * scale
         return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-
-
-@functools.lru_cache(maxsize=None)
-def openvino_core():
-    """The process's one OpenVINO Core. OpenVINO 2026.4 swaps a thread's signal stack when a Core compiles and
-    restores it only if Cores are freed in reverse creation order on that thread: a Core per model left the
-    main thread on freed memory, and the next signal Python handles (a child exiting) crashed the process."""
-    import openvino as ov
-
-    return ov.Core()
 
 
 class OpenVINOBackend(Backend):

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from deploy.sources import open_capture  # torch-free: the edge runner's, reused here
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
@@ -56,18 +57,6 @@ class Capture(Protocol):
 
 CaptureFactory = Callable[[Any], Capture]
 Resolver = Callable[..., list]
-
-
-def open_capture(factory: CaptureFactory, source: str | int) -> Capture:
-    """factory(source) with OpenCV's own log silenced: a camera that is not there makes it print a block
-    (every backend it tried, a C++ exception text) above the one line that says what happened."""
-    log = cv2.utils.logging
-    previous = log.getLogLevel()
-    log.setLogLevel(log.LOG_LEVEL_SILENT)
-    try:
-        return factory(source)
-    finally:
-        log.setLogLevel(previous)
 
 
 def suffix_of(path: str | Path) -> str:
