@@ -40,7 +40,7 @@ from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save
 from utils.cli import run_cli  # noqa: E402
 from utils.dataset import check_dataset, create_dataloader, set_loader_epoch, single_cls_names  # noqa: E402
 from utils.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
-                               main_process_first)
+                               lost_peer_cause, main_process_first)
 from utils.errors import UserInputError  # noqa: E402
 from utils.hyp import load_hyp  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -58,6 +58,7 @@ MIN_WARMUP_ITERS = 100
 GRAD_CLIP_NORM = 10.0
 PLOTTED_TRAIN_BATCHES = 3
 DEFAULT_WORKERS = 8
+DEFAULT_DATA = str(ROOT / "data/coco8.yaml")
 RESULTS_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
                    "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
                    "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
@@ -79,7 +80,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train a PConv-YOLO detector")
     parser.add_argument("--weights", type=str, default="", help="initial weights path (our .pt checkpoint)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml path (e.g. models/yolov5n-faster.yaml)")
-    parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
+    parser.add_argument("--data", type=str, default=DEFAULT_DATA, help="dataset.yaml path")
     parser.add_argument("--hyp", type=str, default=str(DEFAULT_HYP), help="hyperparameters path")
     parser.add_argument("--epochs", type=int, default=100, help="total training epochs")
     parser.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs")
@@ -137,6 +138,8 @@ def resume_options(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
     restored.device = opt.device or saved.get("device", "")  # the machine may have changed
     # the loader's worker count shapes the augmentation streams: keep the run's, unless another is asked for
     restored.workers = saved.get("workers", opt.workers) if opt.workers == DEFAULT_WORKERS else opt.workers
+    # each node of a multi-node job may keep its data elsewhere: a --data given again names this node's copy
+    restored.data = saved.get("data", opt.data) if opt.data == DEFAULT_DATA else opt.data
     return restored, ckpt
 
 
@@ -566,6 +569,13 @@ def main_with_options(opt: argparse.Namespace) -> TrainSummary | Path:
         if opt.evolve:
             return evolve(hyp, opt, device, ctx)
         return train(hyp, opt, device, ctx, resume_ckpt)
+    except RuntimeError as e:  # DistError is one too
+        cause = lost_peer_cause(e) if ctx.distributed else None
+        if cause is None:
+            raise
+        last = Path(opt.save_dir) / "weights/last.pt" if ctx.is_main else "RUN/weights/last.pt (rank 0's run)"
+        raise UserInputError(f"rank {ctx.rank}: lost the other ranks ({cause}): a node or process of the job is "
+                             f"gone; start the job again on every node with --resume {last}") from None
     finally:
         if ctx.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -82,3 +83,13 @@ def broadcast_from_main(values: np.ndarray, ctx: DistContext, device: torch.devi
     t = torch.as_tensor(np.asarray(values, dtype=np.float32), device=device).contiguous()
     dist.broadcast(t, src=0)
     return t.cpu().numpy().astype(np.float64)
+
+
+def lost_peer_cause(e: BaseException) -> str | None:
+    """What went wrong, in one line, when `e` is a collective failing because another rank is gone (its node
+    died or was killed); None for any other error. Gloo raises a plain RuntimeError from its TCP transport,
+    naming the peer's address; NCCL and the store raise torch.distributed.DistError."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if not isinstance(e, dist.DistError) and "gloo/transport" not in text:
+        return None
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]  # drop the source-file prefix and the advice
