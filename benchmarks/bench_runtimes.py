@@ -188,7 +188,8 @@ def _peer_output_class():
     from utils.backends import Backend
 
     class PeerOutputBackend(Backend):
-        """An ultralytics file read through our backend: (B, 4 + nc, N) with no objectness → (B, N, 5 + nc)."""
+        """An ultralytics file read through our backend: (B, 4 + nc, N) with no objectness → (B, N, 5 + nc);
+        its TFLite files hold boxes divided by the input size (one int8 scale then fits boxes and scores)."""
 
         kind = "peer"
 
@@ -203,7 +204,11 @@ def _peer_output_class():
             y = torch.as_tensor(y[0] if isinstance(y, (list, tuple)) else y).float()
             if y.shape[1] < y.shape[2]:  # channels first
                 y = y.transpose(1, 2)
-            return torch.cat((y[..., :4], torch.ones_like(y[..., :1]), y[..., 4:]), -1)
+            boxes = y[..., :4]
+            if self.inner.kind == "tflite":
+                h, w = im.shape[2:]
+                boxes = boxes * boxes.new_tensor([w, h, w, h])
+            return torch.cat((boxes, torch.ones_like(y[..., :1]), y[..., 4:]), -1)
 
     return PeerOutputBackend
 

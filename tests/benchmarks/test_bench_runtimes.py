@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from models.yolo import DetectionModel
@@ -44,3 +45,22 @@ def test_timing_child_runs_onnx_and_openvino_without_torch(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         row = json.loads(out.stdout.strip().splitlines()[-1])
         assert row["median_ms"] > 0 and row["peak_rss_mb"] > 0 and row["compute"] == compute
+
+
+def test_peer_output_becomes_ours_and_tflite_boxes_return_to_pixels(tmp_path):
+    """ultralytics files give (B, 4 + nc, N) without objectness; its .tflite boxes are divided by the input size."""
+    from utils.backends import Backend
+
+    class Fake(Backend):
+        def __init__(self, kind: str):
+            super().__init__(tmp_path / f"peer.{kind}", torch.device("cpu"))
+            self.kind, self.names, self.imgsz = kind, ["a", "b"], (64, 32)
+
+        def _forward(self, im):
+            boxes = torch.tensor([[0.5, 0.25, 0.1, 0.2]]) * (1 if self.kind == "tflite" else 32)
+            return torch.cat((boxes, torch.tensor([[0.9, 0.1]])), 1).t().unsqueeze(0).repeat(1, 1, 7)
+
+    for kind, xywh in (("onnx", [16.0, 8.0, 3.2, 6.4]), ("tflite", [16.0, 16.0, 3.2, 12.8])):
+        out = bench.PeerOutput(Fake(kind))(torch.zeros(1, 3, 64, 32))
+        assert out.shape == (1, 7, 7)  # 4 box + objectness + 2 classes, 7 anchors
+        assert out[0, 0].tolist() == pytest.approx(xywh + [1.0, 0.9, 0.1])
