@@ -257,13 +257,13 @@ def verify(opt: argparse.Namespace, files: list[ExportedFile], model: torch.nn.M
             reduced = load_backend(f.path, opt.device, fp16=True)
             if reduced.precision != "f32":
                 rows.append(verify_file(ExportedFile(f.fmt, f.path, reduced.precision), reduced, model, batches,
-                                        data if with_map else None, opt.device))
+                                        data if with_map else None, opt.device, half=True))
     return rows
 
 
 def verify_file(f: ExportedFile, backend: Backend, model: torch.nn.Module, batches: list[np.ndarray],
-                data: dict | None, device: str) -> dict[str, Any]:
-    """One table row: parity against PyTorch, latency, and with `data` val mAP50-95 through the same backend."""
+                data: dict | None, device: str, half: bool = False) -> dict[str, Any]:
+    """One table row: parity against PyTorch, latency, and with `data` val mAP50-95 (run as `half` loaded it)."""
     parity: Parity = check_parity(lambda x: backend(x).cpu().numpy(), model, batches)
     LOGGER.info(f"{f.label}: max abs diff {parity.max_abs:.3g}, max rel diff {parity.max_rel:.3g} vs PyTorch "
                 f"on {parity.images} letterboxed image(s)")
@@ -272,8 +272,7 @@ def verify_file(f: ExportedFile, backend: Backend, model: torch.nn.Module, batch
            "size_mb": sum(file_size_mb(p) for p in written_files(f.path) if p.suffix != ".json"),
            "latency_ms": median_latency_ms(backend, batches[0]), "map50_95": None}
     if data is not None:
-        reduced = f.fmt == "openvino" and f.precision in ("bf16", "f16")  # the runtime's default, as --half picks
-        row["map50_95"] = file_map(f.path, data, batches[0].shape[2], len(batches[0]), device, half=reduced)
+        row["map50_95"] = file_map(f.path, data, batches[0].shape[2], len(batches[0]), device, half=half)
     return row
 
 

@@ -2,7 +2,7 @@
 ultralytics yolov5nu — same data, image size, epochs, batch, CPU; mAP on a split not used for training.
 
 Why: an anchor-free PConv model is only worth switching to if it is as accurate as ultralytics' yolov5nu
-(the issue's goal: mAP50-95 >= yolov5nu's at <= 0.65x its ONNX Runtime latency, 2 threads, 640, fused).
+(the target: mAP50-95 >= yolov5nu's at <= 0.65x its ONNX Runtime latency, 2 threads, 640, fused).
 
 Both trainers follow one recipe (--optimizer, --lr0, --momentum, --nbs, --close-mosaic; every other setting
 at each project's scratch default): ours through a hyp file written from hyp.scratch-low / -af plus the recipe.

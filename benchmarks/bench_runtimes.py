@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.system import cpu_flags, cpu_name, peak_rss_mb  # noqa: E402  (torch-free: the timing child uses it)
+from deploy.engines import openvino_xml_in  # noqa: E402  (torch-free, as the timing child must be)
+from utils.system import cpu_flags, cpu_name, peak_rss_mb  # noqa: E402
 
 CELLS = ("ort fp32", "ort int8", "ov f32", "ov default", "ov int8", "tflite fp32", "tflite int8")
 ZOO = ("yolov5n", "yolov5n-pconv-lite2", "yolov5n-af", "yolov5n-fasterneck-af", "yolov5n-pconv-lite2-af",
@@ -104,10 +105,6 @@ def export_peer(name: str, weights: Path | None, size: int, calib: Path, folder:
 
 
 # ------------------------------------------------------------------------------------------------ timing
-def openvino_xml(path: Path) -> Path:
-    return next(path.glob("*.xml")) if path.is_dir() else path
-
-
 def time_file(cell: str, path: Path, runs: int, warmup: int) -> dict:
     """Child process: open `path` in the cell's runtime (numpy + that runtime only), time batch-1 inference."""
     import numpy as np
@@ -129,7 +126,7 @@ def time_file(cell: str, path: Path, runs: int, warmup: int) -> dict:
         config = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"}
         if cell == "ov f32":
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = ov.Core().compile_model(str(openvino_xml(path)), "CPU", config)
+        compiled = ov.Core().compile_model(str(openvino_xml_in(path)), "CPU", config)
         x = np.random.rand(*compiled.input(0).get_shape()).astype(np.float32)
         request = compiled.create_infer_request()
         run = lambda: request.infer({0: x})  # noqa: E731
@@ -174,15 +171,16 @@ def file_map(cell: str, path: Path, peer: bool, val_data: Path, size: int) -> fl
 
     backend = load_backend(path, "cpu", fp16=cell == "ov default")
     if peer:
-        backend = PeerOutput(backend)
+        backend = peer_output(backend)
     with tempfile.TemporaryDirectory() as tmp:
         results = val.run(data=str(val_data), weights=backend, imgsz=size, batch_size=1, workers=0, plots=False,
                           project=tmp, half=cell == "ov default")
     return float(results[0][3])
 
 
-def _peer_output_class():
-    """Defined lazily: utils.backends imports torch, which the timing children must not."""
+def peer_output(inner):
+    """`inner` (an ultralytics file's Backend) giving our output layout. The class is made here, on use:
+    utils.backends imports torch, which the timing children must not."""
     import torch
 
     from utils.backends import Backend
@@ -210,15 +208,11 @@ def _peer_output_class():
                 boxes = boxes * boxes.new_tensor([w, h, w, h])
             return torch.cat((boxes, torch.ones_like(y[..., :1]), y[..., 4:]), -1)
 
-    return PeerOutputBackend
-
-
-def PeerOutput(inner):  # noqa: N802  (a class made on first use)
-    return _peer_output_class()(inner)
+    return PeerOutputBackend(inner)
 
 
 # ------------------------------------------------------------------------------------------------ report
-def report(rows: list[dict], models: list[str], peer: str, opt: argparse.Namespace, header: str) -> str:
+def report(rows: list[dict], models: list[str], peer: str, header: str) -> str:
     """Markdown: one row per model, each cell 'ms (ratio to the peer in the same cell)', then best vs best."""
     ms = {(r["model"], r["cell"]): r["median_ms"] for r in rows if "median_ms" in r}
     lines = [header, "", "| model | " + " | ".join(CELLS) + " | best cell | best vs " + peer + "'s best |",
@@ -317,7 +311,7 @@ def main() -> None:
               f"{opt.imgsz}x{opt.imgsz}, {opt.runs} runs x {opt.rounds} rounds, median; ms (ratio to "
               f"{models[0]} in the same cell); export {export_s:.0f} s, total wall {time.perf_counter() - t_start:.0f} s"
               f"\nCommand: python benchmarks/bench_runtimes.py {' '.join(sys.argv[1:])}")
-    table = report(rows, models, models[0], opt, header)
+    table = report(rows, models, models[0], header)
     print(table)
     (out / "runtimes.md").write_text(table + "\n")
     (out / "runtimes.json").write_text(json.dumps(rows, indent=2))

@@ -14,7 +14,7 @@ run by ONNX Runtime on the CPU. Two timers per model, interleaved round by round
 `--profile` adds ONNX Runtime's own per-node profile, summed per part of the network (stem, stride-2
 downsamplers, CSP blocks, SPPF, neck 1x1s, Detect, glue) and per operator type — where the time goes.
 `--peers yolov5nu` times ultralytics' yolov5nu (built from its YAML through the ultralytics library, random
-init, nothing downloaded) beside the n scale: issue 14's speed target is <= 0.65x of its latency.
+init, nothing downloaded) beside the n scale: the anchor-free designs aim at <= 0.65x of its latency.
 """
 from __future__ import annotations
 

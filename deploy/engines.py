@@ -10,6 +10,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -164,33 +165,45 @@ def openvino_core():
     return ov.Core()
 
 
+def compile_openvino(path: Path, half: bool = False, threads: int | None = None) -> tuple[Any, dict[str, str]]:
+    """(the IR at `path` compiled for the CPU, its rt_info metadata): f32, the .pt's numbers, or with `half`
+    (--half) the runtime's own default precision, bf16 on CPUs with AVX512-BF16 or AMX (faster, scores a little
+    off f32). RuntimeError: not a readable IR. Shared by this runner and the torch side's backend."""
+    core = openvino_core()
+    model = core.read_model(str(path))
+    meta = {key: model.get_rt_info(["model_info", key]).astype(str) for key in OPENVINO_KEYS
+            if model.has_rt_info(["model_info", key])}
+    config: dict[str, Any] = {} if half else {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, "CPU", config), meta
+
+
+def openvino_compute(compiled: Any) -> str:
+    """The precision a compiled OpenVINO model computes in: 'f32', 'bf16' or 'f16'."""
+    return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
+
 class OpenVINOEngine(Engine):
-    """OpenVINO runtime on the CPU, f32 by default (detect.py's numbers); `half` (--half, as detect.py means it
-    for OpenVINO) takes the runtime's default precision instead: bf16 on CPUs with AVX512-BF16 or AMX, faster,
-    with scores a little off f32; f32 elsewhere."""
+    """OpenVINO runtime on the CPU, f32 by default (detect.py's numbers); `half` as in compile_openvino."""
 
     def __init__(self, path: Path, threads: int, half: bool = False):
         try:
             import openvino  # noqa: F401
         except ImportError:
             raise DeployError(f"--model {path}: OpenVINO models need openvino (pip install openvino)") from None
-        core = openvino_core()
         try:
-            model = core.read_model(str(path))
+            self.compiled, raw = compile_openvino(path, half, threads)
         except RuntimeError as e:
             raise DeployError(f"--model {path}: not a readable OpenVINO model ({str(e).splitlines()[0]})") from None
-        raw = {key: model.get_rt_info(["model_info", key]).astype(str) for key in OPENVINO_KEYS
-               if model.has_rt_info(["model_info", key])}
         info = parse_metadata(raw, path, "its rt_info model_info")
-        config = {"INFERENCE_NUM_THREADS": threads, **({} if half else {"INFERENCE_PRECISION_HINT": "f32"})}
-        self.compiled = core.compile_model(model, "CPU", config)
-        shape = [d.get_length() if d.is_static else -1 for d in model.input(0).get_partial_shape()]
+        shape = [d.get_length() if d.is_static else -1 for d in self.compiled.input(0).get_partial_shape()]
         try:
             layout = layout_of(shape, info.layout)
         except ValueError as e:
             raise DeployError(f"--model {path}: {e}") from None
         super().__init__(path, info, shape, layout, TensorSpec(np.float32), TensorSpec(np.float32))
-        compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # 'f32', 'bf16', 'f16'
+        compute = openvino_compute(self.compiled)
         if compute != "f32":
             self.precision = f"{info.precision}, {compute} compute"
 
@@ -198,15 +211,16 @@ class OpenVINOEngine(Engine):
         return self.compiled(x)[0]
 
 
-def resolve_model_path(path: Path) -> Path:
-    """export.py's OpenVINO folder (best_openvino_model/) stands for the one .xml inside it."""
+def openvino_xml_in(path: Path) -> Path:
+    """export.py's OpenVINO folder (best_openvino_model/) stands for the one .xml inside it; any other path is
+    itself. ValueError says what is wrong with such a folder (each caller names its own flag)."""
     if not path.name.endswith(OPENVINO_DIR_SUFFIX):
         return path
     if not path.is_dir():
-        raise DeployError(f"--model {path}: folder not found")
+        raise ValueError("folder not found")
     xmls = sorted(path.glob("*.xml"))
     if len(xmls) != 1:
-        raise DeployError(f"--model {path}: expected one .xml in the OpenVINO model folder, found {len(xmls)}")
+        raise ValueError(f"expected one .xml in the OpenVINO model folder, found {len(xmls)}")
     return xmls[0]
 
 
@@ -215,7 +229,10 @@ def load_engine(model: str | Path, threads: int | None = None, half: bool = Fals
 
     `half` is OpenVINO's --half (its runtime's default precision); other files' precision is fixed at export.
     """
-    path = resolve_model_path(Path(model))
+    try:
+        path = openvino_xml_in(Path(model))
+    except ValueError as e:
+        raise DeployError(f"--model {model}: {e}") from None
     if path.suffix.lower() not in SUFFIXES:
         raise DeployError(f"--model {path}: unsupported format '{path.suffix}' (use .onnx, .tflite, OpenVINO .xml "
                           f"or a *{OPENVINO_DIR_SUFFIX} folder; export .pt checkpoints with export.py first)")

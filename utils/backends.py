@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from deploy.engines import openvino_core  # torch-free: the edge runner's one Core per process
+from deploy.engines import (OPENVINO_DIR_SUFFIX, compile_openvino, openvino_compute,  # torch-free: the
+                            openvino_xml_in)  # edge runner's OpenVINO path, one Core per process
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.torch_utils import select_device
 
 SUFFIXES = {".pt": "pytorch", ".torchscript": "torchscript", ".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
-OPENVINO_DIR_SUFFIX = "_openvino_model"  # export.py's folder; a path ending so is read as the .xml inside
 METADATA_KEYS = ("names", "stride", "imgsz")
 
 
@@ -317,16 +317,13 @@ class OpenVINOBackend(Backend):
         if device.type != "cpu":
             LOGGER.warning(f"WARNING: OpenVINO runs on the CPU here; ignoring --device {device}")
             self.device = torch.device("cpu")
-        core = openvino_core()
         try:
-            model = core.read_model(str(path))
+            self.compiled, meta = compile_openvino(path, fp16)
         except RuntimeError as e:
             raise UserInputError(f"--weights {path}: not a readable OpenVINO model ({str(e).splitlines()[0]})") from None
-        self._apply_metadata({key: model.get_rt_info(["model_info", key]).astype(str)
-                              for key in ("names", "stride", "imgsz", "nms") if model.has_rt_info(["model_info", key])})
-        self.compiled = core.compile_model(model, "CPU", {} if fp16 else {"INFERENCE_PRECISION_HINT": "f32"})
-        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # 'bf16', 'f32
-        shape = model.input(0).get_partial_shape()
+        self._apply_metadata(meta)
+        self.precision = openvino_compute(self.compiled)
+        shape = self.compiled.input(0).get_partial_shape()
         if shape.is_static:
             batch, _, h, w = (int(d) for d in shape.to_shape())
             self.imgsz, self.fixed_batch = (h, w), batch
@@ -344,13 +341,10 @@ BACKENDS: dict[str, type[Backend]] = {
 
 def resolve_model_path(path: Path) -> Path:
     """An OpenVINO model folder (best_openvino_model/) stands for the one .xml inside it."""
-    if path.is_dir() and path.name.endswith(OPENVINO_DIR_SUFFIX):
-        xmls = sorted(path.glob("*.xml"))
-        if len(xmls) != 1:
-            raise UserInputError(f"--weights {path}: expected one .xml in the OpenVINO model folder, "
-                                 f"found {len(xmls)}")
-        return xmls[0]
-    return path
+    try:
+        return openvino_xml_in(path)
+    except ValueError as e:
+        raise UserInputError(f"--weights {path}: {e}") from None
 
 
 def load_backend(weights: str | Path | list | tuple | Backend, device: torch.device | str = "cpu",
@@ -371,8 +365,6 @@ def load_backend(weights: str | Path | list | tuple | Backend, device: torch.dev
         weights = weights[0]
     path = resolve_model_path(Path(weights))
     kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None and path.name.endswith(OPENVINO_DIR_SUFFIX):  # resolve_model_path found no such folder
-        raise UserInputError(f"--weights {path}: folder not found")
     if kind is None:
         raise UserInputError(f"--weights {path}: unsupported model format '{path.suffix}' "
                              f"(use one of: {', '.join(SUFFIXES)}, or a *{OPENVINO_DIR_SUFFIX} folder)")

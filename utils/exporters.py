@@ -167,6 +167,12 @@ def written_files(path: Path) -> list[Path]:
     return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
 
 
+def require_calibration(calibration: list[np.ndarray] | None) -> None:
+    """Every int8 quantizer needs the images calibration_batches reads from --data."""
+    if not calibration:
+        raise UserInputError("--int8: no calibration images (pass --data with a train split)")
+
+
 def head_float_ops(model: nn.Module) -> tuple[str, bool]:
     """(scope tag of the Detect head, whether NMS wraps it) for keeping the decode float in int8 files.
 
@@ -227,8 +233,7 @@ def quantize_onnx(src: Path, dst: Path, calibration: list[np.ndarray], model: nn
             x = next(self.batches, None)
             return None if x is None else {"images": x}
 
-    if not calibration:
-        raise UserInputError("--int8: no calibration images (pass --data with a train split)")
+    require_calibration(calibration)
     tag, nms = head_float_ops(model)
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -316,8 +321,7 @@ def quantize_tflite(src: Path, dst: Path, precision: str, calibration: list[np.n
                 compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
         qt.quantize().export_model(str(dst), overwrite=True)
         return
-    if not calibration:
-        raise UserInputError("--int8: no calibration images (pass --data with a train split)")
+    require_calibration(calibration)
     qt.load_quantization_recipe(recipe.static_wi8_ai8())
     for regex in TFLITE_FLOAT_SCOPES:
         qt.update_quantization_recipe(regex=regex, operation_name=ops.ALL_SUPPORTED,
@@ -384,8 +388,7 @@ def quantize_openvino(ov_model, model: nn.Module, calibration: list[np.ndarray] 
     """nncf.quantize with the head's decode (and an in-graph NMS) left float."""
     import nncf
 
-    if not calibration:
-        raise UserInputError("--int8: no calibration images (pass --data with a train split)")
+    require_calibration(calibration)
     tag, nms = head_float_ops(model)
     patterns = [f".*{re.escape(tag)}.*"] + [r"^(?!__module\.).*"] * nms
     LOGGER.info(f"OpenVINO: calibrating int8 on {len(calibration)} batch(es) with nncf {nncf.__version__}")

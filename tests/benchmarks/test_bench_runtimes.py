@@ -23,7 +23,7 @@ def test_table_gives_ratios_to_the_peer_per_cell_and_best_against_best():
             for m, c, ms in [("peer", "ort fp32", 40.0), ("peer", "tflite int8", 20.0),
                              ("ours", "ort fp32", 20.0), ("ours", "tflite int8", 30.0)]]
     rows.append({"model": "ours", "cell": "ov int8", "error": "RuntimeError: no"})
-    table = bench.report(rows, ["peer", "ours"], "peer", None, "header")
+    table = bench.report(rows, ["peer", "ours"], "peer", "header")
     ours = next(line for line in table.splitlines() if line.startswith("| ours | "))
     cells = [c.strip() for c in ours.split("|")[1:-1]]
     assert cells[1] == "20.0 (0.50x)" and cells[6] == "—" and cells[7] == "30.0 (1.50x)"
@@ -61,6 +61,6 @@ def test_peer_output_becomes_ours_and_tflite_boxes_return_to_pixels(tmp_path):
             return torch.cat((boxes, torch.tensor([[0.9, 0.1]])), 1).t().unsqueeze(0).repeat(1, 1, 7)
 
     for kind, xywh in (("onnx", [16.0, 8.0, 3.2, 6.4]), ("tflite", [16.0, 16.0, 3.2, 12.8])):
-        out = bench.PeerOutput(Fake(kind))(torch.zeros(1, 3, 64, 32))
+        out = bench.peer_output(Fake(kind))(torch.zeros(1, 3, 64, 32))
         assert out.shape == (1, 7, 7)  # 4 box + objectness + 2 classes, 7 anchors
         assert out[0, 0].tolist() == pytest.approx(xywh + [1.0, 0.9, 0.1])
