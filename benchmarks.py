@@ -23,7 +23,7 @@ from models.yolo import DetectionModel
 from utils.checkpoint import load_model
 from utils.errors import UserInputError
 from utils.log import LOGGER
-from utils.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
+from utils.profile.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
                             peak_rss_mb, prepare_model, profile_models, whole_model_rows)
 from utils.runs import increment_path
 from utils.torch_utils import select_device
@@ -196,7 +196,7 @@ def benchmark_sections(opt: argparse.Namespace, models: dict[str, torch.nn.Modul
 
 
 def save_plots(model_rows: list[dict], profiles: list[ModelProfile], op_rows: list[dict], save_dir: Path) -> None:
-    from utils.profile_plots import plot_latency_vs_flops, plot_layer_flops, plot_operator_benchmark
+    from utils.profile.charts import plot_latency_vs_flops, plot_layer_flops, plot_operator_benchmark
 
     if model_rows:
         plot_latency_vs_flops(model_rows, save_dir / "latency_vs_flops.png")

@@ -33,9 +33,9 @@ from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.predictor import Detections, Detector  # noqa: E402
+from utils.infer.predictor import Detections, Detector  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
-from utils.sources import Frame, open_source  # noqa: E402
+from utils.data.sources import Frame, open_source  # noqa: E402
 
 CSV_COLUMNS = ("Image Name", "Prediction", "Confidence", "Frame", "x1", "y1", "x2", "y2")
 VIDEO_FOURCC = "mp4v"

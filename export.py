@@ -30,18 +30,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.assets import DEMO_WEIGHTS  # noqa: E402
-from utils.backends import Backend, load_backend  # noqa: E402
+from utils.infer.backends import Backend, load_backend  # noqa: E402
 from utils.checkpoint import load_model, trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
-from utils.dataset import check_dataset, create_dataloader, find_image_files  # noqa: E402
+from utils.data.dataset import check_dataset, create_dataloader, find_image_files  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
-from utils.exporters import (FORMATS, INT8_FORMATS, ExportedFile, Parity, calibration_batches,  # noqa: E402
+from utils.infer.exporters import (FORMATS, INT8_FORMATS, ExportedFile, Parity, calibration_batches,  # noqa: E402
                              check_parity, check_writable_dir, export_metadata, export_onnx, export_openvino,
                              export_tflite, export_torchscript, file_size_mb, in_batches, letterboxed_batch,
                              median_latency_ms, openvino_xml, prepare_for_export, quantize_onnx, require_litert,
                              require_openvino, written_files)
 from utils.log import LOGGER  # noqa: E402
-from utils.predictor import check_imgsz  # noqa: E402
+from utils.infer.predictor import check_imgsz  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 

@@ -3,7 +3,7 @@
     import torch
     model = torch.hub.load("path/to/pconv-yolo", "custom", path="runs/train/exp/weights/best.pt", source="local")
     model = torch.hub.load("path/to/pconv-yolo", "yolov5n_faster", pretrained=False, classes=3, source="local")
-    results = model("data/images/bus.jpg")        # list of utils.predictor.Detections, one per image
+    results = model("data/images/bus.jpg")        # list of utils.infer.predictor.Detections, one per image
     model.conf, model.iou, model.classes = 0.4, 0.5, [0]   # yolov5's after-load settings work too
 
 Every model YAML in models/ gets a constructor named after it ('-' → '_'). No pretrained weights are
@@ -36,26 +36,26 @@ _check_no_foreign_packages()
 # Imported now, while torch.hub has REPO on sys.path: it is removed again once loading returns, and the
 # lazy imports inside these modules then resolve through the already-imported packages.
 import models.yolo  # noqa: E402
-import utils.backends  # noqa: E402
+import utils.infer.backends  # noqa: E402
 import utils.checkpoint  # noqa: E402
 import utils.errors  # noqa: E402
-import utils.predictor  # noqa: E402
+import utils.infer.predictor  # noqa: E402
 
 
 def custom(path: str, autoshape: bool = True, device: str | None = None, **detector_options):
     """A trained checkpoint (or exported .onnx / .torchscript / .tflite / OpenVINO folder or .xml) as a Detector.
 
-    detector_options are utils.predictor.Detector's: conf, iou, imgsz, classes (a class filter here),
+    detector_options are utils.infer.predictor.Detector's: conf, iou, imgsz, classes (a class filter here),
     agnostic, max_det, half, augment, data. Without imgsz it runs at the size detect.py picks: the one the
     checkpoint was trained at (an exported file: the one it was exported at).
     """
     if not autoshape:
-        kind = utils.backends.SUFFIXES.get(utils.backends.resolve_model_path(pathlib.Path(path)).suffix.lower())
+        kind = utils.infer.backends.SUFFIXES.get(utils.infer.backends.resolve_model_path(pathlib.Path(path)).suffix.lower())
         if kind not in (None, "pytorch"):  # an exported file holds a graph, not a DetectionModel to rebuild
             raise utils.errors.UserInputError(f"custom(path={path!r}, autoshape=False): the bare DetectionModel "
                                               f"needs a .pt checkpoint, not an exported {kind} model")
         return utils.checkpoint.load_model(path, device or "cpu")
-    return utils.predictor.Detector(path, device=device or "", **detector_options)
+    return utils.infer.predictor.Detector(path, device=device or "", **detector_options)
 
 
 def _create(cfg: pathlib.Path, pretrained: bool, classes: int | None, channels: int, autoshape: bool,
@@ -75,10 +75,10 @@ def _create(cfg: pathlib.Path, pretrained: bool, classes: int | None, channels: 
     model = models.yolo.DetectionModel(cfg, ch=channels, nc=nc)
     model.names = model_names
     if not autoshape:
-        return model.to(utils.predictor.select_device(device or ""))
-    backend = utils.backends.ModelBackend(model, utils.predictor.select_device(device or ""),
+        return model.to(utils.infer.predictor.select_device(device or ""))
+    backend = utils.infer.backends.ModelBackend(model, utils.infer.predictor.select_device(device or ""),
                                           detector_options.pop("half", False))
-    return utils.predictor.Detector(backend, device=device or "", **detector_options)
+    return utils.infer.predictor.Detector(backend, device=device or "", **detector_options)
 
 
 def _names_for(nc: int, names: list[str] | None, entry: str) -> list[str]:
@@ -88,7 +88,7 @@ def _names_for(nc: int, names: list[str] | None, entry: str) -> list[str]:
             raise utils.errors.UserInputError(f"{entry}(names=...): {len(names)} names for {nc} classes")
         return [str(n) for n in names]
     if nc == 80:
-        return utils.predictor.names_from_data_yaml(COCO_NAMES_YAML)
+        return utils.infer.predictor.names_from_data_yaml(COCO_NAMES_YAML)
     return [f"class{i}" for i in range(nc)]
 
 
@@ -103,7 +103,7 @@ def _constructor(cfg: pathlib.Path):
     build.__name__ = build.__qualname__ = cfg.stem.replace("-", "_")
     build.__doc__ = (f"{cfg.name} as a Detector: untrained with `classes` classes (default: the YAML's), or "
                      f"loaded from `path`. autoshape=False returns the bare DetectionModel. Other keywords "
-                     f"(conf, iou, imgsz, ...) go to utils.predictor.Detector.")
+                     f"(conf, iou, imgsz, ...) go to utils.infer.predictor.Detector.")
     return build
 
 

@@ -34,22 +34,22 @@ from tqdm import tqdm  # noqa: E402
 
 import val as validate  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
-from utils.anchors import check_anchors  # noqa: E402
-from utils.augment import multi_scale_size, resize_batch  # noqa: E402
+from utils.train.anchors import check_anchors  # noqa: E402
+from utils.data.augment import multi_scale_size, resize_batch  # noqa: E402
 from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
-from utils.dataset import check_dataset, create_dataloader, set_loader_epoch, single_cls_names  # noqa: E402
-from utils.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
+from utils.data.dataset import check_dataset, create_dataloader, set_loader_epoch, single_cls_names  # noqa: E402
+from utils.train.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
                                lost_peer_cause, main_process_first)
 from utils.errors import UserInputError  # noqa: E402
-from utils.hyp import load_hyp  # noqa: E402
+from utils.train.hyp import load_hyp  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.loss import build_loss  # noqa: E402
-from utils.metrics import fitness  # noqa: E402
-from utils.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch, warmup  # noqa: E402
+from utils.train.loss import build_loss  # noqa: E402
+from utils.metrics.ap import fitness  # noqa: E402
+from utils.train.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch, warmup  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
-from utils.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
-from utils.tensorboard_log import TensorBoardLogger  # noqa: E402
+from utils.data.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
+from utils.train.tensorboard_log import TensorBoardLogger  # noqa: E402
 from utils.torch_utils import (MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_seed, init_seeds,  # noqa: E402
                                model_info)
 

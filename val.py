@@ -22,20 +22,20 @@ import torch
 from tqdm import tqdm
 
 from utils.assets import DEMO_DATA, DEMO_WEIGHTS
-from utils.backends import Backend, load_backend
+from utils.infer.backends import Backend, load_backend
 from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.cli import run_cli
-from utils.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
-from utils.dataset import check_dataset, create_dataloader, single_cls_names
+from utils.metrics.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
+from utils.data.dataset import check_dataset, create_dataloader, single_cls_names
 from utils.errors import UserInputError
 from utils.log import LOGGER
-from utils.metric_plots import plot_ap_curves, plot_confusion_matrix
-from utils.metrics import (IOU_THRESHOLDS, MATCHING_NOTES, MATCHING_RULES, APResult, ConfusionMatrix, ap_per_class,
+from utils.metrics.curves import plot_ap_curves, plot_confusion_matrix
+from utils.metrics.ap import (IOU_THRESHOLDS, MATCHING_NOTES, MATCHING_RULES, APResult, ConfusionMatrix, ap_per_class,
                            score_image)
-from utils.predictor import default_imgsz
+from utils.infer.predictor import default_imgsz
 from utils.runs import increment_path
 from utils.torch_utils import select_device
-from utils.tta import predict_augmented
+from utils.infer.tta import predict_augmented
 
 ROOT = Path(__file__).resolve().parent
 TASKS = ("train", "val", "test", "speed")

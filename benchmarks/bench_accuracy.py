@@ -54,7 +54,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from utils.errors import UserInputError  # noqa: E402
-from utils.labels import image_to_label_path  # noqa: E402
+from utils.data.labels import image_to_label_path  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.system import cpu_name  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
@@ -212,7 +212,7 @@ def load_peer(weights: Path, device: torch.device) -> torch.nn.Module:
 def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_dir: Path) -> tuple[float, float]:
     """(mAP50, mAP50-95) of a live model on the val split: the one scorer for every row (SCORER)."""
     import val
-    from utils.dataset import check_dataset, create_dataloader
+    from utils.data.dataset import check_dataset, create_dataloader
 
     d = check_dataset(data)
     loader = create_dataloader(d["val"], opt.imgsz, opt.batch_size, int(max(model.stride)), pad=0.5, rect=True,

@@ -29,8 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.dataset import check_dataset, find_image_files  # noqa: E402
-from utils.labels import image_to_label_path  # noqa: E402
+from utils.data.dataset import check_dataset, find_image_files  # noqa: E402
+from utils.data.labels import image_to_label_path  # noqa: E402
 
 AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
             "fliplr", "mosaic", "mixup")
@@ -88,7 +88,7 @@ def copy_split(split_dirs: list[str], dst: Path) -> Path:
 
 
 def build_ours(images: str, args, hyp: dict):
-    from utils.dataset import create_dataloader
+    from utils.data.dataset import create_dataloader
     loader, _ = create_dataloader(images, args.imgsz, args.batch, 32, hyp=hyp, augment=True, workers=args.workers,
                                   shuffle=True, seed=0, nc=args.nc)
     return loader, lambda batch: batch[0].shape[0]

@@ -85,7 +85,7 @@ def export_files(model_name: str, imgsz: int, formats: list[str], folder: Path, 
 
     import export
     from models.yolo import DetectionModel
-    from utils.augment import letterbox
+    from utils.data.augment import letterbox
     from utils.checkpoint import build_checkpoint, save_checkpoint
 
     image = letterbox(cv2.VideoCapture(source).read()[1], (imgsz, imgsz))[0]

@@ -4,7 +4,7 @@ int8, TFLite (XNNPACK) fp32 / int8 — our zoo beside ultralytics' models, each 
 Ours go through `export.run` (what `python export.py --include onnx openvino tflite --int8` writes); the peers
 through ultralytics' `YOLO(...).export(format=onnx | openvino | litert, int8=...)`. ultralytics has no int8
 ONNX, so the peers' "ort int8" file is their ONNX quantized by the same onnxruntime quantizer as ours
-(utils.exporters.quantize_onnx: static QDQ, per-channel, the head's decode kept float). "ov default" is the
+(utils.infer.exporters.quantize_onnx: static QDQ, per-channel, the head's decode kept float). "ov default" is the
 fp32 IR with OpenVINO's own precision choice (bf16 on CPUs with AVX512-BF16 or AMX), "ov f32" forces f32,
 "ov int8" is the int8 IR at the default choice for its float parts. Models are random-init at --nc classes
 (latency does not depend on the weights) unless --weights gives a trained checkpoint (then each exported
@@ -50,7 +50,7 @@ def calibration_yaml(data: Path, folder: Path) -> Path:
     """The data YAML with absolute split paths: ultralytics resolves relative ones under its own datasets dir."""
     import yaml
 
-    from utils.dataset import check_dataset
+    from utils.data.dataset import check_dataset
 
     d = check_dataset(data)
     out = folder / "calibration.yaml"
@@ -85,8 +85,8 @@ def export_peer(name: str, weights: Path | None, size: int, calib: Path, folder:
     """{cell: file} for an ultralytics model, each format from ultralytics' own exporter."""
     from ultralytics import YOLO
 
-    from utils.dataset import check_dataset
-    from utils.exporters import calibration_batches, quantize_onnx
+    from utils.data.dataset import check_dataset
+    from utils.infer.exporters import calibration_batches, quantize_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.chdir(folder):  # ultralytics writes a YAML-built model's files into the working directory
@@ -167,7 +167,7 @@ def timed_in_child(cell: str, path: Path, opt: argparse.Namespace) -> dict:
 def file_map(cell: str, path: Path, peer: bool, val_data: Path, size: int) -> float:
     """mAP50-95 of one exported file with val.py's scorer (COCO matching); a peer's output is renamed to ours."""
     import val
-    from utils.backends import load_backend
+    from utils.infer.backends import load_backend
 
     backend = load_backend(path, "cpu", fp16=cell == "ov default")
     if peer:
@@ -180,10 +180,10 @@ def file_map(cell: str, path: Path, peer: bool, val_data: Path, size: int) -> fl
 
 def peer_output(inner):
     """`inner` (an ultralytics file's Backend) giving our output layout. The class is made here, on use:
-    utils.backends imports torch, which the timing children must not."""
+    utils.infer.backends imports torch, which the timing children must not."""
     import torch
 
-    from utils.backends import Backend
+    from utils.infer.backends import Backend
 
     class PeerOutputBackend(Backend):
         """An ultralytics file read through our backend: (B, 4 + nc, N) with no objectness → (B, N, 5 + nc);

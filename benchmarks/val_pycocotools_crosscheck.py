@@ -1,4 +1,4 @@
-"""Our mAP (utils.metrics) against pycocotools on the same detections, on a YOLO-format dataset's val split.
+"""Our mAP (utils.metrics.ap) against pycocotools on the same detections, on a YOLO-format dataset's val split.
 
 Ground truth: the YOLO labels turned into a COCO annotation dict. Detections: the ground truth perturbed
 (boxes jittered by a fraction of their size, some dropped, random false positives, random scores), at
@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.coco_eval import (category_ids, detections_to_coco, evaluate_coco, labels_to_coco_gt,  # noqa: E402
+from utils.metrics.coco_eval import (category_ids, detections_to_coco, evaluate_coco, labels_to_coco_gt,  # noqa: E402
                              yolo_ground_truth)
-from utils.dataset import check_dataset  # noqa: E402
-from utils.metrics import MATCHING_RULES, ap_per_class, score_image  # noqa: E402
+from utils.data.dataset import check_dataset  # noqa: E402
+from utils.metrics.ap import MATCHING_RULES, ap_per_class, score_image  # noqa: E402
 from utils.system import cpu_name  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def main() -> None:
     print(f"largest |ours ({opt.matching} matching) - pycocotools| over {len(gaps)} trials: {max(gaps):.4f} "
           f"(limit 0.005)")
     n = len(gt)
-    for name, t, m in (("ours (utils.metrics)", t_ours, m_ours), ("pycocotools", t_coco, m_coco)):
+    for name, t, m in (("ours (utils.metrics.ap)", t_ours, m_ours), ("pycocotools", t_coco, m_coco)):
         print(f"{name:22s} wall {np.median(t) * 1e3:8.1f} ms/eval (median)  {n / np.median(t):8.0f} images/s  "
               f"peak traced memory {max(m) / 2**20:6.1f} MiB")
     print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "

@@ -10,6 +10,6 @@ Python:
     result = detector.predict(cv2.imread("bus.jpg"))   # result.xyxy / .conf / .cls in the image's pixels
 """
 from .detector import Detections, Detector, Options
-from .errors import DeployError
+from .errors import UserInputError
 
-__all__ = ["Detections", "Detector", "DeployError", "Options"]
+__all__ = ["Detections", "Detector", "UserInputError", "Options"]

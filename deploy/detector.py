@@ -9,7 +9,7 @@ import numpy as np
 
 from .draw import draw_detections
 from .engines import Engine, load_engine
-from .errors import DeployError
+from .errors import UserInputError
 from .log import LOGGER
 from .postprocess import (as_rows, end_to_end_detections, nms_xyxy, raw_candidates, scale_boxes_to_image,
                           xyxy_to_xywhn)
@@ -32,11 +32,11 @@ class Options:
     def check(self) -> None:
         for flag, value in (("--conf-thres", self.conf_thres), ("--iou-thres", self.iou_thres)):
             if not 0 <= value <= 1:
-                raise DeployError(f"{flag} {value}: must be between 0 and 1")
+                raise UserInputError(f"{flag} {value}: must be between 0 and 1")
         if self.max_det < 1:
-            raise DeployError(f"--max-det {self.max_det}: must be 1 or more")
+            raise UserInputError(f"--max-det {self.max_det}: must be 1 or more")
         if self.threads is not None and self.threads < 1:
-            raise DeployError(f"--threads {self.threads}: must be 1 or more")
+            raise UserInputError(f"--threads {self.threads}: must be 1 or more")
 
 
 @dataclass
@@ -82,12 +82,12 @@ class Detections:
 def check_imgsz(imgsz: list[int] | None, engine: Engine) -> tuple[int, int]:
     """The network input size: a fixed-size file's own; for a dynamic file --imgsz rounded up to the stride."""
     if imgsz is not None and (len(imgsz) not in (1, 2) or min(imgsz) < 1):
-        raise DeployError(f"--imgsz {' '.join(map(str, imgsz))}: expected one or two positive sizes")
+        raise UserInputError(f"--imgsz {' '.join(map(str, imgsz))}: expected one or two positive sizes")
     requested = None if imgsz is None else (imgsz[0], imgsz[-1])
     if not engine.dynamic:
         if requested is not None and requested != engine.input_hw:
             h, w = engine.input_hw
-            raise DeployError(f"--imgsz {' '.join(map(str, imgsz))}: {engine.path.name} takes a fixed {h}x{w} input; "
+            raise UserInputError(f"--imgsz {' '.join(map(str, imgsz))}: {engine.path.name} takes a fixed {h}x{w} input; "
                               f"omit --imgsz or re-export with export.py --imgsz {' '.join(map(str, imgsz))}")
         return engine.input_hw
     s = engine.info.stride
@@ -107,7 +107,7 @@ def check_classes(classes: list[int] | None, nc: int, model: Path) -> list[int] 
         return None
     bad = [i for i in classes if not 0 <= i < nc]
     if bad:
-        raise DeployError(f"--classes {' '.join(map(str, bad))}: no such class id; {model.name} has {nc} "
+        raise UserInputError(f"--classes {' '.join(map(str, bad))}: no such class id; {model.name} has {nc} "
                           f"class{'es' * (nc != 1)} ({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})")
     return list(classes)
 
@@ -138,7 +138,7 @@ class Detector:
         try:
             rows = as_rows(output, len(self.info.names), self.info.nms)
         except ValueError as e:
-            raise DeployError(f"--model {self.engine.path}: {e}") from None
+            raise UserInputError(f"--model {self.engine.path}: {e}") from None
         opt = self.opt
         if self.info.nms:
             xyxy, conf, cls = end_to_end_detections(rows, opt.conf_thres, opt.classes, opt.max_det)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DeployError
+from .errors import UserInputError
 from .log import LOGGER
 from .metadata import ModelInfo, read_tflite_metadata, parse_metadata
 
@@ -60,7 +60,7 @@ class Engine:
         self.dynamic = not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0)
         self.input_hw = info.imgsz if self.dynamic else (int(h), int(w))
         if not self.dynamic and self.input_hw != info.imgsz:
-            raise DeployError(f"--model {path}: input tensor is {self.input_hw[0]}x{self.input_hw[1]} but its metadata "
+            raise UserInputError(f"--model {path}: input tensor is {self.input_hw[0]}x{self.input_hw[1]} but its metadata "
                               f"says imgsz {info.imgsz[0]}x{info.imgsz[1]}; re-export the file")
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ class OnnxEngine(Engine):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise DeployError(f"--model {path}: .onnx files need onnxruntime (pip install onnxruntime)") from None
+            raise UserInputError(f"--model {path}: .onnx files need onnxruntime (pip install onnxruntime)") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -104,16 +104,16 @@ class OnnxEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
-            raise DeployError(f"--model {path}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
+            raise UserInputError(f"--model {path}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
         info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path, "its ONNX metadata_props")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         if inp.type not in ONNX_DTYPES:
-            raise DeployError(f"--model {path}: unsupported input type {inp.type}")
+            raise UserInputError(f"--model {path}: unsupported input type {inp.type}")
         try:
             layout = layout_of(list(inp.shape), info.layout)
         except ValueError as e:
-            raise DeployError(f"--model {path}: {e}") from None
+            raise UserInputError(f"--model {path}: {e}") from None
         super().__init__(path, info, list(inp.shape), layout, TensorSpec(ONNX_DTYPES[inp.type]), TensorSpec(np.float32))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -127,21 +127,21 @@ class TFLiteEngine(Engine):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise DeployError(f"--model {path}: .tflite files need ai-edge-litert "
+            raise UserInputError(f"--model {path}: .tflite files need ai-edge-litert "
                               f"(pip install ai-edge-litert)") from None
         info = read_tflite_metadata(path)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise DeployError(f"--model {path}: not a readable TFLite model ({str(e).splitlines()[0]})") from None
+            raise UserInputError(f"--model {path}: not a readable TFLite model ({str(e).splitlines()[0]})") from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self.input_index, self.output_index = inp["index"], out["index"]
         shape = [int(s) for s in inp["shape"]]
         try:
             layout = layout_of(shape, info.layout)
         except ValueError as e:
-            raise DeployError(f"--model {path}: {e}") from None
+            raise UserInputError(f"--model {path}: {e}") from None
         super().__init__(path, info, shape, layout, self._spec(inp), self._spec(out))
 
     @staticmethod
@@ -191,17 +191,17 @@ class OpenVINOEngine(Engine):
         try:
             import openvino  # noqa: F401
         except ImportError:
-            raise DeployError(f"--model {path}: OpenVINO models need openvino (pip install openvino)") from None
+            raise UserInputError(f"--model {path}: OpenVINO models need openvino (pip install openvino)") from None
         try:
             self.compiled, raw = compile_openvino(path, half, threads)
         except RuntimeError as e:
-            raise DeployError(f"--model {path}: not a readable OpenVINO model ({str(e).splitlines()[0]})") from None
+            raise UserInputError(f"--model {path}: not a readable OpenVINO model ({str(e).splitlines()[0]})") from None
         info = parse_metadata(raw, path, "its rt_info model_info")
         shape = [d.get_length() if d.is_static else -1 for d in self.compiled.input(0).get_partial_shape()]
         try:
             layout = layout_of(shape, info.layout)
         except ValueError as e:
-            raise DeployError(f"--model {path}: {e}") from None
+            raise UserInputError(f"--model {path}: {e}") from None
         super().__init__(path, info, shape, layout, TensorSpec(np.float32), TensorSpec(np.float32))
         compute = openvino_compute(self.compiled)
         if compute != "f32":
@@ -232,12 +232,12 @@ def load_engine(model: str | Path, threads: int | None = None, half: bool = Fals
     try:
         path = openvino_xml_in(Path(model))
     except ValueError as e:
-        raise DeployError(f"--model {model}: {e}") from None
+        raise UserInputError(f"--model {model}: {e}") from None
     if path.suffix.lower() not in SUFFIXES:
-        raise DeployError(f"--model {path}: unsupported format '{path.suffix}' (use .onnx, .tflite, OpenVINO .xml "
+        raise UserInputError(f"--model {path}: unsupported format '{path.suffix}' (use .onnx, .tflite, OpenVINO .xml "
                           f"or a *{OPENVINO_DIR_SUFFIX} folder; export .pt checkpoints with export.py first)")
     if not path.is_file():
-        raise DeployError(f"--model {path}: file not found")
+        raise UserInputError(f"--model {path}: file not found")
     threads = threads or default_threads()
     suffix = path.suffix.lower()
     if suffix == ".xml":

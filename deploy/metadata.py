@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DeployError
+from .errors import UserInputError
 
 REQUIRED_KEYS = ("names", "stride", "imgsz")
 LAYOUTS = ("NCHW", "NHWC")
@@ -62,7 +62,7 @@ def parse_metadata(raw: dict[str, Any], model: Path, where: str) -> ModelInfo:
     """Check and decode the metadata dict of `model`; `where` says where it was looked for (for the message)."""
     missing = [key for key in REQUIRED_KEYS if raw.get(key) in (None, "")]
     if missing:
-        raise DeployError(f"--model {model}: missing PConv-YOLO metadata {', '.join(missing)} in {where} "
+        raise UserInputError(f"--model {model}: missing PConv-YOLO metadata {', '.join(missing)} in {where} "
                           f"(re-export with export.py, which writes {', '.join(REQUIRED_KEYS)})")
     try:
         layout = raw.get("layout")
@@ -78,7 +78,7 @@ def parse_metadata(raw: dict[str, Any], model: Path, where: str) -> ModelInfo:
             precision=str(raw.get("precision") or "fp32"),
         )
     except (ValueError, SyntaxError, TypeError, KeyError) as e:
-        raise DeployError(f"--model {model}: unreadable metadata in {where} ({e})") from None
+        raise UserInputError(f"--model {model}: unreadable metadata in {where} ({e})") from None
 
 
 def tflite_sidecars(model: Path) -> tuple[Path, Path]:
@@ -93,9 +93,9 @@ def read_tflite_metadata(model: Path) -> ModelInfo:
             try:
                 raw = json.loads(sidecar.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DeployError(f"--model {model}: metadata file {sidecar} is not JSON ({e})") from None
+                raise UserInputError(f"--model {model}: metadata file {sidecar} is not JSON ({e})") from None
             if not isinstance(raw, dict):
-                raise DeployError(f"--model {model}: metadata file {sidecar} is not a JSON object")
+                raise UserInputError(f"--model {model}: metadata file {sidecar} is not a JSON object")
             return parse_metadata(raw, model, str(sidecar))
     if zipfile.is_zipfile(model):
         with zipfile.ZipFile(model) as archive:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .detector import Detections
-from .errors import DeployError
+from .errors import UserInputError
 from .log import LOGGER
 from .sources import Frame
 
@@ -31,7 +31,7 @@ def increment_path(path: Path, exist_ok: bool = False) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DeployError(f"--project {path.parent}: cannot create the run folder ({e.strerror or e})") from None
+        raise UserInputError(f"--project {path.parent}: cannot create the run folder ({e.strerror or e})") from None
     return path
 
 
@@ -83,7 +83,7 @@ class ResultWriter:
             path = self.save_dir / f"{stem}.mp4"
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), frame.fps, (w, h))
             if not writer.isOpened():
-                raise DeployError(f"{path}: cannot open a video writer ({VIDEO_FOURCC}, {w}x{h}, {frame.fps} fps)")
+                raise UserInputError(f"{path}: cannot open a video writer ({VIDEO_FOURCC}, {w}x{h}, {frame.fps} fps)")
             self.videos[frame.path] = writer
         return self.videos[frame.path]
 

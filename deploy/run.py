@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .detector import Detector, Options
-from .errors import DeployError
+from .errors import UserInputError
 from .log import LOGGER
 from .outputs import ResultWriter, Viewer, increment_path
 from .sources import open_source
@@ -99,7 +99,7 @@ def run_cli(main: Callable[[], object]) -> None:
     """Bad input → `error: <message>` on stderr and exit status 2, never a traceback."""
     try:
         main()
-    except DeployError as e:
+    except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from .errors import DeployError
+from .errors import UserInputError
 from .log import LOGGER
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
@@ -65,7 +65,7 @@ class FileSource:
     def _unreadable(self, file: Path, what: str) -> None:
         message = f"--source {file}: cannot read {what} (corrupt or unsupported encoding)"
         if len(self.files) == 1:
-            raise DeployError(message)
+            raise UserInputError(message)
         LOGGER.warning(f"WARNING: {message}, skipped")
 
     def __iter__(self) -> Iterator[Frame]:
@@ -112,7 +112,7 @@ class LiveSource:
             self.capture.release()
             what = f"camera {source} could not be opened (no such device?)" if isinstance(source, int) \
                 else "stream could not be opened"
-            raise DeployError(f"--source {source}: {what}")
+            raise UserInputError(f"--source {source}: {what}")
         self.fps = valid_fps(self.capture.get(cv2.CAP_PROP_FPS))
         self.newest: tuple[np.ndarray, int] | None = None
         self.done = False
@@ -162,7 +162,7 @@ class LiveSource:
 def _media_files(paths: list[Path], source: str) -> list[Path]:
     files = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
     if not files:
-        raise DeployError(f"--source {source}: no images or videos found")
+        raise UserInputError(f"--source {source}: no images or videos found")
     return files
 
 
@@ -178,10 +178,10 @@ def open_source(source: str | int, capture_factory: CaptureFactory = cv2.VideoCa
         return FileSource(_media_files(sorted(p for p in path.rglob("*") if p.is_file()), source))
     if path.is_file():
         if path.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
-            raise DeployError(f"--source {source}: unsupported file type '{path.suffix}' (images: "
+            raise UserInputError(f"--source {source}: unsupported file type '{path.suffix}' (images: "
                               f"{', '.join(sorted(IMAGE_SUFFIXES))}; videos: {', '.join(sorted(VIDEO_SUFFIXES))})")
         return FileSource([path])
     if glob.has_magic(source):
         return FileSource(_media_files(sorted(Path(p) for p in glob.glob(source, recursive=True)
                                               if Path(p).is_file()), source))
-    raise DeployError(f"--source {source}: file or folder not found")
+    raise UserInputError(f"--source {source}: file or folder not found")

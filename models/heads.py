@@ -128,7 +128,7 @@ class DetectAF(nn.Module):
     P4, so its branch convs dominate the head's cost.
     """
 
-    anchor_free = True  # utils.loss.build_loss and the anchor tooling tell heads apart by this
+    anchor_free = True  # utils.train.loss.build_loss and the anchor tooling tell heads apart by this
     BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared", "conv_dwcls", "conv_pconv")
 
     def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv",
@@ -213,7 +213,7 @@ class DetectAF(nn.Module):
     def anchor_points(self, shapes: list, device: torch.device, dtype: torch.dtype):
         """(cell centres (N, 2) in grid units of their level, strides (N, 1)) for maps of `shapes` [(ny, nx)].
 
-        Cached per size (so a fixed-size trace records constants); `utils.exporters.clear_traced_grid_cache`
+        Cached per size (so a fixed-size trace records constants); `utils.infer.exporters.clear_traced_grid_cache`
         empties `_grids` when a dynamic-size export must record how they are built.
         """
         key = (tuple((int(h), int(w)) for h, w in shapes), device, dtype)

@@ -265,6 +265,14 @@ class DetectionModel(nn.Module):
     def nc(self) -> int:
         return self.model[-1].nc
 
+    @property
+    def anchor_free(self) -> bool:
+        """True for a DetectAF head (DFL boxes, no objectness), False for YOLOv5's anchor Detect head.
+
+        The one answer to "which head?": losses, autoanchor and tooling ask the model, not the module's attributes.
+        """
+        return bool(getattr(self.model[-1], "anchor_free", False))
+
     def _init_stride_and_anchors(self, ch: int) -> None:
         """Measure strides with one forward pass, put anchors in grid units, set the bias priors."""
         detect = self.model[-1]
@@ -276,7 +284,7 @@ class DetectionModel(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 m.reset_running_stats()
         detect.stride.copy_(torch.tensor(strides))
-        if not hasattr(detect, "anchors"):  # anchor-free head
+        if self.anchor_free:
             detect.initialize_biases(strides)
             return
         if self._anchor_order_reversed(strides):

@@ -39,7 +39,7 @@ def test_seed_runs_merge_into_one_row():
 
 def test_default_data_is_shipped():
     """With no --data the script runs on a clone alone: the default YAML and its splits are in the repository."""
-    from utils.dataset import check_dataset
+    from utils.data.dataset import check_dataset
 
     data = Path(bench.parse_opt([]).data).resolve()
     assert data.is_relative_to(ROOT) and data.is_file()
@@ -56,7 +56,7 @@ def test_rows_without_latency_render_dashes_and_rows_with_it_a_ratio():
 
 
 def test_every_split_the_yaml_names_is_staged(tmp_path):
-    from utils.dataset import check_dataset
+    from utils.data.dataset import check_dataset
 
     data = tmp_path / "three.yaml"
     coco8 = {**yaml.safe_load((ROOT / "data/coco8.yaml").read_text()), "path": str(ROOT / "data/coco8")}
@@ -97,7 +97,7 @@ def test_ours_and_the_peer_are_scored_by_one_function(tmp_path):
     from ultralytics import YOLO
 
     from models.yolo import DetectionModel
-    from utils.dataset import check_dataset
+    from utils.data.dataset import check_dataset
 
     opt = bench.parse_opt(["--imgsz", "64", "--batch-size", "4", "--workers", "0"])
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.yolo import DetectionModel
-from utils.exporters import export_metadata, export_onnx, export_openvino, prepare_for_export
+from utils.infer.exporters import export_metadata, export_onnx, export_openvino, prepare_for_export
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("bench_runtimes", ROOT / "benchmarks/bench_runtimes.py")
@@ -49,7 +49,7 @@ def test_timing_child_runs_onnx_and_openvino_without_torch(tmp_path):
 
 def test_peer_output_becomes_ours_and_tflite_boxes_return_to_pixels(tmp_path):
     """ultralytics files give (B, 4 + nc, N) without objectness; its .tflite boxes are divided by the input size."""
-    from utils.backends import Backend
+    from utils.infer.backends import Backend
 
     class Fake(Backend):
         def __init__(self, kind: str):

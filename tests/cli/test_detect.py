@@ -19,7 +19,7 @@ from models.yolo import DetectionModel, load_model_yaml
 from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 from utils.log import LOGGER
-from utils.sources import open_source
+from utils.data.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["person", "car", "dog"]

@@ -15,9 +15,9 @@ import detect
 import export
 import val
 from models.yolo import DetectionModel
-from utils.backends import load_backend
+from utils.infer.backends import load_backend
 from utils.checkpoint import build_checkpoint, save_checkpoint
-from utils.dataset import check_dataset
+from utils.data.dataset import check_dataset
 from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import train
-import utils.hyp as hyp_module
+import utils.train.hyp as hyp_module
 from utils.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import yaml
 import train
 import val
 from utils.checkpoint import load_checkpoint
-from utils.dataset import check_dataset, create_dataloader, single_cls_names
+from utils.data.dataset import check_dataset, create_dataloader, single_cls_names
 from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]

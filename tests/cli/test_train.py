@@ -14,8 +14,8 @@ import torch
 import yaml
 
 import train
-import utils.hyp as hyp_module
-import utils.optim as optim
+import utils.train.hyp as hyp_module
+import utils.train.optim as optim
 import val
 from utils.checkpoint import load_checkpoint, load_model
 from utils.cli import run_cli

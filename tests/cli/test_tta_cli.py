@@ -54,7 +54,7 @@ def test_val_with_augment_reports_a_different_map(blobs, tmp_path, log_text):
 
 
 def test_detect_with_augment_merges_more_views(blobs, tmp_path):
-    from utils.predictor import Detector
+    from utils.infer.predictor import Detector
 
     _, weights = blobs
     image = str(ROOT / "data/images/bus.jpg")

@@ -16,10 +16,10 @@ import yaml
 import val
 from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.assets import DEMO_DATA, DEMO_WEIGHTS
-from utils.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt, yolo_ground_truth
-from utils.dataset import check_dataset, create_dataloader
+from utils.metrics.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt, yolo_ground_truth
+from utils.data.dataset import check_dataset, create_dataloader
 from utils.errors import UserInputError
-from utils.metrics import ap_per_class, score_image
+from utils.metrics.ap import ap_per_class, score_image
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"
@@ -131,7 +131,7 @@ def test_val_map_matches_pycocotools_on_saved_json(tmp_path):
 
 def test_training_call_computes_losses_with_a_real_model(tmp_path):
     from models.yolo import DetectionModel
-    from utils.loss import ComputeLoss
+    from utils.train.loss import ComputeLoss
 
     data = check_dataset(COCO8)
     model = DetectionModel(ROOT / "models/yolov5n.yaml", nc=80)
@@ -256,7 +256,7 @@ def test_bad_task_and_missing_coco_json(checkpoint, tmp_path):
 
 def test_onnx_model_validates_at_its_export_size(checkpoint, tmp_path, log_text):
     from utils.checkpoint import load_model
-    from utils.exporters import export_metadata, export_onnx, prepare_for_export
+    from utils.infer.exporters import export_metadata, export_onnx, prepare_for_export
 
     model = prepare_for_export(load_model(checkpoint))
     onnx_path = export_onnx(model, torch.zeros(1, 3, 32, 32), tmp_path / "v5n.onnx",

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from deploy.detector import Detector, Options
-from deploy.errors import DeployError
+from deploy.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "data/images/bus.jpg"
@@ -48,7 +48,7 @@ def test_known_class_keeps_its_box(one_class_onnx):
     ([-1], "--classes -1: no such class id; person.onnx has 1 class (id 0)"),
 ])
 def test_unknown_class_is_refused(one_class_onnx, classes, message):
-    with pytest.raises(DeployError) as e:
+    with pytest.raises(UserInputError) as e:
         Detector(one_class_onnx, Options(classes=classes, threads=1))
     assert str(e.value) == message
 

@@ -9,11 +9,11 @@ import torchvision
 
 from deploy import postprocess
 from deploy.engines import TensorSpec
-from deploy.errors import DeployError
+from deploy.errors import UserInputError
 from deploy.metadata import parse_metadata
 from deploy.postprocess import as_rows, end_to_end_detections, nms_xyxy, raw_candidates, scale_boxes_to_image
 from deploy.preprocess import Letterbox, letterbox, quantize, to_input
-from utils.augment import letterbox as project_letterbox
+from utils.data.augment import letterbox as project_letterbox
 from utils.boxes import non_max_suppression, scale_boxes
 
 
@@ -105,7 +105,7 @@ def test_metadata_parsing(tmp_path):
     assert (info.names, info.stride, info.imgsz, info.nms, info.layout, info.precision) == (
         ("a", "b"), 32, (64, 96), True, "NHWC", "int8")
     assert parse_metadata({**meta, "names": "{1: 'b', 0: 'a'}"}, tmp_path, "x").names == ("a", "b")  # yolov5 style
-    with pytest.raises(DeployError, match="missing PConv-YOLO metadata stride, imgsz in x"):
+    with pytest.raises(UserInputError, match="missing PConv-YOLO metadata stride, imgsz in x"):
         parse_metadata({"names": meta["names"]}, tmp_path / "m.onnx", "x")
-    with pytest.raises(DeployError, match="unreadable metadata in x"):
+    with pytest.raises(UserInputError, match="unreadable metadata in x"):
         parse_metadata({**meta, "layout": "CHW"}, tmp_path / "m.onnx", "x")

@@ -20,11 +20,11 @@ import torch.nn as nn
 import detect
 import export
 from deploy import Detector, Options
-from deploy.errors import DeployError
+from deploy.errors import UserInputError
 from deploy.run import main as deploy_main
 from models.yolo import DetectionModel
 from utils.checkpoint import build_checkpoint, save_checkpoint
-from utils.dataset import check_dataset
+from utils.data.dataset import check_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"
@@ -229,7 +229,7 @@ def test_bad_model_messages(exported, tmp_path):
         (["--model", str(exported["onnx"]), "--conf-thres", "2"], "--conf-thres 2.0: must be between 0 and 1"),
     ]
     for argv, message in cases:
-        with pytest.raises(DeployError) as e:
+        with pytest.raises(UserInputError) as e:
             deploy_main(argv + ["--source", str(IMAGES[0]), "--project", str(tmp_path / "runs")])
         assert message in str(e.value), (argv, str(e.value))
         assert "\n" not in str(e.value)
@@ -253,11 +253,11 @@ def test_openvino_model_messages(exported, tmp_path, monkeypatch):
         (no_meta, "no_meta.xml: missing PConv-YOLO metadata names, stride, imgsz in its rt_info model_info"),
     ]
     for model, message in cases:
-        with pytest.raises(DeployError) as e:
+        with pytest.raises(UserInputError) as e:
             Detector(model)
         assert message in str(e.value) and "\n" not in str(e.value), (model, str(e.value))
     monkeypatch.setitem(sys.modules, "openvino", None)  # a device where openvino is not installed
-    with pytest.raises(DeployError) as e:
+    with pytest.raises(UserInputError) as e:
         Detector(folder)
     assert str(e.value) == f"--model {xml}: OpenVINO models need openvino (pip install openvino)"
 

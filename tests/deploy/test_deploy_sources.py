@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deploy.errors import DeployError
+from deploy.errors import UserInputError
 from deploy.sources import LiveSource, open_source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,16 +46,16 @@ def test_live_source_hands_over_only_the_newest_frame():
 
 
 def test_camera_that_does_not_open_is_an_error():
-    with pytest.raises(DeployError, match="--source 3: camera 3 could not be opened"):
+    with pytest.raises(UserInputError, match="--source 3: camera 3 could not be opened"):
         open_source("3", capture_factory=lambda _: FakeCapture(0))
-    with pytest.raises(DeployError, match="stream could not be opened"):
+    with pytest.raises(UserInputError, match="stream could not be opened"):
         open_source("rtsp://camera.local/live", capture_factory=lambda _: FakeCapture(0))
 
 
 def test_missing_real_camera_prints_only_our_error(capfd):
     """cv2.VideoCapture(99) logs every backend it tried (and a C++ exception) to stderr; only our line may show."""
     level = cv2.utils.logging.getLogLevel()
-    with pytest.raises(DeployError, match="^--source 99: camera 99 could not be opened"):
+    with pytest.raises(UserInputError, match="^--source 99: camera 99 could not be opened"):
         open_source("99")
     assert capfd.readouterr() == ("", "") and cv2.utils.logging.getLogLevel() == level
 

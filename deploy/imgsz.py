@@ -1,0 +1,29 @@
+"""The image-size rule every entry point applies to --imgsz: one or two positive sizes, each rounded up to a
+multiple of the model's largest stride (a warning says when). Torch-free, so the runner and the library share it."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .errors import UserInputError
+from .log import LOGGER
+
+
+def round_to_stride(size: int, stride: int, flag: str = "--imgsz") -> int:
+    """The smallest multiple of `stride` >= size; sizes below 1 are the user's error."""
+    if int(size) < 1:
+        raise UserInputError(f"{flag} {size}: must be a positive number of pixels")
+    rounded = -(-int(size) // int(stride)) * int(stride)
+    if rounded != size:
+        LOGGER.warning(f"WARNING: {flag} {size} must be a multiple of max stride {stride}, updating to {rounded}")
+    return rounded
+
+
+def check_imgsz(imgsz: int | Iterable[int], stride: int, flag: str = "--imgsz") -> tuple[int, int]:
+    """--imgsz as one value (square) or two (h, w) -> (h, w), each rounded up to a multiple of `stride`."""
+    sizes = [imgsz] if isinstance(imgsz, (int, float)) else list(imgsz)
+    if len(sizes) not in (1, 2):
+        raise UserInputError(f"{flag} {' '.join(map(str, sizes))}: expected one or two sizes")
+    if len(sizes) == 1:
+        side = round_to_stride(sizes[0], stride, flag)
+        return side, side
+    return round_to_stride(sizes[0], stride, flag), round_to_stride(sizes[1], stride, flag)

@@ -1,0 +1,1 @@
+"""Data: dataset YAMLs, label checks and cache, augmentation, samplers, image/video/stream sources."""

@@ -1,0 +1,1 @@
+"""Inference: backends over every exported format, the Detector API, exporters, TTA, ensembles."""

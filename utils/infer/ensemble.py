@@ -1,0 +1,70 @@
+"""Model ensembles (yolov5's `--weights a.pt b.pt`): several models run on the same input, their raw
+predictions concatenated before NMS ("NMS ensemble"), so NMS keeps the best box each model found.
+
+Concatenating rather than averaging works for any mix of architectures and formats: the models only need
+the same classes (so class columns line up) and the same stride (so one letterboxed input suits all).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from utils.infer.backends import Backend, load_backend
+from utils.errors import UserInputError
+from utils.log import LOGGER
+
+
+class Ensemble(Backend):
+    """Several loaded backends behind the one `backend(im)` interface; outputs (B, sum of N, 5+nc)."""
+
+    kind = "ensemble"
+
+    def __init__(self, members: Sequence[Backend]):
+        if len(members) < 2:
+            raise UserInputError("--weights: an ensemble needs two or more model files")
+        first = members[0]
+        super().__init__(first.path, first.device, first.fp16)
+        self.members = list(members)
+        _check_compatible(self.members)
+        self.names = next((list(m.names) for m in self.members if m.names), [])  # a TFLite file may lack names
+        self.stride = first.stride
+        self.dynamic = all(m.dynamic for m in self.members)
+        self.imgsz = next((m.imgsz for m in self.members if not m.dynamic), first.imgsz)
+        self.fixed_batch = None  # each member splits the batch into its own exported batch size
+        self.end_to_end = False
+        LOGGER.info(f"Ensemble of {len(self.members)} models ({', '.join(m.path.name for m in self.members)}): "
+                    f"predictions concatenated before NMS")
+
+    def __call__(self, im: torch.Tensor) -> torch.Tensor:
+        outs = [m(im).to(self.device) for m in self.members]
+        return torch.cat(outs, 1)
+
+    def warmup(self, imgsz: tuple[int, int] | None = None) -> None:
+        for m in self.members:
+            m.warmup(self.imgsz or imgsz)
+
+
+def _check_compatible(members: list[Backend]) -> None:
+    """Same classes, stride and (for fixed-size exports) input size; no NMS inside any member."""
+    first = members[0]
+    for m in members:
+        if m.end_to_end:
+            raise UserInputError(f"--weights {m.path}: exported with NMS inside; an ensemble needs raw predictions "
+                                 f"(export without --nms)")
+    for m in members[1:]:
+        pair = f"--weights {first.path} {m.path}"
+        if m.names and first.names and m.names != first.names:
+            raise UserInputError(f"{pair}: ensemble members must share class names "
+                                 f"({len(first.names)} vs {len(m.names)} classes, or a different order)")
+        if m.stride != first.stride:
+            raise UserInputError(f"{pair}: ensemble members must share the stride ({first.stride} vs {m.stride})")
+    fixed = {m.imgsz for m in members if not m.dynamic}
+    if len(fixed) > 1:
+        raise UserInputError(f"--weights: ensemble members were exported at different sizes {sorted(fixed)}")
+
+
+def load_ensemble(weights: Sequence[str | Path], device: torch.device, fp16: bool = False) -> Ensemble:
+    """Open each file with its own backend and join them."""
+    return Ensemble([load_backend(w, device, fp16) for w in weights])

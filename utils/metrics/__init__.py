@@ -1,0 +1,1 @@
+"""Scoring: AP and matching, COCO json and pycocotools, metric curves."""

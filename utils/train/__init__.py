@@ -1,0 +1,1 @@
+"""Training: losses and assigner, anchors, hyperparameters, optimizer and schedule, DDP context, TensorBoard."""
