@@ -48,7 +48,7 @@ SHORTEN = {
     "train.py": [("--epochs", ["1"]), ("--imgsz", ["64"])],
     "val.py": [("--imgsz", ["64"])],
     "export.py": [("--imgsz", ["64"])],
-    "benchmarks.py": [("--imgsz", ["64"]), ("--runs", ["1"]), ("--warmup", ["0"]), ("--backends", ["pytorch", "onnx"]),
+    "flops.py": [("--imgsz", ["64"]), ("--runs", ["1"]), ("--warmup", ["0"]), ("--backends", ["pytorch", "onnx"]),
                       ("--noplots", [])],
 }
 IMGSZ_ALIASES = ("--imgsz", "--img", "--img-size")
@@ -190,8 +190,8 @@ def test_rules_classify_doc_words():
     assert not shipped("coco128.yaml")
     words = shlex.split("python train.py --img 640 --epochs 100 --data data/coco8.yaml")
     assert shortened(words)[1:] == ["train.py", "--data", "data/coco8.yaml", "--epochs", "1", "--imgsz", "64"]
-    words = shlex.split("python benchmarks.py --cfg models/yolov5n.yaml --backends tflite --runs 50")
-    assert shortened(words)[1:] == ["benchmarks.py", "--cfg", "models/yolov5n.yaml", "--imgsz", "64", "--runs", "1",
+    words = shlex.split("python flops.py --cfg models/yolov5n.yaml --backends tflite --runs 50")
+    assert shortened(words)[1:] == ["flops.py", "--cfg", "models/yolov5n.yaml", "--imgsz", "64", "--runs", "1",
                                     "--warmup", "0", "--backends", "pytorch", "onnx", "--noplots"]
 
 

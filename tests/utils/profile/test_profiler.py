@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from benchmarks import main, run
+from flops import main, run
 from models.fasternet import PConv
 from models.yolo import DetectionModel
 from utils.checkpoint import build_checkpoint, save_checkpoint

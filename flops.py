@@ -1,9 +1,9 @@
 """FLOPS profiler: FLOPs, memory access, latency and achieved FLOPS per layer, per operator and per model.
 
 Usage:
-    python benchmarks.py --cfg models/yolov5n.yaml models/yolov5n-faster.yaml --imgsz 640 --device cpu
-    python benchmarks.py --weights runs/train/exp/weights/best.pt --backends pytorch onnx
-    python benchmarks.py --ops --ops-only --imgsz 640          # the paper's Table 1 on this device
+    python flops.py --cfg models/yolov5n.yaml models/yolov5n-faster.yaml --imgsz 640 --device cpu
+    python flops.py --weights runs/train/exp/weights/best.pt --backends pytorch onnx
+    python flops.py --ops --ops-only --imgsz 640          # the paper's Table 1 on this device
 
 Writes results.md, CSV tables and plots to runs/benchmark/exp*. Latencies are medians of --runs, models
 interleaved round by round; compare numbers only within one run on one machine.
@@ -142,7 +142,7 @@ def run(**kwargs) -> Path:
     opt = parse_opt([])
     for k, v in kwargs.items():
         if not hasattr(opt, k):
-            raise UserInputError(f"benchmarks.run: unknown option {k!r}")
+            raise UserInputError(f"flops.run: unknown option {k!r}")
         setattr(opt, k, v)
     check_opt(opt)
     if not opt.cfg and not opt.weights:
