@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import val as validate  # noqa: E402
+from deploy.imgsz import round_to_stride  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.train.anchors import check_anchors  # noqa: E402
 from utils.data.augment import multi_scale_size, resize_batch  # noqa: E402
@@ -166,10 +167,11 @@ def build_model(opt: argparse.Namespace, hyp: dict, nc: int, ckpt: dict | None) 
 
 
 def check_train_imgsz(imgsz: int, stride: int) -> int:
-    """Reject sizes below the model's largest stride; round others up to a stride multiple (yolov5)."""
+    """Training's own limit first: a size below the model's largest stride leaves no feature map to train;
+    then the rule every entry point applies (rounded up to a stride multiple)."""
     if imgsz < stride:
         raise UserInputError(f"--imgsz {imgsz}: too small, must be at least the model's largest stride {stride}")
-    return validate.round_imgsz_to_stride(imgsz, stride)
+    return round_to_stride(imgsz, stride)
 
 
 # ------------------------------------------------------------------------------------------- logging

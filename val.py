@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from deploy.imgsz import round_to_stride
 from utils.assets import DEMO_DATA, DEMO_WEIGHTS
 from utils.infer.backends import Backend, load_backend
 from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
@@ -42,16 +42,6 @@ TASKS = ("train", "val", "test", "speed")
 PLOTTED_BATCHES = 3  # val_batch0..2 label / prediction mosaics, as yolov5
 TABLE_HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
 TABLE_ROW = "%22s" + "%11i" * 2 + "%11.3g" * 4
-
-
-def round_imgsz_to_stride(imgsz: int, stride: int, flag: str = "--imgsz") -> int:
-    """The smallest multiple of the model stride ≥ imgsz; a warning says when it had to round up."""
-    if imgsz <= 0:
-        raise UserInputError(f"{flag} {imgsz}: must be a positive number of pixels")
-    rounded = int(math.ceil(imgsz / stride) * stride)
-    if rounded != imgsz:
-        LOGGER.warning(f"WARNING: {flag} {imgsz} must be a multiple of max stride {stride}, updating to {rounded}")
-    return rounded
 
 
 def load_weights(weights: str | Path, device: torch.device, half: bool) -> Backend:
@@ -188,7 +178,7 @@ def _open_for_cli(weights: str | Path | None, device: torch.device, half: bool, 
                              "OpenVINO .xml or its folder)")
     backend = load_weights(weights, device, half)
     if backend.dynamic:
-        return backend, round_imgsz_to_stride(imgsz or default_imgsz(backend)[0], backend.stride)
+        return backend, round_to_stride(imgsz or default_imgsz(backend)[0], backend.stride)
     fixed = backend.imgsz
     if fixed[0] != fixed[1]:
         raise UserInputError(f"--weights {weights}: exported at {fixed[1]}x{fixed[0]}; val needs a square "

@@ -10,7 +10,7 @@ import numpy as np
 from .draw import draw_detections
 from .engines import Engine, load_engine
 from .errors import UserInputError
-from .log import LOGGER
+from .imgsz import check_imgsz as imgsz_rule
 from .postprocess import (as_rows, end_to_end_detections, nms_xyxy, raw_candidates, scale_boxes_to_image,
                           xyxy_to_xywhn)
 from .preprocess import letterbox, to_input
@@ -80,22 +80,15 @@ class Detections:
 
 
 def check_imgsz(imgsz: list[int] | None, engine: Engine) -> tuple[int, int]:
-    """The network input size: a fixed-size file's own; for a dynamic file --imgsz rounded up to the stride."""
-    if imgsz is not None and (len(imgsz) not in (1, 2) or min(imgsz) < 1):
-        raise UserInputError(f"--imgsz {' '.join(map(str, imgsz))}: expected one or two positive sizes")
-    requested = None if imgsz is None else (imgsz[0], imgsz[-1])
-    if not engine.dynamic:
-        if requested is not None and requested != engine.input_hw:
-            h, w = engine.input_hw
-            raise UserInputError(f"--imgsz {' '.join(map(str, imgsz))}: {engine.path.name} takes a fixed {h}x{w} input; "
-                              f"omit --imgsz or re-export with export.py --imgsz {' '.join(map(str, imgsz))}")
-        return engine.input_hw
-    s = engine.info.stride
-    size = requested or engine.info.imgsz
-    rounded = (-(-size[0] // s) * s, -(-size[1] // s) * s)
-    if rounded != size:
-        LOGGER.warning(f"WARNING: --imgsz {list(size)} must be a multiple of stride {s}; using {list(rounded)}")
-    return rounded
+    """The network input size. A dynamic file runs at --imgsz (else its export size) under the one --imgsz rule;
+    a fixed-size file runs at its own size only, so another --imgsz is an error rather than a silent resize."""
+    if engine.dynamic:
+        return imgsz_rule(engine.info.imgsz if imgsz is None else imgsz, engine.info.stride)
+    if imgsz is not None and imgsz_rule(imgsz, 1) != engine.input_hw:  # stride 1: checked, never rounded
+        h, w = engine.input_hw
+        raise UserInputError(f"--imgsz {' '.join(map(str, imgsz))}: {engine.path.name} takes a fixed {h}x{w} input; "
+                             f"omit --imgsz or re-export with export.py --imgsz {' '.join(map(str, imgsz))}")
+    return engine.input_hw
 
 
 def check_classes(classes: list[int] | None, nc: int, model: Path) -> list[int] | None:

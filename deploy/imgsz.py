@@ -23,7 +23,6 @@ def check_imgsz(imgsz: int | Iterable[int], stride: int, flag: str = "--imgsz") 
     sizes = [imgsz] if isinstance(imgsz, (int, float)) else list(imgsz)
     if len(sizes) not in (1, 2):
         raise UserInputError(f"{flag} {' '.join(map(str, sizes))}: expected one or two sizes")
-    if len(sizes) == 1:
-        side = round_to_stride(sizes[0], stride, flag)
-        return side, side
-    return round_to_stride(sizes[0], stride, flag), round_to_stride(sizes[1], stride, flag)
+    h = round_to_stride(sizes[0], stride, flag)
+    w = h if sizes[-1] == sizes[0] else round_to_stride(sizes[-1], stride, flag)  # a square size warns once
+    return h, w

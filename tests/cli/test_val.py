@@ -1,6 +1,7 @@
 """val.py end to end: an oracle model through the real dataloader (exact mAP, pycocotools agreement),
 an untrained checkpoint through the CLI (run folder, table, files), and the bad-input messages."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -160,7 +161,9 @@ def checkpoint(tmp_path_factory):
 
 
 
-def test_cli_writes_run_folder_table_and_files(checkpoint, tmp_path, log_text):
+def test_cli_writes_run_folder_table_and_files(checkpoint, tmp_path, log_text, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("deploy"), "propagate", True)  # the --imgsz rule logs there
+    log_text.set_level(logging.INFO, logger="deploy")
     argv = ["--weights", str(checkpoint), "--data", str(COCO8), "--imgsz", "20", "--batch-size", "2",
             "--conf-thres", "0.0", "--max-det", "20", "--project", str(tmp_path), "--workers", "0",
             "--save-json", "--save-conf", "--verbose"]

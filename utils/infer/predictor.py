@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import yaml
 
+from deploy.imgsz import check_imgsz
 from utils.data.augment import letterbox
 from utils.infer.backends import Backend, check_class_ids, load_backend
 from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
@@ -123,18 +124,6 @@ def as_bgr(image: object, what: str = "image") -> np.ndarray:
     if image.dtype != np.uint8:
         raise UserInputError(f"{what}: expected uint8 pixels, got {image.dtype}")
     return np.ascontiguousarray(image)
-
-
-def check_imgsz(imgsz: int | Iterable[int], stride: int) -> tuple[int, int]:
-    """--imgsz (one or two values) → (h, w), each rounded up to a multiple of the model stride."""
-    sizes = [int(imgsz)] * 2 if isinstance(imgsz, (int, float)) else [int(s) for s in imgsz]
-    sizes = sizes * 2 if len(sizes) == 1 else sizes
-    if len(sizes) != 2 or min(sizes) < 1:
-        raise UserInputError(f"--imgsz {imgsz}: expected one or two positive sizes")
-    rounded = tuple(-(-s // stride) * stride for s in sizes)
-    if list(rounded) != sizes:
-        LOGGER.warning(f"WARNING: --imgsz {sizes} must be a multiple of stride {stride}; using {list(rounded)}")
-    return rounded
 
 
 def default_imgsz(backend: Backend) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from utils.infer.backends import Backend
 from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 from utils.log import LOGGER
-from utils.infer.predictor import Detector, check_imgsz
+from utils.infer.predictor import Detector
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -144,9 +144,10 @@ def test_bad_inputs(scripted):
         detector("rtsp://8.8.8.8/cam")
     with pytest.raises(UserInputError, match="--conf-thres 1.5"):
         scripted(ScriptedBackend(), conf=1.5)
-    with pytest.raises(UserInputError, match="--imgsz"):
-        check_imgsz([1, 2, 3], 32)
-    assert check_imgsz([100], 32) == (128, 128) and check_imgsz([320, 200], 32) == (320, 224)
+    with pytest.raises(UserInputError, match="--imgsz 1 2 3: expected one or two sizes"):
+        scripted(ScriptedBackend(), imgsz=[1, 2, 3])
+    assert scripted(ScriptedBackend(), imgsz=[100]).imgsz == (128, 128)
+    assert scripted(ScriptedBackend(), imgsz=[320, 200]).imgsz == (320, 224)
 
 
 def test_names_from_data_when_the_model_has_none(scripted, tmp_path):
