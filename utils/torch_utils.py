@@ -1,16 +1,13 @@
-"""PyTorch helpers shared by the flows: device choice, seeding, EMA, BN fusion, model size/FLOPs, DDP."""
+"""PyTorch helpers shared by the flows: device choice, seeding, EMA, BN fusion, model size/FLOPs, unwrapping DDP."""
 from __future__ import annotations
 
 import copy
 import math
 import os
 import random
-from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -80,21 +77,6 @@ def de_parallel(model: nn.Module) -> nn.Module:
     """The bare model inside DataParallel / DistributedDataParallel (or the model itself)."""
     parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
     return model.module if isinstance(model, parallel) else model
-
-
-@contextmanager
-def torch_distributed_zero_first(local_rank: int) -> Iterator[None]:
-    """Let rank 0 do something first (e.g. build a label cache) while other ranks wait."""
-    if local_rank not in (-1, 0):
-        dist.barrier(device_ids=[local_rank])
-    yield
-    if local_rank == 0:
-        dist.barrier(device_ids=[0])
-
-
-def smart_inference_mode(fn):
-    """Decorator: torch.inference_mode (faster than no_grad) for inference-only functions."""
-    return torch.inference_mode()(fn)
 
 
 def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
