@@ -15,7 +15,8 @@ REQUIRED_HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", 
 OPTIONAL_HYP_KEYS = ("iou_t", "fl_gamma", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear",
                      "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "anchors",
                      "dfl", "tal_topk",  # anchor-free head (hyp.scratch-af.yaml)
-                     "nbs")  # nominal batch size (default 64), as ultralytics names it
+                     "nbs",  # nominal batch size (default 64), as ultralytics names it
+                     "kd_box", "kd_cls", "kd_t")  # distillation gains and temperature (train.py --teacher)
 
 
 def load_hyp(path: str | Path | dict) -> dict[str, Any]:

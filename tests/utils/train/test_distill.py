@@ -1,0 +1,101 @@
+"""Distillation losses: zero when the student predicts what the teacher does, positive otherwise, and a
+student trained on them alone moves toward the teacher; mismatched teachers are refused in one line."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from models.yolo import DetectionModel
+from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.errors import UserInputError
+from utils.train.distill import Distiller, bernoulli_kl, distribution_kl, load_teacher
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+AF, ANCHOR, LITE2_AF = "models/yolov5n-af.yaml", "models/yolov5n.yaml", "models/yolov5n-pconv-lite2-af.yaml"
+HYP = {"kd_box": 1.0, "kd_cls": 1.0, "kd_t": 2.0}
+
+
+def model(cfg: str, nc: int = 3, seed: int = 0) -> DetectionModel:
+    torch.manual_seed(seed)
+    return DetectionModel(cfg, nc=nc)
+
+
+def saved_teacher(tmp_path, cfg: str, nc: int = 3):
+    path = tmp_path / "teacher.pt"
+    save_checkpoint(build_checkpoint(model(cfg, nc, seed=1)), path)
+    return path
+
+
+def test_bernoulli_kl_is_zero_only_where_probabilities_agree():
+    logits = torch.tensor([-3.0, 0.0, 2.5])
+    assert bernoulli_kl(logits, logits.sigmoid()).abs().max() < 1e-5
+    assert (bernoulli_kl(logits, torch.tensor([0.5, 0.9, 0.1])) > 0.05).all()
+
+
+def test_distribution_kl_is_zero_for_equal_distributions_and_scales_with_t_squared():
+    t = torch.randn(5, 16)
+    assert distribution_kl(t, t, 2.0).abs().max() < 1e-6
+    s = torch.randn(5, 16)
+    kl1 = distribution_kl(s, t, 1.0)
+    assert (kl1 > 0).all()
+    manual = (t.softmax(-1) * (t.log_softmax(-1) - s.log_softmax(-1))).sum(-1)
+    torch.testing.assert_close(kl1, manual)
+
+
+@pytest.mark.parametrize("cfg", [AF, ANCHOR])
+def test_student_equal_to_teacher_gets_zero_loss(tmp_path, cfg):
+    student = model(cfg).eval()
+    teacher = copy.deepcopy(student).fuse().eval()
+    distiller = Distiller(teacher, student, HYP)
+    imgs = torch.rand(2, 3, 64, 64)
+    loss, items = distiller(imgs, student(imgs, raw=True)[1])
+    assert items.shape == (2,)
+    assert float(loss) == pytest.approx(0.0, abs=1e-3)
+    other = copy.deepcopy(student)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    loss_other, items_other = distiller(imgs, other(imgs, raw=True)[1])
+    assert (items_other > 1e-3).all() and float(loss_other) > 0.01
+
+
+@pytest.mark.parametrize("student_cfg,teacher_cfg", [(LITE2_AF, AF), (ANCHOR, ANCHOR)])
+def test_distilling_alone_moves_the_student_toward_the_teacher(tmp_path, student_cfg, teacher_cfg):
+    student = model(student_cfg).train()
+    teacher = load_teacher(saved_teacher(tmp_path, teacher_cfg), student, torch.device("cpu"))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    distiller = Distiller(teacher, student, HYP)
+    opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+    imgs = torch.rand(2, 3, 64, 64)
+    losses = []
+    for _ in range(25):
+        loss, _ = distiller(imgs, student(imgs))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[0] > 0 and losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("teacher_cfg,nc,message", [
+    (ANCHOR, 3, "a Detect head cannot teach a DetectAF student"),
+    (AF, 5, "the teacher has 5 classes, the student 3"),
+])
+def test_a_teacher_that_cannot_teach_is_refused_in_one_line(tmp_path, teacher_cfg, nc, message):
+    path = saved_teacher(tmp_path, teacher_cfg, nc)
+    with pytest.raises(UserInputError, match=message) as err:
+        load_teacher(path, model(AF), torch.device("cpu"))
+    assert f"--teacher {path}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_teacher_file_is_named(tmp_path):
+    with pytest.raises(UserInputError, match="--teacher .*nope.pt: checkpoint not found"):
+        load_teacher(tmp_path / "nope.pt", model(AF), torch.device("cpu"))
+
+
+def test_a_non_positive_temperature_is_refused():
+    student = model(AF).eval()
+    with pytest.raises(UserInputError, match="kd_t"):
+        Distiller(copy.deepcopy(student), student, {"kd_t": 0})

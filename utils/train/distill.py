@@ -1,0 +1,137 @@
+"""Knowledge distillation: a bigger trained teacher's outputs on the same augmented batch as extra targets.
+
+Why: the fastest PConv students lose accuracy that no architecture change has bought back; a teacher's soft
+outputs carry more per image than the hard labels (which anchor points are almost objects, how uncertain each
+box side is). Two terms, gains from the hyp file (`kd_box`, `kd_cls`, `kd_t`; 0 switches a term off):
+- anchor-free student (DetectAF): localization distillation (LD) — KL between the teacher's and the student's
+  distribution over each box side's bins (DFL logits, softened by temperature `kd_t`), weighted by the
+  teacher's confidence at each anchor point; class KD — Bernoulli KL from the teacher's sigmoid class scores;
+- anchor-head student (Detect): box KD — CIoU between the two heads' decoded boxes weighted by the teacher's
+  objectness; class KD — Bernoulli KL on objectness everywhere and on class scores where the teacher sees
+  objects.
+Both KLs are zero exactly when the student's outputs equal the teacher's. Terms are normalised by the sum of
+the teacher's confidence weights, as the task loss normalises by its target scores, so the gains read alike.
+The teacher must predict on the student's levels (strides), classes and head kind; anything else is refused
+in one line, naming --teacher. It runs fused, in eval mode, without gradients, and is never saved.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.heads import Detect, DetectAF
+from models.yolo import DetectionModel, detection_head
+from utils.boxes import ciou_loss, xywh_to_xyxy
+from utils.errors import UserInputError
+
+KD_HYP_DEFAULTS = {"kd_box": 1.0, "kd_cls": 1.0, "kd_t": 2.0}  # used for keys a hyp file leaves out
+PROB_EPS = 1e-6  # keeps log(p) finite for saturated sigmoids
+
+
+def bernoulli_kl(student_logits: torch.Tensor, teacher_prob: torch.Tensor) -> torch.Tensor:
+    """Elementwise KL(teacher || student) of independent Bernoullis: BCE(student; teacher) minus the teacher's
+    entropy, so it is 0 where the student's probability equals the teacher's (BCE alone never is)."""
+    t = teacher_prob.clamp(PROB_EPS, 1 - PROB_EPS)
+    entropy = -(t * t.log() + (1 - t) * (1 - t).log())
+    return F.binary_cross_entropy_with_logits(student_logits, t, reduction="none") - entropy
+
+
+def distribution_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(..., bins) logits -> (...) KL(softmax(teacher / T) || softmax(student / T)) x T² (Hinton's scaling keeps
+    the gradient's size independent of T)."""
+    log_s = F.log_softmax(student_logits / temperature, -1)
+    log_t = F.log_softmax(teacher_logits / temperature, -1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature ** 2
+
+
+def check_teacher(teacher: nn.Module, student: nn.Module, path: str) -> None:
+    """Refuse a teacher whose outputs cannot be compared point by point with the student's."""
+    t_head, s_head = detection_head(teacher), detection_head(student)
+    flag = f"--teacher {path}"
+    if type(t_head) is not type(s_head):
+        raise UserInputError(f"{flag}: a {type(t_head).__name__} head cannot teach a {type(s_head).__name__} "
+                             f"student; pick a teacher with the student's head kind")
+    if t_head.nc != s_head.nc:
+        raise UserInputError(f"{flag}: the teacher has {t_head.nc} classes, the student {s_head.nc}; "
+                             "train the teacher on the same classes")
+    t_strides, s_strides = t_head.stride.tolist(), s_head.stride.tolist()
+    if t_strides != s_strides:
+        raise UserInputError(f"{flag}: the teacher predicts at strides {t_strides}, the student at {s_strides}")
+    if isinstance(s_head, DetectAF) and t_head.reg_max != s_head.reg_max:
+        raise UserInputError(f"{flag}: the teacher's boxes have {t_head.reg_max} bins per side, "
+                             f"the student's {s_head.reg_max}")
+    if isinstance(s_head, Detect) and t_head.na != s_head.na:
+        raise UserInputError(f"{flag}: the teacher has {t_head.na} anchors per cell, the student {s_head.na}")
+
+
+def load_teacher(path: str | Path, student: nn.Module, device: torch.device) -> DetectionModel:
+    """The teacher from a checkpoint of ours: fused, eval, frozen, on the student's device."""
+    from utils.checkpoint import load_model
+
+    if not Path(path).is_file():
+        raise UserInputError(f"--teacher {path}: checkpoint not found")
+    teacher = load_model(path, device).fuse().eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    check_teacher(teacher, student, str(path))
+    return teacher
+
+
+class Distiller:
+    """distiller(imgs, student_raw) -> (loss x batch size, tensor [kd_box, kd_cls]) to add to the task loss."""
+
+    def __init__(self, teacher: DetectionModel, student: nn.Module, hyp: dict[str, Any]):
+        self.teacher = teacher
+        self.head = detection_head(student)
+        gains = {**KD_HYP_DEFAULTS, **{k: hyp[k] for k in KD_HYP_DEFAULTS if k in hyp}}
+        self.box_gain, self.cls_gain, self.temperature = (float(gains[k]) for k in ("kd_box", "kd_cls", "kd_t"))
+        if self.temperature <= 0:
+            raise UserInputError(f"hyp kd_t {self.temperature}: the distillation temperature must be positive")
+
+    @torch.no_grad()
+    def teacher_raw(self, imgs: torch.Tensor) -> list[torch.Tensor]:
+        """The teacher's raw maps on the batch the student saw (its decode is not needed)."""
+        return self.teacher(imgs, raw=True)[1]
+
+    def __call__(self, imgs: torch.Tensor, student_raw: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher_raw = self.teacher_raw(imgs)
+        losses = (self.anchor_free_terms if isinstance(self.head, DetectAF) else self.anchor_terms)(
+            [s.float() for s in student_raw], [t.float() for t in teacher_raw])
+        lbox, lcls = losses[0] * self.box_gain, losses[1] * self.cls_gain
+        return (lbox + lcls) * imgs.shape[0], torch.stack((lbox, lcls)).detach()
+
+    def anchor_free_terms(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """LD on the DFL logits weighted by the teacher's best class score; Bernoulli KL on every class score."""
+        no, reg_max = self.head.no, self.head.reg_max
+        s = torch.cat([r.reshape(r.shape[0], -1, no) for r in student], 1)
+        t = torch.cat([r.reshape(r.shape[0], -1, no) for r in teacher], 1)
+        s_dist, s_logits = s.split((4 * reg_max, self.head.nc), 2)
+        t_dist, t_logits = t.split((4 * reg_max, self.head.nc), 2)
+        t_prob = t_logits.sigmoid()
+        weight = t_prob.amax(-1)  # (B, N): how sure the teacher is that a point holds an object
+        norm = weight.sum().clamp(min=1)
+        sides = distribution_kl(s_dist.reshape(*s_dist.shape[:2], 4, reg_max),
+                                t_dist.reshape(*t_dist.shape[:2], 4, reg_max), self.temperature).mean(-1)
+        return (sides * weight).sum() / norm, bernoulli_kl(s_logits, t_prob).sum() / norm
+
+    def anchor_terms(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """CIoU between decoded boxes and class/objectness Bernoulli KL, weighted by the teacher's objectness."""
+        nc, lbox, lcls, norm = self.head.nc, 0.0, 0.0, 0.0
+        for i, (s, t) in enumerate(zip(student, teacher)):
+            t_prob = t[..., 4:].sigmoid()
+            obj = t_prob[..., 0]
+            stride = self.head.stride[i]
+            s_box = xywh_to_xyxy(self.head.decode(i, s)[..., :4] / stride)
+            t_box = xywh_to_xyxy(self.head.decode(i, t)[..., :4] / stride)
+            flat_obj = obj.reshape(obj.shape[0], -1)
+            lbox = lbox + (ciou_loss(s_box.reshape(-1, 4), t_box.reshape(-1, 4)) * flat_obj.reshape(-1)).sum()
+            lcls = lcls + bernoulli_kl(s[..., 4], obj).sum()
+            if nc > 1:
+                lcls = lcls + (bernoulli_kl(s[..., 5:5 + nc], t_prob[..., 1:]).sum(-1) * obj).sum()
+            norm = norm + obj.sum()
+        norm = norm.clamp(min=1)
+        return lbox / norm, lcls / norm
