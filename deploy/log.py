@@ -1,18 +1,20 @@
-"""The runner's logger: plain messages on stdout, like the project's detect.py (whose logger needs torch)."""
+"""Loggers that print plain messages on stdout: the runner's ("deploy"), and the project's, configured by
+utils/log.py through the same function so both sides print alike."""
 from __future__ import annotations
 
 import logging
 import sys
 
 
-def get_logger() -> logging.Logger:
-    logger = logging.getLogger("deploy")
+def get_logger(name: str = "deploy", level: int = logging.INFO) -> logging.Logger:
+    """Logger `name`, given a plain stdout handler once; it does not propagate, so nothing prints twice."""
+    logger = logging.getLogger(name)
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
-        logger.setLevel(logging.INFO)
+        logger.setLevel(level)
     return logger
 
 

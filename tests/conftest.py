@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from deploy.log import LOGGER as DEPLOY_LOGGER
 from utils.log import LOGGER_NAME
 
 BLOB_BOXES = ((0.5, 0.5, 0.8, 0.7), (0.4, 0.55, 0.6, 0.8), (0.6, 0.5, 0.7, 0.6), (0.5, 0.45, 0.9, 0.5))  # cx cy w h
@@ -63,3 +64,16 @@ def blob_data(tmp_path_factory):
     data = root / "data.yaml"
     data.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "names": ["blob"]}))
     return data
+
+
+@pytest.fixture
+def log_lines(caplog):
+    """f() -> messages the project's and the runner's loggers emitted so far in the test (neither propagates to
+    root; detect.py prints through the first and reads its sources through deploy/, which logs to the second)."""
+    loggers = [logging.getLogger(LOGGER_NAME), DEPLOY_LOGGER]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+    caplog.handler.setLevel(logging.INFO)
+    yield lambda: [r.getMessage() for r in caplog.records]
+    for logger in loggers:
+        logger.removeHandler(caplog.handler)
