@@ -10,14 +10,12 @@ Flags and outputs follow detect.py. Bad input prints one `error: ...` line and e
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
 
+from .cli import add_detect_flags, run_cli
 from .detector import Detector, Options
-from .errors import UserInputError
 from .log import LOGGER
 from .outputs import ResultWriter, Viewer, increment_path
 from .sources import open_source
@@ -27,27 +25,14 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m deploy.run", description=__doc__.split("\n")[0])
     p.add_argument("--model", "--weights", dest="model", required=True,
                    help="exported .onnx, .tflite or OpenVINO .xml (or its *_openvino_model folder)")
-    p.add_argument("--source", default="0", help="image, video, folder, glob, camera index (0) or stream URL")
+    p.add_argument("--source", default="0",
+                   help="image, video, folder, glob, .txt list, camera index (0), stream URL or .streams file")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
                    help="inference size h w (default: the size the file was exported at)")
-    p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
-    p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
-    p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
-    p.add_argument("--classes", nargs="+", type=int, help="keep only these classes: --classes 0 2 3")
-    p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: all cores)")
     p.add_argument("--half", action="store_true",
                    help="OpenVINO: its runtime's default precision (bf16 on CPUs with AVX512-BF16/AMX) instead of f32")
-    p.add_argument("--view-img", action="store_true", help="show results in a window (when a display exists)")
-    p.add_argument("--save-txt", action="store_true", help="save results to labels/*.txt (YOLO format)")
-    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
-    p.add_argument("--nosave", action="store_true", help="do not save images/videos")
-    p.add_argument("--project", default="runs/detect", help="save results to project/name")
-    p.add_argument("--name", default="exp", help="save results to project/name")
-    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    p.add_argument("--line-thickness", type=int, default=None, help="box thickness in pixels (default: by image size)")
-    p.add_argument("--hide-labels", action="store_true", help="hide labels")
-    p.add_argument("--hide-conf", action="store_true", help="hide confidences")
+    add_detect_flags(p, project="runs/detect", line_thickness=None)  # runs/ beside the device's working folder
     return p.parse_args(argv)
 
 
@@ -59,7 +44,7 @@ def detect(opt: argparse.Namespace) -> Path:
     LOGGER.info(f"{opt.model}: {detector.engine.__class__.__name__[:-6]} {detector.engine.precision}, input "
                 f"{detector.imgsz[0]}x{detector.imgsz[1]} {detector.engine.layout}, {len(info.names)} classes"
                 f"{', NMS in the graph' if info.nms else ''}")
-    source = open_source(opt.source)
+    source = open_source(opt.source, vid_stride=opt.vid_stride, allow_local_streams=opt.allow_local_streams)
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     writer, viewer = ResultWriter(save_dir, opt.save_txt, opt.save_conf), Viewer(opt.view_img)
     detector.warmup()
@@ -93,18 +78,6 @@ def detect(opt: argparse.Namespace) -> Path:
     saved = f", {writer.labels_written} labels saved to {save_dir / 'labels'}" if opt.save_txt else ""
     LOGGER.info(f"Results saved to {save_dir}{saved}")
     return save_dir
-
-
-def run_cli(main: Callable[[], object]) -> None:
-    """Bad input → `error: <message>` on stderr and exit status 2, never a traceback."""
-    try:
-        main()
-    except UserInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 def main(argv: list[str] | None = None) -> Path:

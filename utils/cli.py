@@ -1,19 +1,5 @@
-"""Shared CLI plumbing: turn a UserInputError into one clear line and a non-zero exit."""
-from __future__ import annotations
+"""The project's CLIs print bad input the runner's way: deploy/cli.py's `run_cli` (torch-free, one copy) turns a
+UserInputError into one `error: <message>` line on stderr and exit status 2."""
+from deploy.cli import run_cli
 
-import sys
-from typing import Callable
-
-from utils.errors import UserInputError
-
-
-def run_cli(main: Callable[[], object]) -> None:
-    """Call `main()`; a UserInputError prints `error: <message>` on stderr and exits with 2."""
-    try:
-        main()
-    except UserInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+__all__ = ["run_cli"]

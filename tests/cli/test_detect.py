@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import logging
 import shutil
 import subprocess
 import sys
@@ -17,9 +16,8 @@ import torch
 import detect
 from models.yolo import DetectionModel, load_model_yaml
 from utils.checkpoint import build_checkpoint, save_checkpoint
+from deploy.sources import open_source
 from utils.errors import UserInputError
-from utils.log import LOGGER
-from utils.data.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["person", "car", "dog"]
@@ -37,14 +35,6 @@ def weights(tmp_path_factory) -> Path:
     for conv in head.m:
         conv.bias.data.view(head.na, -1)[:, 4] = 8.0
     return save_checkpoint(build_checkpoint(model), tmp_path_factory.mktemp("w") / "tiny.pt")
-
-
-@pytest.fixture
-def log_lines(caplog):
-    LOGGER.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.INFO)
-    yield lambda: [r.getMessage() for r in caplog.records]
-    LOGGER.removeHandler(caplog.handler)
 
 
 def run(weights, tmp_path, **kwargs) -> Path:
@@ -92,7 +82,7 @@ def test_image_folder_all_outputs(weights, tmp_path, log_lines):
         assert (rows[:, 1:5] >= 0).all() and (rows[:, 1:5] <= 1).all() and (rows[:, 5] >= 0.1).all()
     with open(save_dir / "predictions.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == list(detect.CSV_COLUMNS)
+    assert list(table[0]) == ["Image Name", "Prediction", "Confidence", "Frame", "x1", "y1", "x2", "y2"]
     assert len(table) == sum(len(r) for r in labels.values())
     bus_rows = [r for r in table if r["Image Name"] == "bus.jpg"]
     h, w = cv2.imread(str(ROOT / "data/images/bus.jpg")).shape[:2]
@@ -244,3 +234,21 @@ def test_missing_camera_stderr_is_our_line_only(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == "error: --source 99: camera 99 could not be opened (no such device?)\n"
+
+
+def test_runs_go_to_the_repository_like_train_val_export(tmp_path, monkeypatch):
+    """--project defaults to this repository's runs/detect (as val's to runs/val), wherever detect is started."""
+    monkeypatch.chdir(tmp_path)
+    assert detect.parse_opt([]).project == str(ROOT / "runs" / "detect")
+
+
+def test_output_names_one_per_input(weights, tmp_path):
+    """Inputs named alike (the same name in two folders, a .txt list naming a file twice) never share an output."""
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(ROOT / "data/images/bus.jpg", tmp_path / folder / "bus.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_text("x/bus.jpg\ny/bus.jpg\nx/bus.jpg\n")
+    save_dir = run(weights, tmp_path, source=str(listing), save_txt=True)
+    assert sorted(p.name for p in save_dir.glob("*.jpg")) == ["bus.jpg", "bus_2.jpg", "bus_3.jpg"]
+    assert sorted(p.name for p in (save_dir / "labels").iterdir()) == ["bus.txt", "bus_2.txt", "bus_3.txt"]

@@ -2,6 +2,7 @@
 same ONNX (fp32, int8, --nms) / TFLite (fp32, int8) / OpenVINO (fp32, int8, --half) file, it runs with torch
 and the project poisoned (OpenVINO giving the ONNX file's boxes there), its outputs follow detect.py's
 conventions, and bad models, sizes, sources and a missing runtime get one-line errors (exit 2)."""
+import functools
 import json
 import logging
 import re
@@ -17,11 +18,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+import deploy.run
 import detect
 import export
 from deploy import Detector, Options
 from deploy.errors import UserInputError
 from deploy.run import main as deploy_main
+from deploy.sources import open_source
 from models.yolo import DetectionModel
 from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.data.dataset import check_dataset
@@ -277,13 +280,17 @@ def test_half_is_for_openvino_only(exported, caplog, monkeypatch):
 def test_bad_sources_exit_2_with_one_line(exported, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
-    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "notes.md").write_text("hello")
+    (tmp_path / "list.txt").write_text("hello.jpg\n")
     cases = [
         (str(tmp_path / "nowhere"), "file or folder not found"),
         (str(tmp_path / "broken.jpg"), "broken.jpg: cannot read image"),
         (str(tmp_path / "broken.mp4"), "broken.mp4: cannot read video"),
-        (str(tmp_path / "notes.txt"), "unsupported file type '.txt'"),
+        (str(tmp_path / "notes.md"), "unsupported file type '.md'"),
+        (str(tmp_path / "list.txt"), "list.txt: listed file hello.jpg does not exist"),
         ("7", "--source 7: camera 7 could not be opened"),
+        ("http://169.254.169.254/latest/meta-data", "non-public address 169.254.169.254; refused (pass "
+                                                    "--allow-local-streams"),
     ]
     for source, message in cases:
         proc = subprocess.run([sys.executable, "-m", "deploy.run", "--model", str(exported["onnx"]), "--source", source,
@@ -293,3 +300,40 @@ def test_bad_sources_exit_2_with_one_line(exported, tmp_path):
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("error: --source ") and message in last, (source, last)
         assert "Traceback" not in proc.stderr
+
+
+class FakeCamera:
+    """A network camera on the local network: `frames` frames of the shipped bus image, then it is gone."""
+
+    def __init__(self, frames: int):
+        self.image, self.left = cv2.imread(str(IMAGES[0])), frames
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self):
+        if self.left == 0:
+            return False, None
+        self.left -= 1
+        return True, self.image
+
+    def get(self, prop: int) -> float:
+        return 10.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self) -> None:
+        self.left = 0
+
+
+def test_local_stream_needs_allow_local_streams(exported, tmp_path, monkeypatch):
+    """A stream on a private address is refused before anything connects, as in detect.py; --allow-local-streams
+    reads it, --vid-stride thins it, and its outputs are named after the URL's path, never its credentials."""
+    monkeypatch.setattr(deploy.run, "open_source", functools.partial(open_source, retries=0,
+                                                                     capture_factory=lambda _: FakeCamera(4)))
+    args = ["--model", str(exported["onnx"]), "--source", "rtsp://admin:pw@192.168.1.20/live", "--project",
+            str(tmp_path), "--save-txt", "--nosave"]
+    with pytest.raises(UserInputError, match="non-public address 192.168.1.20.*--allow-local-streams"):
+        deploy_main(args)
+    assert not tmp_path.joinpath("exp").exists()
+    save_dir = deploy_main(args + ["--allow-local-streams", "--vid-stride", "2"])
+    labels = sorted(p.name for p in (save_dir / "labels").iterdir())
+    assert labels and set(labels) <= {"live_1.txt", "live_3.txt"} and "live_3.txt" in labels  # newest kept
