@@ -30,25 +30,26 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.assets import DEMO_WEIGHTS  # noqa: E402
-from utils.infer.backends import Backend, load_backend  # noqa: E402
 from utils.checkpoint import load_model, trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
-from utils.data.dataset import check_dataset, create_dataloader, find_image_files  # noqa: E402
+from utils.data.dataset import check_dataset, create_dataloader  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
-from utils.infer.exporters import (FORMATS, INT8_FORMATS, ExportedFile, Parity, calibration_batches,  # noqa: E402
-                             check_parity, check_writable_dir, export_metadata, export_onnx, export_openvino,
-                             export_tflite, export_torchscript, file_size_mb, in_batches, letterboxed_batch,
-                             median_latency_ms, openvino_xml, prepare_for_export, quantize_onnx, require_litert,
-                             require_openvino, written_files)
-from utils.log import LOGGER  # noqa: E402
+from utils.infer.backends import Backend, load_backend  # noqa: E402
+from utils.infer.exporters import (FORMATS, INT8_FORMATS, ExportedFile, calibration_batches,  # noqa: E402
+                                   check_writable_dir, export_metadata, export_onnx, export_openvino, export_tflite,
+                                   export_torchscript, openvino_xml, prepare_for_export, quantize_onnx,
+                                   require_litert, require_openvino, written_files)
 from utils.infer.predictor import check_imgsz  # noqa: E402
+from utils.infer.verify import (Reference, file_row, file_size_mb, format_table, parity_batches,  # noqa: E402
+                                pytorch_row)
+from utils.log import LOGGER  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
-PARITY_IMAGES = 8
-SHIPPED_IMAGES = (ROOT / "data/images/bus.jpg", ROOT / "data/images/zidane.jpg")
 ONNX_OPSETS = range(11, 22)
 DEFAULT_PROJECT = ROOT / "runs/export"  # only with --project or --name: by default files go beside --weights
+CONVERTERS = {"tflite": ("TFLite", "litert_torch.convert", export_tflite),  # converted once, then per precision
+              "openvino": ("OpenVINO", "openvino.convert_model", export_openvino)}
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,15 +118,6 @@ def check_options(opt: argparse.Namespace) -> None:
         require_openvino(opt.int8)
 
 
-def parity_images(data: dict | None) -> list[str]:
-    """Real images for the output comparison: the val split's first few, else the shipped samples."""
-    if data is not None:
-        files = find_image_files(data["val"])[:PARITY_IMAGES]
-        if files:
-            return files
-    return [str(f) for f in SHIPPED_IMAGES]
-
-
 def output_folder(opt: argparse.Namespace) -> Path:
     """Beside --weights, where yolov5 and ultralytics write best.onnx and users' scripts look for it; a run
     folder project/name (incremented unless --exist-ok) only when either flag is given."""
@@ -164,39 +156,40 @@ def refuse_to_overwrite(files: dict[str, Path], exist_ok: bool) -> None:
 
 def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor, targets: dict[str, Path],
                data: dict | None) -> list[ExportedFile]:
-    imgsz, batch = tuple(im.shape[2:]), im.shape[0]
+    """Every file of `targets`, traced or converted from the export-form `model` on the dummy input `im`."""
     precision = "fp16" if im.dtype == torch.float16 else "fp32"
-    calibration = calibration_batches(data, imgsz, batch) if opt.int8 else None
+    calibration = calibration_batches(data, opt.imgsz, opt.batch_size) if opt.int8 else None
     files = []
     if "torchscript" in targets:
         LOGGER.info("TorchScript: tracing")
-        meta = export_metadata(model, imgsz, batch, precision, opt.nms)
+        meta = export_metadata(model, opt.imgsz, opt.batch_size, precision, opt.nms)
         files.append(ExportedFile("torchscript", export_torchscript(model, im, targets["torchscript"], meta),
                                   precision))
     if "onnx" in targets:
         LOGGER.info(f"ONNX: torch.onnx.export (TorchScript-based exporter, dynamo=False), opset {opt.opset}")
-        meta = export_metadata(model, imgsz, batch, precision, opt.nms)
+        meta = export_metadata(model, opt.imgsz, opt.batch_size, precision, opt.nms)
         path = export_onnx(model, im, targets["onnx"], meta, opt.opset, opt.dynamic, opt.simplify)
         files.append(ExportedFile("onnx", path, precision))
         if "onnx int8" in targets:
             files.append(ExportedFile("onnx", quantize_onnx(path, targets["onnx int8"], calibration, model), "int8"))
-    if "tflite" in targets:
-        if opt.dynamic:
-            LOGGER.warning("WARNING: --dynamic applies to ONNX only; the .tflite files have a fixed input size")
-        tfl_model, tfl_im = model.float().cpu(), im.float().cpu()  # litert converts on CPU in fp32
-        outputs = precisions_of("tflite", targets)
-        LOGGER.info(f"TFLite: litert_torch.convert, then {', '.join(outputs)}")
-        meta = export_metadata(tfl_model, imgsz, batch, "fp32", opt.nms)
-        for prec, path in export_tflite(tfl_model, tfl_im, outputs, meta, calibration).items():
-            files.append(ExportedFile("tflite", path, prec))
-    if "openvino" in targets:
-        outputs = precisions_of("openvino", targets)
-        LOGGER.info(f"OpenVINO: openvino.convert_model, then {', '.join(outputs)}")
-        ov_model, ov_im = model.float().cpu(), im.float().cpu()  # converted for the CPU plugin, in fp32
-        meta = export_metadata(ov_model, imgsz, batch, "fp32", opt.nms)
-        for prec, path in export_openvino(ov_model, ov_im, outputs, meta, calibration).items():
-            files.append(ExportedFile("openvino", path, prec))
+    if "tflite" in targets and opt.dynamic:
+        LOGGER.warning("WARNING: --dynamic applies to ONNX only; the .tflite files have a fixed input size")
+    for fmt in CONVERTERS:
+        if fmt in targets:
+            files += export_converted(opt, fmt, model, im, targets, calibration)
     return files
+
+
+def export_converted(opt: argparse.Namespace, fmt: str, model: torch.nn.Module, im: torch.Tensor,
+                     targets: dict[str, Path], calibration: list[np.ndarray] | None) -> list[ExportedFile]:
+    """TFLite or OpenVINO: converted on the CPU in fp32 (what litert and OpenVINO's CPU plugin take), once, then
+    written in each precision asked for."""
+    name, converter, exporter = CONVERTERS[fmt]
+    model, im = model.float().cpu(), im.float().cpu()
+    outputs = precisions_of(fmt, targets)
+    LOGGER.info(f"{name}: {converter}, then {', '.join(outputs)}")
+    meta = export_metadata(model, opt.imgsz, opt.batch_size, "fp32", opt.nms)
+    return [ExportedFile(fmt, path, prec) for prec, path in exporter(model, im, outputs, meta, calibration).items()]
 
 
 def precisions_of(fmt: str, targets: dict[str, Path]) -> dict[str, Path]:
@@ -204,94 +197,76 @@ def precisions_of(fmt: str, targets: dict[str, Path]) -> dict[str, Path]:
     return {label[len(fmt) + 1:] or "fp32": path for label, path in targets.items() if label.split()[0] == fmt}
 
 
-def square_val_map(model: torch.nn.Module, data: dict, imgsz: int, batch: int) -> float:
+def square_val_map(opt: argparse.Namespace, model: torch.nn.Module, data: dict) -> float:
     """mAP50-95 of the PyTorch model on square letterboxed val images — the input fixed-size exports get."""
     import val
 
-    loader = create_dataloader(data["val"], imgsz, batch, int(max(model.stride)), pad=0.0, rect=False,
-                               workers=2, prefix="val: ", nc=int(data["nc"]))[0]
+    loader = create_dataloader(data["val"], opt.imgsz[0], opt.batch_size, int(max(model.stride)), pad=0.0,
+                               rect=False, workers=2, prefix="val: ", nc=int(data["nc"]))[0]
     return float(val.run(data=data, model=model, dataloader=loader, plots=False)[0][3])
 
 
-def file_map(path: Path, data: dict, imgsz: int, batch: int, device: str, half: bool = False) -> float:
+def file_map(opt: argparse.Namespace, path: Path, data: dict, half: bool = False) -> float:
     """val mAP50-95 of one file (`half`: as val --half runs it); val's run folder is only a by-product here, so
     it lives in a temporary folder instead of beside the user's weights."""
     import val
 
     with tempfile.TemporaryDirectory(prefix="export-val-") as tmp:
-        results = val.run(data=data, weights=str(path), imgsz=imgsz, batch_size=batch, device=device, workers=2,
-                          half=half, plots=False, project=tmp, name=path.name)
+        results = val.run(data=data, weights=str(path), imgsz=opt.imgsz[0], batch_size=opt.batch_size,
+                          device=opt.device, workers=2, half=half, plots=False, project=tmp, name=path.name)
     return float(results[0][3])
 
 
+def map_data(opt: argparse.Namespace, data: dict | None) -> dict | None:
+    """`data` where val can score the files, else None (with the reason when --data asked for mAP)."""
+    if data is None or (opt.imgsz[0] == opt.imgsz[1] and not opt.nms):
+        return data
+    LOGGER.warning("WARNING: mAP skipped: " + ("--nms files output post-NMS rows val cannot read" if opt.nms
+                                                else "val needs a square --imgsz"))
+    return None
+
+
 def verify(opt: argparse.Namespace, files: list[ExportedFile], model: torch.nn.Module, pt_model: torch.nn.Module,
-           im: torch.Tensor, data: dict | None) -> list[dict[str, Any]]:
-    """Parity, latency and (with --data) mAP of every file, beside the .pt's; returns the table rows."""
-    imgsz, batch = tuple(im.shape[2:]), im.shape[0]
-    batches = in_batches(letterboxed_batch(parity_images(data), imgsz), batch)
-    square = imgsz[0] == imgsz[1]
-    with_map = data is not None and square and not opt.nms
-    if data is not None and not with_map:
-        LOGGER.warning("WARNING: mAP skipped: " + ("--nms files output post-NMS rows val cannot read" if opt.nms
-                                                    else "val needs a square --imgsz"))
-    device = next(model.parameters()).device
+           data: dict | None) -> list[dict[str, Any]]:
+    """Parity, latency and (with --data) mAP of every file, beside the .pt's; returns the table rows.
 
-    def run_pt(x: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x).to(device, next(model.parameters()).dtype))
-
-    rows = [{"format": "pytorch", "file": Path(opt.weights).name, "size_mb": file_size_mb(Path(opt.weights)),
-             "max_abs": 0.0, "max_rel": 0.0, "latency_ms": median_latency_ms(run_pt, batches[0]),
-             "map50_95": square_val_map(pt_model, data, imgsz[0], batch) if with_map else None}]
+    Parity, latency and the rows come from utils.infer.verify; the mAP column is filled here, because it runs
+    val.run (a CLI, which library code does not import) and the images each row is scored on follow export's
+    flags: square batches for fixed-size files, rect ones for a dynamic file, half precision as val --half."""
+    ref = Reference(model, parity_batches(data, opt.imgsz, opt.batch_size))
+    data = map_data(opt, data)
+    rows = [pytorch_row(Path(opt.weights), ref)]
+    if data is not None:
+        rows[0]["map50_95"] = square_val_map(opt, pt_model, data)
     rect_map = None
     for f in files:
         backend = load_backend(f.path, opt.device)
-        row = verify_file(f, backend, model, batches, data if with_map else None, opt.device)
-        if with_map and backend.dynamic:  # a dynamic file is validated on rect batches, like the .pt
+        row = scored_row(opt, f, backend, ref, data)
+        if data is not None and backend.dynamic:  # a dynamic file is validated on rect batches, like the .pt
             if rect_map is None:
-                rect_map = file_map(Path(opt.weights), data, imgsz[0], batch, opt.device)
+                rect_map = file_map(opt, Path(opt.weights), data)
             LOGGER.info(f"pytorch mAP50-95 on rect batches (what dynamic {f.label} saw): {rect_map:.4f}")
             row["map50_95_pt_same_input"] = rect_map
         rows.append(row)
         if f.fmt == "openvino" and f.precision == "fp32":  # and as OpenVINO runs it by default (--half)
             reduced = load_backend(f.path, opt.device, fp16=True)
             if reduced.precision != "f32":
-                rows.append(verify_file(ExportedFile(f.fmt, f.path, reduced.precision), reduced, model, batches,
-                                        data if with_map else None, opt.device, half=True))
+                rows.append(scored_row(opt, ExportedFile(f.fmt, f.path, reduced.precision), reduced, ref, data,
+                                       half=True))
     return rows
 
 
-def verify_file(f: ExportedFile, backend: Backend, model: torch.nn.Module, batches: list[np.ndarray],
-                data: dict | None, device: str, half: bool = False) -> dict[str, Any]:
-    """One table row: parity against PyTorch, latency, and with `data` val mAP50-95 (run as `half` loaded it)."""
-    parity: Parity = check_parity(lambda x: backend(x).cpu().numpy(), model, batches)
-    LOGGER.info(f"{f.label}: max abs diff {parity.max_abs:.3g}, max rel diff {parity.max_rel:.3g} vs PyTorch "
-                f"on {parity.images} letterboxed image(s)")
-    shown = f"{f.path.parent.name}/{f.path.name}" if f.fmt == "openvino" else f.path.name
-    row = {"format": f.label, "file": shown, "max_abs": parity.max_abs, "max_rel": parity.max_rel,
-           "size_mb": sum(file_size_mb(p) for p in written_files(f.path) if p.suffix != ".json"),
-           "latency_ms": median_latency_ms(backend, batches[0]), "map50_95": None}
+def scored_row(opt: argparse.Namespace, f: ExportedFile, backend: Backend, ref: Reference, data: dict | None,
+               half: bool = False) -> dict[str, Any]:
+    """file_row, with `data` its val mAP50-95 (run as `half` loaded it)."""
+    row = file_row(f, backend, ref)
     if data is not None:
-        row["map50_95"] = file_map(f.path, data, batches[0].shape[2], len(batches[0]), device, half=half)
+        row["map50_95"] = file_map(opt, f.path, data, half)
     return row
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    w = max([len("File"), *(len(r["file"]) for r in rows)]) + 1  # whole file names: the table is what users copy
-    fw = max([13, *(len(r["format"]) for r in rows)]) + 1  # 'torchscript fp16' is longer than the usual labels
-    header = f"{'Format':<{fw}}{'File':<{w}}{'Size MB':>9}{'max abs':>11}{'max rel':>11}{'mAP50-95':>10}{'CPU ms':>9}"
-    lines = [header]
-    for r in rows:
-        m = f"{r['map50_95']:.4g}" if r["map50_95"] is not None else "-"
-        lines.append(f"{r['format']:<{fw}}{r['file']:<{w}}{r['size_mb']:>9.2f}{r['max_abs']:>11.3g}"
-                     f"{r['max_rel']:>11.3g}{m:>10}{r['latency_ms']:>9.1f}")
-    return "\n".join(lines)
-
-
-def export(opt: argparse.Namespace) -> dict[str, Any]:
-    check_options(opt)
-    opt.imgsz = opt.imgsz or [trained_imgsz(opt.weights)]
-    device = select_device(opt.device)
+def check_half(opt: argparse.Namespace, device: torch.device) -> None:
+    """What --half means per format and device: refused where it cannot apply, said where it changes less."""
     if opt.half and device.type == "cpu" and not {"tflite", "openvino"} & set(opt.include):
         raise UserInputError("--half: FP16 ONNX/TorchScript export needs a CUDA --device "
                              "(on CPU, --half only adds an fp16 .tflite)")
@@ -303,30 +278,48 @@ def export(opt: argparse.Namespace) -> dict[str, Any]:
     if opt.half and device.type == "cpu" and {"onnx", "torchscript"} & set(opt.include):
         LOGGER.warning("WARNING: --half: ONNX/TorchScript stay fp32 on CPU (FP16 needs a CUDA --device); "
                        "the fp16 .tflite is written")
-    pt_model = load_model(opt.weights, "cpu")
-    stride = int(max(pt_model.stride))
-    imgsz = check_imgsz(opt.imgsz if len(opt.imgsz) > 1 else opt.imgsz[0], stride)
-    save_dir = output_folder(opt)
-    targets = output_files(opt, save_dir)
-    refuse_to_overwrite(targets, opt.exist_ok)
-    data = check_dataset(opt.data) if opt.data else None
 
+
+def export_form(opt: argparse.Namespace, pt_model: torch.nn.Module,
+                device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model every exporter traces (fused, export mode, --nms wrapped, fp16 with --half on CUDA) and its
+    dummy input of the export size."""
     model = prepare_for_export(pt_model, opt.nms, opt.topk_all, opt.conf_thres, opt.iou_thres).to(device)
-    im = torch.zeros(opt.batch_size, 3, *imgsz, device=device)
+    im = torch.zeros(opt.batch_size, 3, *opt.imgsz, device=device)
     if opt.half and device.type != "cpu":
         model, im = model.half(), im.half()
     with torch.inference_mode():
         shape = tuple(model(im).shape)
     LOGGER.info(f"PyTorch: {opt.weights} ({file_size_mb(Path(opt.weights)):.1f} MB), input {tuple(im.shape)}, "
                 f"output {shape}")
+    return model, im
+
+
+def report(opt: argparse.Namespace, rows: list[dict[str, Any]], save_dir: Path, device: torch.device) -> None:
+    """Print the summary table; a run folder is ours, so it also keeps the table (the weights folder is not)."""
+    LOGGER.info(f"\nExport summary ({device.type}, {torch.get_num_threads()} threads):\n{format_table(rows)}")
+    if opt.project is not None or opt.name is not None:
+        (save_dir / "summary.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+
+
+def export(opt: argparse.Namespace) -> dict[str, Any]:
+    """Check every flag, export each --include format, then verify the files; opt.imgsz becomes the export (h, w)."""
+    check_options(opt)
+    opt.imgsz = opt.imgsz or [trained_imgsz(opt.weights)]
+    device = select_device(opt.device)
+    check_half(opt, device)
+    pt_model = load_model(opt.weights, "cpu")
+    opt.imgsz = check_imgsz(opt.imgsz if len(opt.imgsz) > 1 else opt.imgsz[0], int(max(pt_model.stride)))
+    save_dir = output_folder(opt)
+    targets = output_files(opt, save_dir)
+    refuse_to_overwrite(targets, opt.exist_ok)
+    data = check_dataset(opt.data) if opt.data else None
+
+    model, im = export_form(opt, pt_model, device)
     files = export_all(opt, model, im, targets, data)
-    model = model.float().to(device)
-    rows = verify(opt, files, model, pt_model.to(device), im.float(), data) if opt.verify else []
+    rows = verify(opt, files, model.float().to(device), pt_model.to(device), data) if opt.verify else []
     if rows:
-        table = format_table(rows)
-        LOGGER.info(f"\nExport summary ({device.type}, {torch.get_num_threads()} threads):\n{table}")
-        if opt.project is not None or opt.name is not None:  # a run folder is ours; the weights folder is not
-            (save_dir / "summary.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        report(opt, rows, save_dir, device)
     LOGGER.info(f"Export complete: {', '.join(str(f.path) for f in files)}")
     return {"save_dir": save_dir, "files": files, "rows": rows}
 

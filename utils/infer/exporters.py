@@ -1,4 +1,4 @@
-"""Write a DetectionModel as ONNX, TorchScript, TFLite or OpenVINO IR, and check the files against PyTorch.
+"""Write a DetectionModel as ONNX, TorchScript, TFLite or OpenVINO IR (utils.infer.verify checks the files).
 
 Why the model is prepared the same way for every format: BN is folded into leaf `nn.Parameter`s (litert-torch
 rejects non-leaf parameters), PConv runs its split→conv→cat path (no in-place slice assignment in the graph)
@@ -12,11 +12,9 @@ import copy
 import datetime
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -41,7 +39,6 @@ TFLITE_FLOAT_SCOPES = (r".*heads\.Detect\w*_\d+;[^/]*$", r"serving_default_outpu
 OPENVINO_HINT = "OpenVINO export needs openvino, and nncf for --int8: pip install openvino nncf"
 NMS_PRE_TOPK = 1000  # candidates per image fed to the in-graph NMS (its IoU matrix is PRE_TOPK x PRE_TOPK)
 NMS_CLASS_OFFSET = 4096.0  # pixels between classes' boxes so one IoU matrix never matches across classes
-REL_DIFF_FLOOR = 1e-3  # |reference| below this counts as this in the relative difference
 MAX_CALIBRATION_IMAGES = 300  # int8 calibration images: each costs a forward pass
 
 
@@ -430,55 +427,3 @@ def calibration_batches(data: dict, imgsz: tuple[int, int], batch: int) -> list[
     picked = [files[int(i * step)] for i in range(min(len(files), MAX_CALIBRATION_IMAGES))]
     LOGGER.info(f"int8 calibration: {len(picked)} train image(s) from {data['yaml_file']}")
     return in_batches(letterboxed_batch(picked, imgsz), batch)
-
-
-
-# -------------------------------------------------------------------------------------------- checking
-@dataclass
-class Parity:
-    """Largest differences between an exported file's outputs and PyTorch's on the same images."""
-
-    max_abs: float
-    max_rel: float
-    images: int
-
-
-def compare_outputs(exported: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """(max |a − b|, max |a − b| / max(|b|, REL_DIFF_FLOOR)) over all elements."""
-    diff = np.abs(exported.astype(np.float64) - reference.astype(np.float64))
-    rel = diff / np.maximum(np.abs(reference.astype(np.float64)), REL_DIFF_FLOOR)
-    return float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
-
-
-def check_parity(run_exported, model: nn.Module, batches: list[np.ndarray]) -> Parity:
-    """Run the same letterboxed batches through the exported file and the PyTorch export-form model."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    max_abs = max_rel = 0.0
-    for x in batches:
-        with torch.inference_mode():
-            ref = model(torch.from_numpy(x).to(device, dtype)).float().cpu().numpy()
-        out = np.asarray(run_exported(x), dtype=np.float32)
-        if out.shape != ref.shape and out.ndim == 3 and out.shape == (ref.shape[0], ref.shape[2], ref.shape[1]):
-            out = out.transpose(0, 2, 1)
-        if out.shape != ref.shape:
-            raise RuntimeError(f"exported output shape {out.shape} differs from PyTorch's {ref.shape}")
-        a, r = compare_outputs(out, ref)
-        max_abs, max_rel = max(max_abs, a), max(max_rel, r)
-    return Parity(max_abs, max_rel, sum(len(b) for b in batches))
-
-
-def median_latency_ms(fn, x: np.ndarray, runs: int = 10, warmup: int = 2) -> float:
-    """Median wall time of fn(x) in ms after a few warm-up calls (lazy init, delegate setup)."""
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
-
-
-def file_size_mb(path: Path) -> float:
-    return os.path.getsize(path) / 1e6
