@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,8 +216,146 @@ def _class_names(model_names: list[str], data: dict, single_cls: bool, source: s
     return list(model_names) or list(data["names"])
 
 
+@dataclass
+class _Target:
+    """What one validation runs: the model (train.py's live DetectionModel, or the Backend behind --weights), where
+    and how it runs, its class names, and where the batches come from and the outputs go."""
+
+    model: Any
+    training: bool  # a live model from train.py: its loader and folder are the caller's, losses can be computed
+    device: torch.device
+    half: bool
+    stride: int
+    names: list[str]
+    n_outputs: int  # classes the head predicts, to check each output's columns against
+    single_cls: bool
+    source: str  # how error messages name the model
+    weights_stem: str  # names the --save-json file
+    imgsz: int | None = None  # the CLI's input size (train.py's loader has its own)
+    split_paths: list[str] | None = None  # the CLI's images to validate on
+    save_dir: Path = Path()
+    dataloader: Any = None
+
+
+def _live_target(model: torch.nn.Module, data: dict, single_cls: bool, half: bool, dataloader: Any,
+                 save_dir: Path) -> _Target:
+    """train.py's EMA model, put in eval mode (run() restores its mode), with the loader train.py built."""
+    device = next(model.parameters()).device
+    names = _class_names(list(model.names), data, single_cls, "model")
+    # autocast, not model.half(): the EMA weights must stay float32
+    return _Target(model.eval(), True, device, half and device.type == "cuda", int(max(model.stride)), names,
+                   int(getattr(model, "nc", len(names))), single_cls, "model", "last", save_dir=save_dir,
+                   dataloader=dataloader)
+
+
+def _file_target(weights: Any, data: dict, task: str, device: str, batch_size: int, half: bool, imgsz: int | None,
+                 augment: bool, single_cls: bool) -> _Target:
+    """The model behind --weights (one file or an ensemble), opened on --device at the size it will run at."""
+    ensemble = isinstance(weights, (list, tuple))
+    source = f"--weights {' '.join(map(str, weights)) if ensemble else weights}"
+    split_paths = _split_paths(data, task)  # a missing split is news before a model is loaded
+    torch_device = select_device(device, batch_size)
+    backend, imgsz = _open_for_cli(weights, torch_device, half, imgsz, augment)
+    names = _class_names(backend.names, data, single_cls, source)
+    return _Target(backend, False, torch_device, backend.fp16, backend.stride, names,
+                   len(backend.names) or data["nc"], single_cls, source,
+                   "ensemble" if ensemble else backend.path.stem, imgsz=imgsz, split_paths=split_paths)
+
+
+def _open_run_folder(t: _Target, task: str, batch_size: int, workers: int, save_dir: Path, save_txt: bool) -> None:
+    """The CLI's loader (rect batches for a dynamic model) and run folder, then a warm-up on an accelerator."""
+    pad, rect = (0.5, True) if task != "speed" and t.model.dynamic else (0.0, False)
+    t.dataloader = create_dataloader(t.split_paths, t.imgsz, batch_size, t.stride, pad=pad, rect=rect,
+                                     workers=workers, single_cls=t.single_cls, prefix=f"{task}: ",
+                                     nc=len(t.names))[0]
+    t.save_dir = save_dir
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    if t.device.type != "cpu":
+        t.model.warmup((t.imgsz, t.imgsz))
+
+
+def _predict(t: _Target, im: torch.Tensor, targets: torch.Tensor, augment: bool, compute_loss: Any,
+             loss: torch.Tensor) -> torch.Tensor:
+    """Raw predictions for one batch (TTA with --augment); with compute_loss, adds the batch's losses to `loss`."""
+    with torch.inference_mode(), torch.autocast(t.device.type, enabled=t.half and t.training):
+        if augment:
+            preds, train_out = predict_augmented(t.model, im, t.stride), None
+        elif compute_loss is not None:
+            preds, train_out = t.model(im, raw=True)
+        else:
+            preds, train_out = t.model(im), None
+        if train_out is not None:
+            loss += compute_loss([x.float() for x in train_out], targets)[1]
+    if preds.shape[-1] != 5 + t.n_outputs:
+        raise UserInputError(f"{t.source}: model output has {preds.shape[-1]} columns per box, expected "
+                             f"5 + {t.n_outputs} classes (files exported with --nms hold final boxes; val needs "
+                             f"an export without --nms)")
+    return preds
+
+
+def _score_batches(t: _Target, scorer: _Scorer, nms: tuple[float, float, int], augment: bool, compute_loss: Any,
+                   plots: bool, verbose: bool) -> tuple[list[_Timer], torch.Tensor]:
+    """Every batch through the model and NMS into the scorer; returns the (pre-process, inference, NMS) timers and
+    the summed (box, obj, cls) losses."""
+    conf_thres, iou_thres, max_det = nms
+    timers = [_Timer(t.device), _Timer(t.device), _Timer(t.device)]
+    loss = torch.zeros(3, device=t.device)
+    pbar = tqdm(t.dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}",
+                disable=t.training and not verbose)
+    for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
+        with timers[0]:
+            im = im.to(t.device, non_blocking=True)
+            im = (im.half() if t.half and not t.training else im.float()) / 255
+            targets = targets.to(t.device)
+            height, width = im.shape[2:]
+        with timers[1]:
+            preds = _predict(t, im, targets, augment, compute_loss, loss)
+        targets[:, 2:] *= torch.tensor((width, height, width, height), device=t.device)
+        if t.single_cls:  # also when the caller's loader kept the classes
+            targets[:, 1] = 0
+        with timers[2]:
+            preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True,
+                                        agnostic=t.single_cls, max_det=max_det)
+        for si, pred in enumerate(preds):
+            if t.single_cls:
+                pred[:, 5] = 0
+            scorer.add(pred, targets[targets[:, 0] == si, 1:], (height, width), Path(paths[si]), *shapes[si])
+        if plots and batch_i < PLOTTED_BATCHES:
+            _plot_batch(im, targets, paths, t.save_dir / f"val_batch{batch_i}_labels.jpg", t.names)
+            _plot_batch(im, _predictions_as_targets(preds), paths, t.save_dir / f"val_batch{batch_i}_pred.jpg",
+                        t.names)
+    return timers, loss
+
+
+def _summarise(t: _Target, scorer: _Scorer, timers: list[_Timer], verbose: bool, matching: str,
+               batch_size: int) -> tuple[APResult, tuple[float, float, float]]:
+    """The metrics table (per class with --verbose, or for a CLI run over fewer than 50 classes) and, for a CLI
+    run, the matching rule and speed lines; returns the AP result and ms per image of each stage."""
+    result, labels_per_class, images_per_class = scorer.result()
+    seen, nc = len(scorer.image_ids), len(t.names)
+    _print_results(result, seen, labels_per_class, images_per_class, t.names,
+                   per_class=(verbose or (nc < 50 and not t.training)) and nc > 1 and len(result.classes) > 0)
+    times = tuple(timer.total / max(seen, 1) * 1e3 for timer in timers)
+    if not t.training:
+        LOGGER.info(f"mAP matching: {matching} ({MATCHING_NOTES[matching]})")
+        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape "
+                    f"{(batch_size, 3, t.imgsz, t.imgsz)}" % times)
+    return result, times
+
+
+def _save_outputs(t: _Target, scorer: _Scorer, result: APResult, plots: bool, save_json: bool,
+                  annotations: Path | None, matching: str) -> None:
+    """Confusion matrix and AP curves (plots), the COCO json checked by pycocotools (save_json)."""
+    if plots:
+        plot_confusion_matrix(scorer.confusion.matrix, t.names, t.save_dir / "confusion_matrix.png")
+        plot_ap_curves(result, t.names, t.save_dir)
+    if save_json:
+        _write_and_check_json(scorer.json_rows, t.save_dir / f"{t.weights_stem}_predictions.json", annotations,
+                              ours=(result.map, result.map50), img_ids=scorer.image_ids, matching=matching)
+
+
 def run(
-    data: str | Path | dict = ROOT / "data/coco8.yaml",
+    data: str | Path | dict = DEMO_DATA,
     weights: str | Path | list[str | Path] | Backend | None = None,
     batch_size: int = 32,
     imgsz: int | None = None,
@@ -251,105 +390,38 @@ def run(
     matching picks which detections are TPs: "coco" (pycocotools' rule, its mAP) or "yolo" (yolov5's, to compare).
     """
     _check_numbers(task, conf_thres, iou_thres, max_det, batch_size, matching)
-    training = model is not None
     if isinstance(weights, (list, tuple)) and len(weights) == 1:  # --weights a.pt; a.pt b.pt is an ensemble
         weights = weights[0]
-    ensemble = isinstance(weights, (list, tuple))
-    if task == "speed" and not training:  # yolov5's speed benchmark: deployment thresholds, nothing saved
+    if task == "speed" and model is None:  # yolov5's speed benchmark: deployment thresholds, nothing saved
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
     data = data if isinstance(data, dict) else check_dataset(data)
-    source = "model" if training else f"--weights {' '.join(map(str, weights)) if ensemble else weights}"
-    if training:  # called by train.py: a live DetectionModel (EMA), the loader already built
-        device = next(model.parameters()).device
-        half &= device.type == "cuda"  # autocast, not model.half(): the EMA weights must stay float32
+    if model is not None:  # called by train.py: a live DetectionModel (EMA), the loader already built
         was_training = model.training
-        forward_model, stride = model.eval(), int(max(model.stride))
-        names = _class_names(list(model.names), data, single_cls, source)
-        save_dir, weights_stem = Path(save_dir), "last"
+        t = _live_target(model, data, single_cls, half, dataloader, Path(save_dir))
         if plots or save_json:
-            save_dir.mkdir(parents=True, exist_ok=True)
+            t.save_dir.mkdir(parents=True, exist_ok=True)
     else:
-        split_paths = _split_paths(data, task)
-        device = select_device(device, batch_size)
-        forward_model, imgsz = _open_for_cli(weights, device, half, imgsz, augment)
-        half, stride = forward_model.fp16, forward_model.stride
-        weights_stem = "ensemble" if ensemble else forward_model.path.stem
-        names = _class_names(forward_model.names, data, single_cls, source)
-    nc = len(names)
-    n_outputs = int(getattr(model, "nc", nc)) if training else len(forward_model.names) or data["nc"]  # head classes
+        t = _file_target(weights, data, task, device, batch_size, half, imgsz, augment, single_cls)
     annotations = _coco_annotations(data, coco_json) if save_json else None
-    if not training:  # the run folder only once the inputs, loader flags and labels included, are known good
-        pad, rect = (0.5, True) if task != "speed" and forward_model.dynamic else (0.0, False)
-        dataloader = create_dataloader(split_paths, imgsz, batch_size, stride, pad=pad, rect=rect, workers=workers,
-                                       single_cls=single_cls, prefix=f"{task}: ", nc=nc)[0]
-        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-        if device.type != "cpu":
-            forward_model.warmup((imgsz, imgsz))
+    if not t.training:  # the run folder only once the inputs, loader flags and labels included, are known good
+        run_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+        _open_run_folder(t, task, batch_size, workers, run_dir, save_txt)
 
-    scorer = _Scorer(nc, category_ids(list(data["names"])), confusion=plots,
-                     txt_dir=save_dir / "labels" if save_txt else None, save_conf=save_conf, save_json=save_json,
+    scorer = _Scorer(len(t.names), category_ids(list(data["names"])), confusion=plots,
+                     txt_dir=t.save_dir / "labels" if save_txt else None, save_conf=save_conf, save_json=save_json,
                      matching=matching)
-    timers = [_Timer(device), _Timer(device), _Timer(device)]  # pre-process, inference, NMS
-    loss = torch.zeros(3, device=device)
-    pbar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}", disable=training and not verbose)
-    for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
-        with timers[0]:
-            im = im.to(device, non_blocking=True)
-            im = (im.half() if half and not training else im.float()) / 255
-            targets = targets.to(device)
-            height, width = im.shape[2:]
-        with timers[1], torch.inference_mode(), torch.autocast(device.type, enabled=half and training):
-            if augment:
-                preds, train_out = predict_augmented(forward_model, im, stride), None
-            elif compute_loss is not None:
-                preds, train_out = forward_model(im, raw=True)
-            else:
-                preds, train_out = forward_model(im), None
-            if train_out is not None:
-                loss += compute_loss([t.float() for t in train_out], targets)[1]
-        if preds.shape[-1] != 5 + n_outputs:
-            raise UserInputError(f"{source}: model output has {preds.shape[-1]} columns per box, expected "
-                                 f"5 + {n_outputs} classes (files exported with --nms hold final boxes; val needs "
-                                 f"an export without --nms)")
-        targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
-        if single_cls:  # also when the caller's loader kept the classes
-            targets[:, 1] = 0
-        with timers[2]:
-            preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True,
-                                        agnostic=single_cls, max_det=max_det)
-        for si, pred in enumerate(preds):
-            if single_cls:
-                pred[:, 5] = 0
-            scorer.add(pred, targets[targets[:, 0] == si, 1:], (height, width), Path(paths[si]), *shapes[si])
-        if plots and batch_i < PLOTTED_BATCHES:
-            _plot_batch(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
-            _plot_batch(im, _predictions_as_targets(preds), paths, save_dir / f"val_batch{batch_i}_pred.jpg", names)
-
-    result, labels_per_class, images_per_class = scorer.result()
-    seen = len(scorer.image_ids)
-    _print_results(result, seen, labels_per_class, images_per_class, names,
-                   per_class=(verbose or (nc < 50 and not training)) and nc > 1 and len(result.classes) > 0)
-    times = tuple(t.total / max(seen, 1) * 1e3 for t in timers)
-    if not training:
-        LOGGER.info(f"mAP matching: {matching} ({MATCHING_NOTES[matching]})")
-        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape "
-                    f"{(batch_size, 3, imgsz, imgsz)}" % times)
-    if plots:
-        plot_confusion_matrix(scorer.confusion.matrix, names, save_dir / "confusion_matrix.png")
-        plot_ap_curves(result, names, save_dir)
-    if save_json:
-        _write_and_check_json(scorer.json_rows, save_dir / f"{weights_stem}_predictions.json", annotations,
-                              ours=(result.map, result.map50), img_ids=scorer.image_ids, matching=matching)
-    if training:
+    timers, loss = _score_batches(t, scorer, (conf_thres, iou_thres, max_det), augment, compute_loss, plots, verbose)
+    result, times = _summarise(t, scorer, timers, verbose, matching, batch_size)
+    _save_outputs(t, scorer, result, plots, save_json, annotations, matching)
+    if t.training:
         model.train(was_training)
     else:
-        saved = f"\n{len(list((save_dir / 'labels').glob('*.txt')))} labels saved to {save_dir / 'labels'}" \
+        saved = f"\n{len(list((t.save_dir / 'labels').glob('*.txt')))} labels saved to {t.save_dir / 'labels'}" \
             if save_txt else ""
-        LOGGER.info(f"Results saved to {save_dir}{saved}")
-    maps = np.zeros(nc) + result.map
+        LOGGER.info(f"Results saved to {t.save_dir}{saved}")
+    maps = np.zeros(len(t.names)) + result.map
     maps[result.classes] = result.ap50_95
-    n_batches = max(len(dataloader), 1)
+    n_batches = max(len(t.dataloader), 1)
     return (result.mp, result.mr, result.map50, result.map, *(loss.cpu() / n_batches).tolist()), maps, times
 
 

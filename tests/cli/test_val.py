@@ -1,5 +1,6 @@
 """val.py end to end: an oracle model through the real dataloader (exact mAP, pycocotools agreement),
 an untrained checkpoint through the CLI (run folder, table, files), and the bad-input messages."""
+import inspect
 import json
 import logging
 import os
@@ -159,6 +160,11 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(build_checkpoint(model), tmp_path_factory.mktemp("weights") / "v5n.pt")
 
 
+
+
+def test_run_and_cli_default_to_the_same_data():
+    """val.run() without data validates what `python val.py` without --data does: the demo's data."""
+    assert inspect.signature(val.run).parameters["data"].default == Path(val.parse_opt([]).data) == DEMO_DATA
 
 
 def test_cli_writes_run_folder_table_and_files(checkpoint, tmp_path, log_text, monkeypatch):
