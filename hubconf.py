@@ -6,8 +6,9 @@
     results = model("data/images/bus.jpg")        # list of utils.infer.predictor.Detections, one per image
     model.conf, model.iou, model.classes = 0.4, 0.5, [0]   # yolov5's after-load settings work too
 
-Every model YAML in models/ gets a constructor named after it ('-' → '_'). No pretrained weights are
-published (PConv-YOLO models are trained from scratch), so `pretrained=True` needs `path=` to a checkpoint.
+Every zoo model (models.zoo.NAMES: one per YAML in models/) gets a constructor named after it ('-' → '_'). No
+pretrained weights are published (PConv-YOLO models are trained from scratch), so `pretrained=True` needs
+`path=` to a checkpoint.
 `autoshape=False` returns the bare DetectionModel (nn.Module) instead of the Detector, e.g. to train it.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ _check_no_foreign_packages()
 # Imported now, while torch.hub has REPO on sys.path: it is removed again once loading returns, and the
 # lazy imports inside these modules then resolve through the already-imported packages.
 import models.yolo  # noqa: E402
+import models.zoo  # noqa: E402
 import utils.infer.backends  # noqa: E402
 import utils.checkpoint  # noqa: E402
 import utils.errors  # noqa: E402
@@ -107,6 +109,6 @@ def _constructor(cfg: pathlib.Path):
     return build
 
 
-for _cfg in sorted((REPO / "models").glob("*.yaml")):
-    globals()[_cfg.stem.replace("-", "_")] = _constructor(_cfg)
-del _cfg
+for _name in models.zoo.NAMES:
+    globals()[_name.replace("-", "_")] = _constructor(models.zoo.MODELS_DIR / f"{_name}.yaml")
+del _name

@@ -7,19 +7,19 @@ Why: an anchor-free PConv model is only worth switching to if it is as accurate 
 Both trainers follow one recipe (--optimizer, --lr0, --momentum, --nbs, --close-mosaic; every other setting
 at each project's scratch default): ours through a hyp file written from hyp.scratch-low / -af plus the recipe.
 Each training runs in its own child process (our train.py CLI; ultralytics' trainer through its Python API,
-offline: pretrained=False, amp=False, plots=False), so the peak memory of each is measured alone
-(os.wait4). Every best.pt — ours and the peer's — is scored by one function, `val_map`: val.run on the live
-model with one dataloader (rect, pad 0.5), one NMS (conf 0.001, IoU 0.6, 300 boxes, multi-label) and one
-scorer, val's default COCO matching (pycocotools' rule, which val reproduces: docs/val.md). Why not each
-trainer's own validation: ultralytics matches highest-IoU-first (our --matching yolo), interpolates AP its
-own way and runs NMS at IoU 0.7, so its number and ours were not the same measurement; why not pycocotools
-on both: it needs predictions written and read back, and val's scorer gives its numbers on the same
-boxes. The peer's model only gets an adapter that renames its output layout (boxes and class scores) to
-ours. With several --seed values each model
-trains once per seed and the table shows the means, each seed's mAP50-95, and the mean over seeds of the last
-10 epochs' mAP50-95 (from each run's results.csv): on shapes3 one run's best epoch moved by up to ±0.04
-between seeds. Latency: every model at random init, fused, exported with torch.onnx (dynamo=False,
-opset 17), timed in ONNX Runtime, rounds interleaved.
+offline: pretrained=False, amp=False, plots=False) on --threads threads, which reports its own peak memory
+(benchmarks.common.run_measured). Every best.pt — ours and the peer's — is scored by one function, `val_map`:
+val.run on the live model read through one Backend interface, with one dataloader (rect, pad 0.5), one NMS
+(conf 0.001, IoU 0.6, 300 boxes, multi-label) and one scorer, val's default COCO matching (pycocotools'
+rule, which val reproduces: docs/val.md). Why not each trainer's own validation: ultralytics matches
+highest-IoU-first (our --matching yolo), interpolates AP its own way and runs NMS at IoU 0.7, so its number
+and ours were not the same measurement; why not pycocotools on both: it needs predictions written and read
+back, and val's scorer gives its numbers on the same boxes. The peer's model only gets an adapter that
+renames its output layout (boxes and class scores) to ours (benchmarks.common.peer_backend). With several
+--seed values each model trains once per seed and the table shows the means, each seed's mAP50-95, and the
+mean over seeds of the last 10 epochs' mAP50-95 (from each run's results.csv): on shapes3 one run's best
+epoch moved by up to ±0.04 between seeds. Latency: every model at random init, fused, exported by export.py's ONNX exporter, timed in
+ONNX Runtime, rounds interleaved.
 
 Usage (--data defaults to the shipped data/shapes3.yaml; every file below is shipped except the GPU-scale
 coco128, which is the full 80-class set from yolov5's coco128.yaml, ../shared/ on machines that hold a copy):
@@ -37,22 +37,22 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_accuracy.py` puts only benchmarks/ on the path
+    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from benchmarks.common import export_onnx, ort_session, peer_backend, peer_model, run_measured, zoo_model  # noqa: E402
+from models.zoo import ANCHOR_FREE, PEERS  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.data.labels import image_to_label_path  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -61,8 +61,6 @@ from utils.runs import increment_path  # noqa: E402
 
 SPLITS = ("train", "val", "test")  # what a data YAML may name; bench stages each one present
 DEFAULT_DATA = ROOT / "data/shapes3.yaml"  # shipped; the set on which a CPU run ranks models (docs/accuracy.md)
-OURS = ("yolov5n", "yolov5n-faster", "yolov5n-faster-af", "yolov5n-pconv-lite2-af", "yolov5n-pconv-lite2-shared-af")
-PEER = "yolov5nu"
 TAIL_EPOCHS = 10  # the "last-10 mean" column: mAP50-95 averaged over a run's last epochs
 WARMUP_BIAS_LR = 0.0  # ultralytics sets 0 for Adam-family optimizers; the same for both trainers
 ULTRALYTICS_CHILD = """
@@ -74,7 +72,7 @@ YOLO("{peer}.yaml").train(data={data!r}, epochs={epochs}, imgsz={imgsz}, batch={
     exist_ok=True, verbose=False, optimizer="{optimizer}", lr0={lr0}, momentum={momentum}, nbs={nbs},
     warmup_bias_lr={warmup_bias_lr}, close_mosaic={close_mosaic})
 """
-SCORER = "val.run on the live model, COCO matching (= pycocotools), conf 0.001, NMS IoU 0.6"
+SCORER = "val.run on each live model, COCO matching (= pycocotools), conf 0.001, NMS IoU 0.6"
 
 
 @dataclass
@@ -95,8 +93,8 @@ class Row:
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="data YAML: train and val splits, test optional")
-    p.add_argument("--models", nargs="*", default=list(OURS), help="our model YAML names (none: the peer alone)")
-    p.add_argument("--peer", default=PEER, help="ultralytics model YAML to compare with ('' to skip)")
+    p.add_argument("--models", nargs="*", default=list(ANCHOR_FREE), help="our model YAML names (none: the peer alone)")
+    p.add_argument("--peer", default=PEERS[0], help="ultralytics model YAML to compare with ('' to skip)")
     p.add_argument("--imgsz", type=int, default=320, help="train/val image size")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
@@ -110,7 +108,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nbs", type=int, default=16, help="nominal batch for both: an optimizer step per nbs images")
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="one training per model per seed; means reported")
-    p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads")
+    p.add_argument("--threads", type=int, default=2, help="threads of each trainer and of ONNX Runtime")
     p.add_argument("--device", default="cpu", help="training device for both trainers: cpu or a CUDA index (0); "
                    "ours uses AMP on CUDA as train.py always does, ultralytics runs with amp=False (its AMP "
                    "check downloads weights)")
@@ -152,18 +150,12 @@ def staged_dataset(data_yaml: Path, folder: Path) -> Path:
     return out
 
 
-def run_child(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run one training process; (wall seconds, peak RSS MB of that process alone)."""
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)})
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    text = log.read_text(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd[1]} failed, see {log}:\n{text[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+def run_child(args: list[str], log: Path, threads: int) -> tuple[float, float]:
+    """Run one training process (`python *args`); (wall seconds, peak RSS MB of that process alone)."""
+    child = run_measured(args, log, env={**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)})
+    if child.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed, see {log}:\n{child.output[-2000:]}")
+    return child.wall_s, child.peak_mb
 
 
 def recipe_hyp(name: str, opt: argparse.Namespace, out: Path) -> Path:
@@ -181,44 +173,19 @@ def file_tag(name: str) -> str:
     return name.replace("/", "-")
 
 
-class UltralyticsAsOurs(torch.nn.Module):
-    """An ultralytics detection model with our eval output, so val scores it exactly as it scores ours.
-
-    Ultralytics gives (B, 4 + nc, N): cx cy w h in input pixels, then class probabilities, no objectness;
-    ours is (B, N, 5 + nc) with an objectness column, which anchor-free heads fix at 1 (models/heads.py).
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        self.stride = model.stride
-        names = model.names
-        self.names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
-        self.nc = len(self.names)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.model(x)
-        y = (y[0] if isinstance(y, (list, tuple)) else y).transpose(1, 2)
-        return torch.cat((y[..., :4], torch.ones_like(y[..., :1]), y[..., 4:]), 2)
-
-
-def load_peer(weights: Path, device: torch.device) -> torch.nn.Module:
-    """The peer's best.pt (ultralytics' own checkpoint format) wrapped for val."""
-    from ultralytics import YOLO
-
-    return UltralyticsAsOurs(YOLO(str(weights)).model.float()).to(device).eval()
-
-
-def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_dir: Path) -> tuple[float, float]:
-    """(mAP50, mAP50-95) of a live model on the val split: the one scorer for every row (SCORER)."""
+def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_dir: Path,
+            peer: bool = False) -> tuple[float, float]:
+    """(mAP50, mAP50-95) of a live model (ours, or the peer's read in our layout) on the val split: the one
+    scorer for every row (SCORER)."""
     import val
-    from utils.data.dataset import check_dataset, create_dataloader
+    from utils.infer.backends import ModelBackend
+    from utils.torch_utils import select_device
 
-    d = check_dataset(data)
-    loader = create_dataloader(d["val"], opt.imgsz, opt.batch_size, int(max(model.stride)), pad=0.5, rect=True,
-                               workers=opt.workers, prefix="val: ", nc=d["nc"])[0]
-    results, _, _ = val.run(data=d, model=model, dataloader=loader, plots=False, save_dir=save_dir,
-                            matching="coco")
+    device = select_device(opt.device)
+    backend = peer_backend(model, device) if peer else ModelBackend(model, device)
+    results, _, _ = val.run(data=str(data), weights=backend, imgsz=opt.imgsz, batch_size=opt.batch_size,
+                            workers=opt.workers, plots=False, project=save_dir.parent, name=save_dir.name,
+                            exist_ok=True, matching="coco")
     return float(results[2]), float(results[3])
 
 
@@ -227,21 +194,21 @@ def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_trai
     from utils.torch_utils import select_device
 
     hyp, tag = recipe_hyp(name, opt, out), run_tag(file_tag(name), seed, opt)
-    cmd = [sys.executable, "train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
+    cmd = ["train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
            "--imgsz", str(opt.imgsz), "--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size),
            "--optimizer", opt.optimizer, "--close-mosaic", str(opt.close_mosaic),
            "--workers", str(opt.workers), "--seed", str(seed), "--device", opt.device, "--noplots",
            "--project", str(out), "--name", tag, "--exist-ok"]
-    LOGGER.info(" ".join(cmd[1:]))
-    wall, rss = run_child(cmd, out / f"{tag}.log")
+    LOGGER.info(" ".join(cmd))
+    wall, rss = run_child(cmd, out / f"{tag}.log", opt.threads)
     model = load_model(out / tag / "weights/best.pt", select_device(opt.device))
     map50, map50_95 = val_map(model, data, opt, out / "val" / tag)
     return Row(name, map50, map50_95, [map50_95], tail_mean(out / tag / "results.csv"),
-               wall, opt.epochs * n_train / wall, rss, notes=[" ".join(cmd[1:])])
+               wall, opt.epochs * n_train / wall, rss, notes=[" ".join(cmd)])
 
 
 def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
-    from utils.torch_utils import select_device
+    from ultralytics import YOLO
 
     tag = run_tag(opt.peer, seed, opt)
     script = ULTRALYTICS_CHILD.format(threads=opt.threads, device=opt.device, peer=opt.peer, name=tag, data=str(data),
@@ -249,9 +216,9 @@ def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int, see
                                       seed=seed, project=str(out), optimizer=opt.optimizer, lr0=opt.lr0,
                                       momentum=opt.momentum, nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR,
                                       close_mosaic=opt.close_mosaic)
-    wall, rss = run_child([sys.executable, "-c", script], out / f"{tag}.log")
-    map50, map50_95 = val_map(load_peer(out / tag / "weights/best.pt", select_device(opt.device)), data, opt,
-                              out / "val" / tag)
+    wall, rss = run_child(["-c", script], out / f"{tag}.log", opt.threads)
+    map50, map50_95 = val_map(YOLO(str(out / tag / "weights/best.pt")).model.float(), data, opt, out / "val" / tag,
+                              peer=True)
     return Row(opt.peer, map50, map50_95, [map50_95], tail_mean(out / tag / "results.csv"), wall,
                opt.epochs * n_train / wall, rss, notes=["ultralytics trainer: its defaults plus the recipe"])
 
@@ -278,46 +245,18 @@ def mean_over_seeds(runs: list[Row]) -> Row:
                notes=[n for r in runs for n in r.notes])
 
 
-def export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["images"])
-    return path
-
-
 def onnx_files(models: list[str], peer: str, imgsz: int, folder: Path) -> dict[str, Path]:
     """Random-init, fused, exporter-form models written as ONNX (ultralytics' head in its own ONNX form)."""
-    from models.yolo import DetectionModel
-
-    x = torch.rand(1, 3, imgsz, imgsz)
-    files = {}
-    if peer:
-        from ultralytics import YOLO
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = YOLO(f"{peer}.yaml").model.fuse(verbose=False).eval()
-        for mod in m.modules():
-            if type(mod).__name__ == "Detect":
-                mod.export, mod.format = True, "onnx"
-        files[peer] = export_onnx(m, x, folder / f"{peer}.onnx")
+    files = {peer: export_onnx(peer_model(peer), imgsz, folder / f"{peer}.onnx")} if peer else {}
     for name in models:
-        torch.manual_seed(0)
-        model = DetectionModel(ROOT / "models" / f"{name}.yaml").fuse().eval().set_export_mode(True)
-        files[name] = export_onnx(model, x, folder / f"{file_tag(name)}.onnx")
+        files[name] = export_onnx(zoo_model(name), imgsz, folder / f"{file_tag(name)}.onnx")
     return files
 
 
 def time_onnx(files: dict[str, Path], imgsz: int, threads: int, runs: int) -> dict[str, float]:
-    """Median ms per image, rounds interleaved (order alternating) so background load hits all alike."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    # several sessions live in this process: idle ones must not spin their threads on the cores the timed one
-    # uses (with spinning, yolov5n read 49.9 ms here against 26.9 ms in a process of its own)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for k, p in files.items()}
+    """Median ms per image, rounds interleaved (order alternating) so background load hits all alike; the
+    sessions share this process, so idle ones sleep (common.ort_session)."""
+    sessions = {k: ort_session(p, threads) for k, p in files.items()}
     feed = {"images": np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)}
     times = {k: [] for k in sessions}
     for s in sessions.values():
@@ -373,7 +312,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     trained = "no training (--skip-train)" if opt.skip_train else \
         (f"data {opt.data}, device {opt.device}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}, "
          f"{opt.optimizer} lr0 {opt.lr0} momentum {opt.momentum} nbs {opt.nbs}, close-mosaic {opt.close_mosaic}, "
-         f"seed(s) {', '.join(map(str, opt.seed))}")
+         f"seed(s) {', '.join(map(str, opt.seed))}, {opt.threads} threads per trainer")
     latency = (f"latency: ONNX Runtime {opt.threads} threads, {opt.latency_imgsz}, fused, random init, "
                f"median of {opt.latency_runs}" if opt.latency_runs else "no latency (--latency-runs 0)")
     scored = "" if opt.skip_train else f"mAP of every row: {SCORER}; "

@@ -11,8 +11,8 @@ fp32 IR with OpenVINO's own precision choice (bf16 on CPUs with AVX512-BF16 or A
 file's held-out mAP50-95 is measured on --val-data too, for ours and peers alike through val.py's scorer).
 
 Each (cell, model) is timed in its own child process that imports only numpy and the runtime (so its peak
-memory is the runtime's), 2 threads, batch 1; models alternate inside each cell and the sweep repeats
---rounds times (median of the rounds' medians). Stop other work while it runs: load moves ratios.
+memory is the runtime's), on --threads threads (default 2), batch 1; models alternate inside each cell and
+the sweep repeats --rounds times (median of the rounds' medians). Stop other work while it runs: load moves ratios.
 
     python benchmarks/bench_runtimes.py                                      # the zoo + yolov5nu, yolo11n at 640
     python benchmarks/bench_runtimes.py --models yolov5n yolov5n-pconv-lite2-af --peers yolov5nu --imgsz 320
@@ -32,17 +32,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_runtimes.py` puts only benchmarks/ on the path
     sys.path.insert(0, str(ROOT))
 
-from deploy.engines import openvino_xml_in  # noqa: E402  (torch-free, as the timing child must be)
+# torch-free, as the timing child must be
+from benchmarks.common import ort_session, peer_backend  # noqa: E402
+from deploy.engines import openvino_xml_in  # noqa: E402
+from models.zoo import DEPLOY, PEERS  # noqa: E402
 from utils.system import cpu_flags, cpu_name, peak_rss_mb  # noqa: E402
 
 CELLS = ("ort fp32", "ort int8", "ov f32", "ov default", "ov int8", "tflite fp32", "tflite int8")
-ZOO = ("yolov5n", "yolov5n-pconv-lite2", "yolov5n-af", "yolov5n-fasterneck-af", "yolov5n-pconv-lite2-af",
-       "yolov5n-pconv-lite2-shared-af", "yolov5s", "yolov5s-pconv-lite")
-PEERS = ("yolov5nu", "yolo11n")
-THREADS = 2
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -105,17 +104,13 @@ def export_peer(name: str, weights: Path | None, size: int, calib: Path, folder:
 
 
 # ------------------------------------------------------------------------------------------------ timing
-def time_file(cell: str, path: Path, runs: int, warmup: int) -> dict:
+def time_file(cell: str, path: Path, runs: int, warmup: int, threads: int) -> dict:
     """Child process: open `path` in the cell's runtime (numpy + that runtime only), time batch-1 inference."""
     import numpy as np
 
     t0 = time.perf_counter()
     if cell.startswith("ort"):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = THREADS, 1
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        session = ort_session(path, threads, spinning=True)  # alone in its process: ONNX Runtime's default
         inp = session.get_inputs()[0]
         x = np.random.rand(*inp.shape).astype(np.float16 if "16" in inp.type else np.float32)
         run = lambda: session.run(None, {inp.name: x})  # noqa: E731
@@ -123,7 +118,7 @@ def time_file(cell: str, path: Path, runs: int, warmup: int) -> dict:
     elif cell.startswith("ov"):
         import openvino as ov
 
-        config = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"}
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         if cell == "ov f32":
             config["INFERENCE_PRECISION_HINT"] = "f32"
         compiled = ov.Core().compile_model(str(openvino_xml_in(path)), "CPU", config)
@@ -135,7 +130,7 @@ def time_file(cell: str, path: Path, runs: int, warmup: int) -> dict:
     else:
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(path), num_threads=THREADS)
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
         interpreter.allocate_tensors()
         inp = interpreter.get_input_details()[0]
         x = np.random.rand(*inp["shape"]).astype(inp["dtype"])
@@ -156,7 +151,8 @@ def time_file(cell: str, path: Path, runs: int, warmup: int) -> dict:
 
 
 def timed_in_child(cell: str, path: Path, opt: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", cell, str(path), "--runs", str(opt.runs), "--warmup", str(opt.warmup)]
+    cmd = [sys.executable, __file__, "--child", cell, str(path), "--runs", str(opt.runs), "--warmup", str(opt.warmup),
+           "--threads", str(opt.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -171,44 +167,11 @@ def file_map(cell: str, path: Path, peer: bool, val_data: Path, size: int) -> fl
 
     backend = load_backend(path, "cpu", fp16=cell == "ov default")
     if peer:
-        backend = peer_output(backend)
+        backend = peer_backend(backend)
     with tempfile.TemporaryDirectory() as tmp:
         results = val.run(data=str(val_data), weights=backend, imgsz=size, batch_size=1, workers=0, plots=False,
                           project=tmp, half=cell == "ov default")
     return float(results[0][3])
-
-
-def peer_output(inner):
-    """`inner` (an ultralytics file's Backend) giving our output layout. The class is made here, on use:
-    utils.infer.backends imports torch, which the timing children must not."""
-    import torch
-
-    from utils.infer.backends import Backend
-
-    class PeerOutputBackend(Backend):
-        """An ultralytics file read through our backend: (B, 4 + nc, N) with no objectness → (B, N, 5 + nc);
-        its TFLite files hold boxes divided by the input size (one int8 scale then fits boxes and scores)."""
-
-        kind = "peer"
-
-        def __init__(self, inner: Backend):
-            super().__init__(inner.path, inner.device)
-            self.inner = inner
-            self.names, self.stride, self.imgsz = inner.names, inner.stride, inner.imgsz
-            self.fixed_batch, self.dynamic = inner.fixed_batch, inner.dynamic
-
-        def _forward(self, im: torch.Tensor) -> torch.Tensor:
-            y = self.inner._forward(im)
-            y = torch.as_tensor(y[0] if isinstance(y, (list, tuple)) else y).float()
-            if y.shape[1] < y.shape[2]:  # channels first
-                y = y.transpose(1, 2)
-            boxes = y[..., :4]
-            if self.inner.kind == "tflite":
-                h, w = im.shape[2:]
-                boxes = boxes * boxes.new_tensor([w, h, w, h])
-            return torch.cat((boxes, torch.ones_like(y[..., :1]), y[..., 4:]), -1)
-
-    return PeerOutputBackend(inner)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -251,9 +214,9 @@ def parse_weights(items: list[str]) -> dict[str, Path]:
     return out
 
 
-def main() -> None:
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="*", default=list(ZOO), help="our model YAMLs (models/, ablations/ too)")
+    p.add_argument("--models", nargs="*", default=list(DEPLOY), help="our model YAMLs (models/, ablations/ too)")
     p.add_argument("--peers", nargs="*", default=list(PEERS), help="ultralytics models; the first is the reference")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--nc", type=int, default=80, help="classes of our random-init models (peers' YAMLs have 80)")
@@ -262,14 +225,19 @@ def main() -> None:
     p.add_argument("--weights", nargs="*", default=[], help="NAME=checkpoint.pt: trained models (ours or peers)")
     p.add_argument("--val-data", default=None, help="data YAML for the held-out mAP of files with --weights")
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2, help="threads of every runtime")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3, help="0: export only (time later with --reuse-exports)")
     p.add_argument("--reuse-exports", action="store_true", help="time the files a previous run exported to --out")
     p.add_argument("--out", default=str(ROOT / "runs/benchmark/runtimes"), help="folder for files, JSON, table")
     p.add_argument("--child", nargs=2, metavar=("CELL", "FILE"), help=argparse.SUPPRESS)
-    opt = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    opt = parse_opt(argv)
     if opt.child:
-        print(json.dumps(time_file(opt.child[0], Path(opt.child[1]), opt.runs, opt.warmup)))
+        print(json.dumps(time_file(opt.child[0], Path(opt.child[1]), opt.runs, opt.warmup, opt.threads)))
         return
 
     t_start = time.perf_counter()
@@ -307,8 +275,8 @@ def main() -> None:
         if name in weights and opt.val_data:
             row["map50_95"] = file_map(cell, files[name][cell], name in opt.peers, Path(opt.val_data), opt.imgsz)
         rows.append(row)
-    header = (f"CPU: {cpu_name()} (flags: {' '.join(cpu_flags()) or 'none of interest'}), {THREADS} threads, batch 1, "
-              f"{opt.imgsz}x{opt.imgsz}, {opt.runs} runs x {opt.rounds} rounds, median; ms (ratio to "
+    header = (f"CPU: {cpu_name()} (flags: {' '.join(cpu_flags()) or 'none of interest'}), {opt.threads} threads, "
+              f"batch 1, {opt.imgsz}x{opt.imgsz}, {opt.runs} runs x {opt.rounds} rounds, median; ms (ratio to "
               f"{models[0]} in the same cell); export {export_s:.0f} s, total wall {time.perf_counter() - t_start:.0f} s"
               f"\nCommand: python benchmarks/bench_runtimes.py {' '.join(sys.argv[1:])}")
     table = report(rows, models, models[0], header)

@@ -5,8 +5,9 @@ Usage:
                                              [--runs 30] [--threads 2] [--profile]
 
 For each scale it times yolov5{scale} (baseline), yolov5{scale}-faster (plain swap) and every
-yolov5{scale}-{design} YAML: fused, eval, batch 1, exported with torch.onnx (legacy exporter, opset 17),
-run by ONNX Runtime on the CPU. Two timers per model, interleaved round by round (order alternating):
+yolov5{scale}-{design} YAML: fused, eval, batch 1, exported by export.py's ONNX exporter (TorchScript-based,
+opset 17), run by ONNX Runtime on the CPU; PyTorch (checks, FLOPs) runs on `--threads` threads as well.
+Two timers per model, interleaved round by round (order alternating):
 - `wall`: ONNX Runtime as users run it (default session options, `--threads` intra-op threads), wall clock;
 - `cpu`: a second session with thread spinning off, timed by this process's CPU time. On a shared box
   (other jobs time-slicing the cores) the wall clock mostly measures the neighbours; CPU time measures the
@@ -26,28 +27,27 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_speed_designs.py` puts only benchmarks/ on the path
+    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
 
-from models.yolo import DetectionModel, find_model_yaml  # noqa: E402
+from benchmarks.common import (add_timing_args, check_timing_args, export_onnx, onnx_max_diff,  # noqa: E402
+                               ort_session, peer_model, zoo_model)
+from models.yolo import DetectionModel  # noqa: E402
+from models.zoo import PEERS  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.system import current_rss_mb, peak_rss_mb  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
+from utils.system import cpu_name, current_rss_mb, peak_rss_mb  # noqa: E402
 from utils.torch_utils import count_params, model_flops  # noqa: E402
-from utils.system import cpu_name  # noqa: E402
 
 CSP_TYPES = ("C3", "C3Faster", "C3_Faster")
 ACTIVATION_OPS = ("QuickGelu", "Sigmoid", "Mul", "Relu", "HardSigmoid", "Gelu")
@@ -71,8 +71,6 @@ class Candidate:
     wall_ms: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
     session_mb: float = 0.0  # resident memory its two sessions added, warmed up
-
-
 
 
 def load_average() -> str:
@@ -99,64 +97,23 @@ def row_parts(model: DetectionModel) -> list[str]:
     return parts
 
 
-def export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
-    """torch.onnx's legacy exporter, opset 17 (the dynamo exporter mis-writes PConv's Split)."""
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["output0"])
-
-
-def open_session(path: Path, threads: int, spinning: bool, profile: bool = False) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if profile:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(path.with_suffix(""))
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def max_abs_diff(model: nn.Module, path: Path, x: torch.Tensor, threads: int) -> float:
-    with torch.no_grad():
-        expected = model(x)
-    expected = expected[0] if isinstance(expected, (tuple, list)) else expected
-    got = open_session(path, threads, spinning=False).run(None, {"images": x.numpy()})[0]
-    return float(np.abs(got - expected.numpy()).max())
-
-
 def prepare_zoo_model(name: str, role: str, scale: str, imgsz: int, threads: int, tmp: Path) -> Candidate:
-    cfg = find_model_yaml(f"{name}.yaml")
-    if not cfg.is_file():
-        raise UserInputError(f"--designs/--scales: no models/{name}.yaml")
-    torch.manual_seed(0)
-    model = DetectionModel(cfg).fuse().eval()
-    x = torch.rand(1, 3, imgsz, imgsz)
-    path = tmp / f"{name}.onnx"
-    export_onnx(model.set_export_mode(True), x, path)
+    model = zoo_model(name, flag="--designs/--scales")
+    path = export_onnx(model, imgsz, tmp / f"{name}.onnx")
     return Candidate(name, role, scale, count_params(model), model_flops(model, imgsz), path, row_parts(model),
-                     max_abs_diff(model, path, x, threads))
+                     onnx_max_diff(model, ort_session(path, threads), imgsz))
 
 
 def prepare_ultralytics_peer(name: str, imgsz: int, threads: int, tmp: Path) -> Candidate | None:
     """Ultralytics' model built from its own YAML (random init), used as a library; None if unavailable."""
     try:
-        from ultralytics import YOLO
+        model = peer_model(name)
     except ImportError:
         LOGGER.warning(f"--peers {name}: ultralytics is not installed, skipped")
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = YOLO(f"{name}.yaml").model.fuse(verbose=False).eval()
-    for m in model.modules():
-        if type(m).__name__ == "Detect":
-            m.export, m.format = True, "onnx"  # one output tensor, as ultralytics' own ONNX export writes
-    x = torch.rand(1, 3, imgsz, imgsz)
-    path = tmp / f"{name}.onnx"
-    export_onnx(model, x, path)
+    path = export_onnx(model, imgsz, tmp / f"{name}.onnx")
     return Candidate(name, "peer", "n", count_params(model), model_flops(model, imgsz), path, [],
-                     max_abs_diff(model, path, x, threads))
+                     onnx_max_diff(model, ort_session(path, threads), imgsz))
 
 
 def time_models(candidates: list[Candidate], imgsz: int, threads: int, warmup: int, runs: int) -> None:
@@ -164,8 +121,8 @@ def time_models(candidates: list[Candidate], imgsz: int, threads: int, warmup: i
     feed = {"images": np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)}
     for c in candidates:
         before = current_rss_mb()
-        c.wall_session = open_session(c.onnx_path, threads, spinning=True)
-        c.cpu_session = open_session(c.onnx_path, threads, spinning=False)
+        c.wall_session = ort_session(c.onnx_path, threads, spinning=True)
+        c.cpu_session = ort_session(c.onnx_path, threads)
         for _ in range(warmup):
             c.wall_session.run(None, feed)
             c.cpu_session.run(None, feed)
@@ -182,7 +139,7 @@ def time_models(candidates: list[Candidate], imgsz: int, threads: int, warmup: i
 
 def node_profile(c: Candidate, imgsz: int, threads: int, runs: int) -> tuple[dict[str, float], dict[str, float]]:
     """ONNX Runtime's per-node kernel times (ms per run), summed by network part and by operator kind."""
-    session = open_session(c.onnx_path, threads, spinning=False, profile=True)
+    session = ort_session(c.onnx_path, threads, profile=True)
     feed = {"images": np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)}
     for _ in range(runs):
         session.run(None, feed)
@@ -246,24 +203,15 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scales", nargs="+", default=["n", "s"], help="YOLOv5 scales to compare")
     parser.add_argument("--designs", nargs="+", default=["pconv-lite"],
                         help="design suffixes: models/yolov5{scale}-{design}.yaml")
-    parser.add_argument("--peers", nargs="*", default=["yolov5nu"], help="ultralytics models timed beside n")
-    parser.add_argument("--imgsz", type=int, default=640, help="square input size")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per model")
-    parser.add_argument("--runs", type=int, default=30, help="timed rounds (each runs every model once per timer)")
+    parser.add_argument("--peers", nargs="*", default=[PEERS[0]], help="ultralytics models timed beside n")
+    add_timing_args(parser, runs=30, warmup=3, threads_help="threads for ONNX Runtime (intra-op) and PyTorch")
     parser.add_argument("--profile", action="store_true", help="add ONNX Runtime's per-node profile")
-    parser.add_argument("--project", default=str(ROOT / "runs" / "benchmark"), help="save to project/name")
-    parser.add_argument("--name", default="exp", help="save to project/name")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    opt = parse_opt(argv)
-    if opt.imgsz < 32 or opt.imgsz % 32:
-        raise UserInputError(f"--imgsz {opt.imgsz}: must be a positive multiple of 32")
-    if opt.runs < 1 or opt.threads < 1:
-        raise UserInputError("--runs and --threads must be at least 1")
-    torch.set_num_threads(min(opt.threads, 2))
+    opt = check_timing_args(parse_opt(argv))
+    torch.set_num_threads(opt.threads)
     start, load_start = time.perf_counter(), load_average()
     with tempfile.TemporaryDirectory() as tmp:
         candidates = []

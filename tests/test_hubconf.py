@@ -12,6 +12,7 @@ import torch
 
 import detect
 import hubconf
+from models import zoo
 from models.yolo import DetectionModel, load_model_yaml
 from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
@@ -64,9 +65,12 @@ def test_hub_load_from_local_clone_in_a_fresh_process(tmp_path):
 
 
 def test_every_zoo_yaml_has_a_constructor():
-    for cfg in (ROOT / "models").glob("*.yaml"):
-        entry = getattr(hubconf, cfg.stem.replace("-", "_"))
-        assert callable(entry) and cfg.name in entry.__doc__
+    """One entry per name of the zoo list, which is one name per models/*.yaml."""
+    assert set(zoo.NAMES) == {cfg.stem for cfg in (ROOT / "models").glob("*.yaml")}
+    entries = {name for name, f in vars(hubconf).items() if callable(f) and name.startswith("yolo")}
+    assert entries == {name.replace("-", "_") for name in zoo.NAMES}
+    for name in zoo.NAMES:
+        assert f"{name}.yaml" in getattr(hubconf, name.replace("-", "_")).__doc__
     model = hubconf.yolov5n_faster(classes=3, autoshape=False)
     assert isinstance(model, DetectionModel) and model.nc == 3 and model.names == ["class0", "class1", "class2"]
     with pytest.raises(UserInputError, match=r"yolov5n\(names=...\): 1 names for 3 classes"):

@@ -13,14 +13,13 @@ MATRIX_VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf1
                        "asimd", "sve", "i8mm", "bf16")
 
 
-def proc_status_mb(key: str) -> float | None:
-    """A memory line of /proc/self/status (e.g. 'VmHWM', 'VmRSS') in MB; None off Linux."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1]) / 1024
-    return None
+def proc_status_mb(key: str, pid: int | str = "self") -> float | None:
+    """A memory line of /proc/<pid>/status (e.g. 'VmHWM', 'VmRSS') in MB; None off Linux or once pid is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith(f"{key}:")), None)
 
 
 def _cpuinfo_field(*names: str) -> str | None:
@@ -45,13 +44,22 @@ def cpu_flags() -> list[str]:
     return [f for f in MATRIX_VECTOR_FLAGS if f in present]
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (VmHWM restarts at exec; ru_maxrss may carry a parent's)."""
-    peak = proc_status_mb("VmHWM")
-    if peak is not None:
-        return peak
-    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident memory of a process in MB: the kernel's high-water mark VmHWM (this process by default).
+
+    The one way the benchmarks measure peak memory: the work runs in a process started for it, and that
+    process reads this at its end (benchmarks.common.run_measured does both for any script). VmHWM belongs to
+    the address space, which exec replaces, so a fresh interpreter counts its own pages only. Not getrusage's
+    ru_maxrss, in the child or from the parent's wait4: Linux keeps it across exec, so a child of a 600 MB
+    parent reports at least 600 MB. Not RSS sampled from outside either: that misses what rises and falls
+    between two samples. Processes the work starts (dataloader workers) have marks of their own, readable
+    while they run (`pid`; 0 once it has exited). Off Linux: ru_maxrss of this process, carry-over and all.
+    """
+    peak = proc_status_mb("VmHWM", pid)
+    if peak is None and pid == "self":  # not Linux
+        scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
+    return peak or 0.0  # 0: that process has exited
 
 
 def current_rss_mb() -> float:

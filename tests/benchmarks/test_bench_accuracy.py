@@ -1,18 +1,15 @@
 """bench_accuracy's bookkeeping: the last-epochs mean from either trainer's results.csv, one row per model from
 several seeds, staging every split, and one scorer for ours and the peer. (The training and timing it drives
 are measured, never asserted.)"""
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from benchmarks import bench_accuracy as bench
+
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "benchmarks/bench_accuracy.py")
-bench = sys.modules["bench_accuracy"] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
-spec.loader.exec_module(bench)
 
 
 def test_tail_mean_reads_our_padded_csv_and_ultralytics_csv(tmp_path):
@@ -77,22 +74,6 @@ def test_every_split_the_yaml_names_is_staged(tmp_path):
     assert yaml.safe_load(staged.read_text())["test"] is None and not (tmp_path / "staged2/images/test").exists()
 
 
-def test_peer_output_is_renamed_to_our_layout():
-    class FakePeer(torch.nn.Module):  # ultralytics' eval output: ((B, 4 + nc, N), extras)
-        stride, names = torch.tensor([8.0, 16.0, 32.0]), {0: "a", 1: "b"}
-
-        def forward(self, x):
-            return torch.arange(2 * 6 * 3, dtype=torch.float32).view(2, 6, 3), {}
-
-    wrapped = bench.UltralyticsAsOurs(FakePeer())
-    assert wrapped.names == ["a", "b"] and wrapped.nc == 2
-    y = wrapped(torch.zeros(2, 3, 32, 32))
-    raw = torch.arange(36, dtype=torch.float32).view(2, 6, 3)
-    assert y.shape == (2, 3, 7)
-    assert torch.equal(y[..., :4], raw[:, :4].transpose(1, 2)) and torch.equal(y[..., 5:], raw[:, 4:].transpose(1, 2))
-    assert (y[..., 4] == 1).all(), "objectness fixed at 1, as our anchor-free heads give it"
-
-
 def test_ours_and_the_peer_are_scored_by_one_function(tmp_path):
     from ultralytics import YOLO
 
@@ -103,8 +84,7 @@ def test_ours_and_the_peer_are_scored_by_one_function(tmp_path):
     torch.manual_seed(0)
     ours = DetectionModel(ROOT / "models/yolov5n-af.yaml", nc=80)
     ours.names = check_dataset(ROOT / "data/coco8.yaml")["names"]
-    peer = bench.UltralyticsAsOurs(YOLO("yolov5nu.yaml").model)
-    for model in (ours, peer):
-        map50, map50_95 = bench.val_map(model, ROOT / "data/coco8.yaml", opt, tmp_path)
+    for model, peer in ((ours, False), (YOLO("yolov5nu.yaml").model, True)):
+        map50, map50_95 = bench.val_map(model, ROOT / "data/coco8.yaml", opt, tmp_path / str(peer), peer=peer)
         assert 0.0 <= map50_95 <= map50 <= 1.0
     assert "COCO matching" in bench.SCORER
