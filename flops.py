@@ -19,15 +19,16 @@ from pathlib import Path
 
 import torch
 
+from deploy.imgsz import check_imgsz
 from models.yolo import DetectionModel
 from utils.checkpoint import load_model
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.profile.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
-                            peak_rss_mb, prepare_model, profile_models, whole_model_rows)
+                                    prepare_model, profile_models, whole_model_rows)
 from utils.runs import increment_path
+from utils.system import cpu_name, peak_rss_mb
 from utils.torch_utils import select_device
-from utils.system import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "FLOP/B", "ms", "GFLOPS"]
@@ -62,8 +63,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_opt(opt: argparse.Namespace) -> None:
-    if opt.imgsz < 32 or opt.imgsz % 32:
-        raise UserInputError(f"--imgsz {opt.imgsz}: must be a positive multiple of 32")
+    opt.imgsz = check_imgsz(opt.imgsz, 32)[0]  # the one --imgsz rule: rounded up to a multiple of 32, with a warning
     for flag in ("batch_size", "runs", "threads"):
         if getattr(opt, flag) < 1:
             raise UserInputError(f"--{flag.replace('_', '-')} {getattr(opt, flag)}: must be at least 1")
@@ -88,8 +88,6 @@ def load_models(opt: argparse.Namespace, device: torch.device) -> dict[str, torc
             name += "'"
         models[name] = prepare_model(build(), device, opt.pconv_mode)
     return models
-
-
 
 
 def device_line(device: torch.device, threads: int) -> str:

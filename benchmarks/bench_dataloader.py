@@ -5,8 +5,9 @@ train split is copied to a temp folder first, because both loaders write a label
 and ../shared is read-only. Each loader runs in its own child process (so peak memory is its own), the
 two alternate for --rounds rounds, and each child reports: dataset build time (label scan/cache),
 time to the first batch (worker start), steady images/s over the remaining batches, wall time, peak
-RSS of the process tree, and the per-image time of the same pipeline run in one process (warm), which
-a machine shared with other jobs disturbs less than the 2-worker figure.
+RSS of the process tree (each process's own high-water mark, utils.system.peak_rss_mb, the workers' read
+while they run), and the per-image time of the same pipeline run in one process (warm), which a machine
+shared with other jobs disturbs less than the 2-worker figure. PyTorch runs on --threads threads (1).
 
     python benchmarks/bench_dataloader.py --data ../shared/data/coco128/data.yaml
 """
@@ -14,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,52 +26,22 @@ import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_dataloader.py` puts only benchmarks/ on the path
+    sys.path.insert(0, str(ROOT))
 
 from utils.data.dataset import check_dataset, find_image_files  # noqa: E402
 from utils.data.labels import image_to_label_path  # noqa: E402
+from utils.system import cpu_name, peak_rss_mb  # noqa: E402
 
 AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
             "fliplr", "mosaic", "mixup")
 
 
-class PeakRSS:
-    """Samples the RSS of this process plus its children (the loader workers) every 20 ms."""
-
-    def __init__(self):
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = me.memory_info().rss
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def cpu_model() -> str:
-    """Timings only compare within one machine: name it beside them."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def record_worker_peaks(peaks: dict[int, float]) -> None:
+    """The high-water mark of every live process this one started (the loader workers), by pid: a process's
+    mark goes with it, so it is read while the workers run."""
+    for child in psutil.Process().children(recursive=True):
+        peaks[child.pid] = max(peaks.get(child.pid, 0.0), peak_rss_mb(child.pid))
 
 
 def copy_split(split_dirs: list[str], dst: Path) -> Path:
@@ -109,21 +78,23 @@ def build_theirs(images: str, args, hyp: dict):
 def child(args) -> None:
     """Time one loader; print one JSON line."""
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
     build = build_ours if args.child == "ours" else build_theirs
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        loader, count = build(args.images, args, hyp)
-        t_built = time.perf_counter()
-        n, t_first = 0, None
-        for _ in range(args.epochs):
-            for batch in loader:
-                if t_first is None:
-                    t_first = time.perf_counter()
-                else:
-                    n += count(batch)
-        t_end = time.perf_counter()
+    worker_peaks: dict[int, float] = {}
+    t0 = time.perf_counter()
+    loader, count = build(args.images, args, hyp)
+    t_built = time.perf_counter()
+    n, t_first = 0, None
+    for _ in range(args.epochs):
+        for batch in loader:
+            record_worker_peaks(worker_peaks)
+            if t_first is None:
+                t_first = time.perf_counter()
+            else:
+                n += count(batch)
+    t_end = time.perf_counter()
+    peak_mb = peak_rss_mb() + sum(worker_peaks.values())
     dataset = loader.dataset  # the same pipeline in this one process: less at the mercy of a busy machine
     for i in range(len(dataset)):
         dataset[i]  # warm its image buffer
@@ -132,7 +103,7 @@ def child(args) -> None:
         dataset[i]
     sample_ms = (time.perf_counter() - t) / len(dataset) * 1000
     print(json.dumps(dict(impl=args.child, build_s=t_built - t0, first_batch_s=t_first - t_built,
-                          steady_img_s=n / (t_end - t_first), wall_s=t_end - t0, peak_mb=mem.peak / 2**20,
+                          steady_img_s=n / (t_end - t_first), wall_s=t_end - t0, peak_mb=peak_mb,
                           images=n, sample_ms=sample_ms)))
 
 
@@ -147,24 +118,25 @@ def main() -> None:
     p.add_argument("--child", choices=("ours", "theirs"))
     p.add_argument("--images")
     p.add_argument("--nc", type=int, default=80)
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads of each loader's process")
     args = p.parse_args()
     if args.child:
         child(args)
         return
 
     data = check_dataset(args.data)
-    cpu = cpu_model()
     with tempfile.TemporaryDirectory(prefix="bench_dataloader_") as tmp:
         images = copy_split(data["train"], Path(tmp))
         n_images = len(find_image_files(str(images)))
         print(f"{n_images} train images from {args.data}, imgsz {args.imgsz}, batch {args.batch}, "
-              f"{args.workers} workers, {args.epochs} epochs, mosaic on; {psutil.cpu_count()} CPUs ({cpu})")
+              f"{args.workers} workers, {args.epochs} epochs, mosaic on, {args.threads} PyTorch thread(s); "
+              f"{psutil.cpu_count()} CPUs ({cpu_name()})")
         results: dict[str, list[dict]] = {"ours": [], "theirs": []}
         for r in range(args.rounds):
             for impl in ("ours", "theirs"):
                 cmd = [sys.executable, __file__, "--child", impl, "--images", str(images),
                        "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--workers", str(args.workers),
-                       "--epochs", str(args.epochs), "--nc", str(data["nc"])]
+                       "--epochs", str(args.epochs), "--nc", str(data["nc"]), "--threads", str(args.threads)]
                 out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
                 if out.returncode:
                     raise SystemExit(f"{impl} failed:\n{out.stderr[-3000:]}")

@@ -17,18 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_deploy.py` puts only benchmarks/ on the path
+    sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 
+from benchmarks.common import run_measured  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -39,10 +38,8 @@ RUNNERS = ("deploy", "detect.py")
 HEAD_BIAS = -4.0  # objectness/class logit bias of the untrained head: ~1500 candidates, ~100 kept per frame
 
 CHILD_REPORT = """
-def report(t0, save_dir):  # VmHWM: this process's own peak RSS (ru_maxrss keeps the parent's across exec)
-    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-    result = {"run_s": time.perf_counter() - t0, "save_dir": str(save_dir), "peak_rss_mb": hwm / 1024}
-    print("BENCH " + json.dumps(result))
+def report(t0, save_dir):
+    print("BENCH " + json.dumps({"run_s": time.perf_counter() - t0, "save_dir": str(save_dir)}))
 """
 DEPLOY_CHILD = """import json, sys, time
 from deploy.run import main
@@ -74,8 +71,6 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--project", default=str(ROOT / "runs/benchmark"))
     p.add_argument("--name", default="deploy")
     return p.parse_args(argv)
-
-
 
 
 def export_files(model_name: str, imgsz: int, formats: list[str], folder: Path, source: str) -> dict[str, Path]:
@@ -122,20 +117,16 @@ def count_outputs(save_dir: Path) -> tuple[int, int]:
 
 
 def one_run(runner: str, model: Path, opt: argparse.Namespace, project: Path) -> dict:
-    """A fresh process: wall time measured here; run time and peak RSS (ru_maxrss) reported by the child."""
+    """A fresh process: its wall time and own peak RSS (common.run_measured); the run time reported by the child."""
     code = DEPLOY_CHILD if runner == "deploy" else DETECT_CHILD
-    args = [sys.executable, "-c", code, str(model), opt.source, str(opt.conf_thres), str(opt.threads), str(project)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - t0
-    lines = [line for line in stdout.splitlines() if line.startswith("BENCH ")]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"{runner} {model.name} failed:\n{stderr[-2000:]}")
-    child = json.loads(lines[-1][6:])
-    frames, boxes = count_outputs(Path(child["save_dir"]))
-    return {"process_s": wall, "run_s": child["run_s"], "frames": frames, "boxes": boxes,
-            "peak_rss_mb": child["peak_rss_mb"]}
+    child = run_measured(["-c", code, str(model), opt.source, str(opt.conf_thres), str(opt.threads), str(project)])
+    lines = [line for line in child.output.splitlines() if line.startswith("BENCH ")]
+    if child.returncode or not lines:
+        raise RuntimeError(f"{runner} {model.name} failed:\n{child.output[-2000:]}")
+    result = json.loads(lines[-1][6:])
+    frames, boxes = count_outputs(Path(result["save_dir"]))
+    return {"process_s": child.wall_s, "run_s": result["run_s"], "frames": frames, "boxes": boxes,
+            "peak_rss_mb": child.peak_mb}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,7 +16,6 @@ import argparse
 import logging
 import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -24,8 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_detect_video.py` puts only benchmarks/ on the path
+    sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 
@@ -33,7 +32,7 @@ from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.runs import increment_path  # noqa: E402
-from utils.system import cpu_name  # noqa: E402
+from utils.system import cpu_name, peak_rss_mb  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,8 +46,6 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--project", default="runs/benchmark")
     p.add_argument("--name", default="detect_video")
     return p.parse_args(argv)
-
-
 
 
 def build_checkpoint_file(model_name: str, folder: Path) -> Path:
@@ -73,7 +70,8 @@ class SpeedLine(logging.Handler):
 
 
 def one_run(weights: str, source: str, imgsz: int, conf: float, threads: int, project: str) -> dict:
-    """Child process: detect.run on the video; wall time, frames written, peak RSS, detect's speed line."""
+    """Child process (spawned: a fresh interpreter, so its peak RSS is its own): detect.run on the video; wall
+    time, frames written, peak RSS, detect's speed line."""
     import torch
 
     import detect
@@ -93,8 +91,7 @@ def one_run(weights: str, source: str, imgsz: int, conf: float, threads: int, pr
     while cap.read()[0]:
         frames += 1
     cap.release()
-    return {"wall_s": wall, "frames": frames, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "speed": speed.text}
+    return {"wall_s": wall, "frames": frames, "peak_rss_mb": peak_rss_mb(), "speed": speed.text}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,14 +6,15 @@ Each trainer runs from scratch in its own subprocess (so peak memory is its own)
 of the dataset (both write label caches beside the labels), with its own default hyperparameters, on
 CPU. Reported per trainer: wall time, train images/s (time inside the epochs' batch loops only, so
 setup and validation are excluded alike), final mAP50 / mAP50-95 of its best checkpoint on the val
-split, and peak RSS. Nothing is downloaded: ultralytics runs offline (utils sets it), plots=False, amp=False.
+split, and the trainer process's peak RSS (utils.system.peak_rss_mb; its loader workers, whose pages are
+mostly the trainer's, are not added). Nothing is downloaded: ultralytics runs offline (utils sets it),
+plots=False, amp=False.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_train.py` puts only benchmarks/ on the path
+    sys.path.insert(0, str(ROOT))
+
+from models.zoo import PEERS  # noqa: E402
+from utils.system import cpu_name, peak_rss_mb  # noqa: E402  (torch-free: the parent stays so while trainers run)
+
 RESULT_TAG = "BENCH_RESULT "
 
 
@@ -47,15 +54,7 @@ class TimedLoader:
         return getattr(self.loader, name)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process plus its (dataloader) children, in MB (Linux reports KiB)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 1024
-
-
 def run_ours(opt: argparse.Namespace, data: Path, project: Path) -> dict:
-    sys.path.insert(0, str(ROOT))
     import torch
 
     import train
@@ -85,8 +84,6 @@ def run_ours(opt: argparse.Namespace, data: Path, project: Path) -> dict:
 
 def run_ultralytics(opt: argparse.Namespace, data: Path, project: Path) -> dict:
     import torch
-
-    import utils  # noqa: F401  # sets ultralytics offline before its first import
     from ultralytics import YOLO, settings
 
     settings.update({"sync": False})
@@ -130,13 +127,11 @@ def private_copy(data_yaml: Path, dst: Path) -> Path:
     return out
 
 
-
-
 def parse_opt() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared/data/coco128/data.yaml"))
     p.add_argument("--cfg", default="models/yolov5n-faster.yaml", help="our model YAML")
-    p.add_argument("--peer", default="yolov5nu.yaml", help="ultralytics model YAML (built from scratch)")
+    p.add_argument("--peer", default=f"{PEERS[0]}.yaml", help="ultralytics model YAML (built from scratch)")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
@@ -169,8 +164,6 @@ def main() -> None:
             print(f"{who} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
             continue
         results.append(json.loads(lines[0][len(RESULT_TAG):]))
-
-    from utils.system import cpu_name  # here, not at the top: the parent stays torch-free while trainers run
 
     print(f"\nTraining from scratch on {opt.data}: imgsz {opt.imgsz}, {opt.epochs} epochs, batch {opt.batch_size}, "
           f"CPU {cpu_name()} ({os.cpu_count()} cores, {opt.threads} torch threads), each trainer's default hyps")

@@ -11,7 +11,6 @@ wall time / throughput / peak memory of each evaluator.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 import tracemalloc
@@ -20,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/val_pycocotools_crosscheck.py` puts only benchmarks/ on the path
+    sys.path.insert(0, str(ROOT))
 
 from utils.metrics.coco_eval import (category_ids, detections_to_coco, evaluate_coco, labels_to_coco_gt,  # noqa: E402
                              yolo_ground_truth)
 from utils.data.dataset import check_dataset  # noqa: E402
 from utils.metrics.ap import MATCHING_RULES, ap_per_class, score_image  # noqa: E402
-from utils.system import cpu_name  # noqa: E402
+from utils.system import cpu_name, peak_rss_mb  # noqa: E402
 
 
 def perturb(labels: np.ndarray, w: int, h: int, nc: int, rng: np.random.Generator, jitter: float) -> np.ndarray:
@@ -65,13 +66,14 @@ def timed(fn, *args, trace_memory: bool = False):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / "data/coco128-person.yaml"))
+    parser.add_argument("--data", default=str(ROOT / "data/coco128-person.yaml"))
     parser.add_argument("--split", default="val")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jitters", type=float, nargs="+", default=[0.03, 0.08, 0.15])
     parser.add_argument("--matching", choices=MATCHING_RULES, default=MATCHING_RULES[0], help="our TP rule")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch threads")
     opt = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(opt.threads)
     data = check_dataset(opt.data)
     gt = yolo_ground_truth(data[opt.split], data["nc"])
     cat_ids = category_ids(data["names"])
@@ -103,10 +105,8 @@ def main() -> None:
     for name, t, m in (("ours (utils.metrics.ap)", t_ours, m_ours), ("pycocotools", t_coco, m_coco)):
         print(f"{name:22s} wall {np.median(t) * 1e3:8.1f} ms/eval (median)  {n / np.median(t):8.0f} images/s  "
               f"peak traced memory {max(m) / 2**20:6.1f} MiB")
-    print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+    print(f"process peak RSS {peak_rss_mb():.0f} MiB; "
           f"CPU: {cpu_name()}, torch threads {torch.get_num_threads()}")
-
-
 
 
 if __name__ == "__main__":
