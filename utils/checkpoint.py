@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from utils.errors import UserInputError
+from utils.foreign_weights import checkpoint_from_foreign, is_foreign_checkpoint, read_foreign_checkpoint
 
 CHECKPOINT_VERSION = "1"
 DEFAULT_IMGSZ = 640  # the inference size when neither --imgsz nor the checkpoint says otherwise (yolov5's)
@@ -163,7 +164,8 @@ def _unreadable_reason(path: Path, head: bytes, error: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with weights_only=True; a missing, foreign or incomplete file is a UserInputError."""
+    """Read a checkpoint with weights_only=True; an ultralytics or YOLOv5 one as the checkpoint of ours it maps onto
+    (utils.foreign_weights); a missing, other or incomplete file is a UserInputError."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: checkpoint file not found")
@@ -177,6 +179,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign/corrupt files
+        if is_foreign_checkpoint(path):  # an ultralytics/YOLOv5 model: read without its code, mapped onto ours
+            return checkpoint_from_foreign(path)
         raise UserInputError(f"{path}: not a PConv-YOLO checkpoint: {_unreadable_reason(path, head, e)}") from None
     if not isinstance(ckpt, dict):
         raise UserInputError(f"{path}: not a PConv-YOLO checkpoint (holds {type(ckpt).__name__}, not a dict)")
@@ -194,7 +198,10 @@ def trained_imgsz(path: str | Path, fallback: int = DEFAULT_IMGSZ) -> int:
     if path.suffix.lower() != ".pt" or not path.is_file():
         return fallback
     try:
-        size = (load_checkpoint(path).get("opt") or {}).get("imgsz", fallback)
+        if is_foreign_checkpoint(path):  # its size without building and mapping the whole model
+            size = read_foreign_checkpoint(path).imgsz or fallback
+        else:
+            size = (load_checkpoint(path).get("opt") or {}).get("imgsz", fallback)
     except UserInputError:
         return fallback
     return int(size[0] if isinstance(size, (list, tuple)) else size)

@@ -3,9 +3,9 @@ read without running any of their pickled code, and their tensors mapped onto ou
 
 Why a reader of our own: those files pickle whole nn.Module objects. `torch.load(weights_only=True)` refuses
 them, and `weights_only=False` imports ultralytics/YOLOv5 classes and calls whatever the pickle names (a
-`__reduce__` can name os.system). torch's weights_only unpickler accepts stand-ins only for class names listed
-before the load (`add_safe_globals([(stub, "module.Name")])`), changes process-wide state while it runs, and
-calls any listed name it meets; so the pickle is read here by a `pickle.Unpickler` whose `find_class` hands out
+`__reduce__` can name os.system). torch's weights_only unpickler takes stand-ins only for class names listed
+before the load, in a process-wide list (`add_safe_globals([(stub, "module.Name")])`), and calls any listed name
+the pickle asks it to; so the pickle is read here by a `pickle.Unpickler` whose `find_class` hands out
 - fresh wrappers of the few callables a checkpoint needs (tensor and parameter rebuilds, OrderedDict, set,
   torch.device), made per load so that a pickle setting attributes on them changes nothing outside that load;
 - for classes of model code (ultralytics, YOLOv5's models/ and utils/, torch.nn, numpy ...) an inert `StandIn`
@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import pickletools
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ import torch.nn as nn
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
+FOREIGN_PREFIXES = ("ultralytics.", "models.yolo.")  # class paths of ultralytics' and YOLOv5's models
 STAND_IN_PREFIXES = ("ultralytics.", "models.", "utils.", "torch.nn.", "numpy.")  # model code and its data
 STAND_IN_NAMES = {"types.SimpleNamespace", "argparse.Namespace", "pathlib.Path", "pathlib.PosixPath",
                   "pathlib.WindowsPath", "pathlib.PurePosixPath", "pathlib.PureWindowsPath"}
@@ -103,10 +105,10 @@ class FlatStorage:
 
 
 def rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *_: Any) -> torch.Tensor:
-    """torch._utils._rebuild_tensor_v2 on our flat storages: a strided view, copied (as_strided checks bounds)."""
+    """torch._utils._rebuild_tensor_v2 on our flat storages: a strided view (as_strided checks its bounds)."""
     if not isinstance(storage, FlatStorage):
         raise pickle.UnpicklingError("a tensor rebuilt from something that is not a storage")
-    return storage.data.as_strided(tuple(size), tuple(stride), int(offset)).clone()
+    return storage.data.as_strided(tuple(size), tuple(stride), int(offset))
 
 
 def rebuild_parameter(data: Any, *_: Any) -> torch.Tensor:
@@ -248,7 +250,7 @@ class ForeignCheckpoint:
 
 def producer_of(model: StandIn) -> str | None:
     """Who wrote a pickled model, by its class path; None for anything else."""
-    if model.qualname.startswith("ultralytics."):
+    if model.qualname.startswith(FOREIGN_PREFIXES[0]):
         return "ultralytics"
     if model.qualname in ("models.yolo.Model", "models.yolo.DetectionModel"):
         return "YOLOv5"
@@ -267,7 +269,8 @@ def class_names(names: Any, nc: int) -> list[str]:
 def training_imgsz(ckpt: dict) -> int | list | None:
     """--imgsz of the run that wrote the file: ultralytics' train_args or YOLOv5's opt."""
     for key in ("train_args", "opt"):
-        size = (ckpt.get(key) or {}).get("imgsz") if isinstance(ckpt.get(key), dict) else None
+        args = ckpt.get(key)
+        size = args.get("imgsz") if isinstance(args, dict) else None
         if isinstance(size, int) or (isinstance(size, list) and size and all(isinstance(s, int) for s in size)):
             return size
     return None
@@ -284,6 +287,22 @@ def int_attribute(state: dict, name: str, default: int) -> int:
     """An int the pickle stored on a module (nc, reg_max), `default` when absent or not an int."""
     value = state.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def pickled_globals(path: str | Path) -> set[str]:
+    """'module.name' of every GLOBAL in a torch.save zip's pickle, read statically (nothing is built); torch.save's
+    protocol 2 names every class and function that way. Empty for a file that is not such a zip."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read(archive_prefix(archive) + "data.pkl")
+        return {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+    except Exception:  # not a zip, no data.pkl, a cut pickle: whoever reads the file reports what it is
+        return set()
+
+
+def is_foreign_checkpoint(path: str | Path) -> bool:
+    """Whether a file pickles ultralytics' or YOLOv5's classes: read it with this module, not torch.load."""
+    return any(name.startswith(FOREIGN_PREFIXES) for name in pickled_globals(path))
 
 
 def read_foreign_checkpoint(path: str | Path) -> ForeignCheckpoint:
@@ -387,14 +406,18 @@ def normalised_rows(yaml: dict) -> list[list]:
 
 
 def scaling(yaml: dict) -> tuple[float, float] | None:
-    """(depth, width) multiples: YOLOv5's keys, or ultralytics' scales[scale] (the first scale when unnamed)."""
-    if "depth_multiple" in yaml and "width_multiple" in yaml:
-        return float(yaml["depth_multiple"]), float(yaml["width_multiple"])
-    scales = yaml.get("scales")
-    if isinstance(scales, dict) and scales:
-        depth, width = scales.get(yaml.get("scale"), next(iter(scales.values())))[:2]
+    """(depth, width) multiples: YOLOv5's keys, or ultralytics' scales[scale], the scale named by the file, else as
+    ultralytics picks it: the letter after the version in its YAML's name (yolov5su.yaml: 's'), else the first."""
+    scales = yaml.get("scales") if isinstance(yaml.get("scales"), dict) else {}
+    guessed = re.search(r"yolo[v]?\d+([nslmx])", Path(str(yaml.get("yaml_file", ""))).stem)
+    name = yaml.get("scale") or (guessed.group(1) if guessed else next(iter(scales), None))
+    scale = scales.get(name)
+    pair = (yaml.get("depth_multiple"), yaml.get("width_multiple")) if "depth_multiple" in yaml else scale
+    try:
+        depth, width = pair[:2]
         return float(depth), float(width)
-    return None
+    except (TypeError, ValueError):  # absent, or not two numbers
+        return None
 
 
 def our_model_yaml(foreign: ForeignCheckpoint) -> dict:
@@ -406,9 +429,8 @@ def our_model_yaml(foreign: ForeignCheckpoint) -> dict:
 
     template = load_model_yaml(TEMPLATES[foreign.producer])
     theirs, ours = normalised_rows(foreign.yaml), normalised_rows(template)
-    detect = LAYER_MAPS[foreign.producer]["Detect"]
-    same_layout = (len(theirs) == len(ours) and theirs[:-1] == ours[:-1] and theirs[-1][0] == ours[-1][0]
-                   and theirs[-1][2] == "Detect" and template["head"][-1][2] == detect.ours)
+    same_layout = (len(theirs) == len(ours) and theirs[:-1] == ours[:-1]  # the head row: same inputs, their Detect
+                   and isinstance(theirs[-1], list) and theirs[-1][:3] == [*ours[-1][:2], "Detect"])
     scale = scaling(foreign.yaml)
     if not same_layout or scale is None or foreign.yaml.get("activation") or not foreign.nc:
         name = Path(str(foreign.yaml.get("yaml_file") or "")).name or "its model"

@@ -12,13 +12,14 @@ import torch.nn as nn
 
 import models.yolo
 from models.yolo import DetectionModel
-from utils.checkpoint import model_from_checkpoint
+from utils.checkpoint import load_model, model_from_checkpoint, trained_imgsz
 from utils.errors import UserInputError
 from utils.foreign_weights import (checkpoint_from_foreign, read_foreign_checkpoint, transfer_state,
                                    unpickle_restricted)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 IMGSZ = 128
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def vary_weights(model: nn.Module) -> nn.Module:
@@ -228,5 +229,35 @@ def test_reader_imports_nothing_the_file_names(yolov5nu):
     code = ("import sys; from utils.foreign_weights import read_foreign_checkpoint; "
             f"read_foreign_checkpoint({str(path)!r}); print(sorted(m for m in sys.modules if 'ultralytics' in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
+                         cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_load_model_and_trained_imgsz_read_a_yolov5nu_file(yolov5nu, log_lines):
+    """val, detect, export and hub load through utils.checkpoint: a foreign file becomes our model there."""
+    reference, path = yolov5nu
+    model = load_model(path)
+    assert f"transferred 426/426 tensors from {path}" in log_lines()
+    assert trained_imgsz(path) == 320 and model.anchor_free and len(model.names) == 80
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    for a, b in zip(our_outputs(model, x), ultralytics_outputs(reference, x)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_detect_runs_on_a_yolov5nu_file(yolov5nu, tmp_path):
+    import detect
+    _, path = yolov5nu
+    out = detect.run(weights=[str(path)], source=str(ROOT / "data/coco8/images/val"), imgsz=64,
+                     project=str(tmp_path), name="exp", save_txt=True)
+    assert len(list(Path(out).glob("*.jpg"))) == 4
+
+
+def test_train_starts_from_a_yolov5nu_file(yolov5nu, tmp_path, log_lines):
+    import train
+    _, path = yolov5nu
+    summary = train.run(data=str(ROOT / "data/coco8.yaml"), cfg="", weights=str(path), single_cls=True, imgsz=64,
+                        batch_size=4, workers=0, epochs=1, noval=True, noplots=True, project=str(tmp_path))
+    lines = log_lines()
+    assert f"transferred 426/426 tensors from {path}" in lines
+    trained = load_model(summary.last)
+    assert trained.nc == 1 and trained.yaml["width_multiple"] == 0.25 and trained.anchor_free
