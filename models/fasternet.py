@@ -14,6 +14,21 @@ from models.common import C3, Conv, activation_from_name
 PCONV_MODES = ("auto", "split_cat", "slicing")
 
 
+def check_pconv_mode(mode: str) -> None:
+    """Refuse a PConv path that does not exist (PConv would otherwise fail only at its next forward)."""
+    if mode not in PCONV_MODES:
+        raise ValueError(f"PConv.forward_mode must be one of {PCONV_MODES}, got {mode!r}")
+
+
+def set_pconv_mode(module: nn.Module, mode: str) -> nn.Module:
+    """Put every PConv in `module` (itself included) on one forward path: the one way to flip them from outside."""
+    check_pconv_mode(mode)
+    for m in module.modules():
+        if isinstance(m, PConv):
+            m.forward_mode = mode
+    return module
+
+
 class PConv(nn.Module):
     """Partial 3x3 conv over the first c // n_div channels; the others pass through unchanged.
 
@@ -32,8 +47,7 @@ class PConv(nn.Module):
         self.forward_mode = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.forward_mode not in PCONV_MODES:
-            raise ValueError(f"PConv.forward_mode must be one of {PCONV_MODES}, got {self.forward_mode!r}")
+        check_pconv_mode(self.forward_mode)
         if self._uses_split_cat():
             return self.forward_split_cat(x)
         return self.forward_slicing(x)

@@ -32,6 +32,8 @@ class Detect(nn.Module):
     `stride`; the builder passes them in pixels and divides after measuring the strides.
     """
 
+    anchor_free = False  # what DetectionModel.anchor_free reports: ask the model, not the head
+
     def __init__(self, nc: int = 80, anchors: list[list[float]] = (), ch: list[int] = ()):
         super().__init__()
         if not anchors or any(len(a) % 2 or len(a) != len(anchors[0]) for a in anchors):
@@ -128,7 +130,7 @@ class DetectAF(nn.Module):
     P4, so its branch convs dominate the head's cost.
     """
 
-    anchor_free = True  # utils.train.loss.build_loss and the anchor tooling tell heads apart by this
+    anchor_free = True  # what DetectionModel.anchor_free reports: ask the model, not the head
     BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared", "conv_dwcls", "conv_pconv")
 
     def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv",

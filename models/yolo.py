@@ -25,12 +25,13 @@ import torch.nn as nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models.common import ACTIVATIONS, C3, SPPF, Bottleneck, Concat, Conv, replace_activation  # noqa: E402
-from models.fasternet import C3Faster, C3FasterBN, FasterNetStage, PatchEmbed, PatchMerging  # noqa: E402
+from models.fasternet import (C3Faster, C3FasterBN, FasterNetStage, PatchEmbed, PatchMerging,  # noqa: E402
+                              set_pconv_mode)
 from models.heads import Detect, DetectAF  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.yaml_io import read_yaml_mapping  # noqa: E402
-from utils.torch_utils import fuse_conv_and_bn, model_info  # noqa: E402
+from utils.torch_utils import de_parallel, fuse_conv_and_bn, model_info  # noqa: E402
 
 STRIDE_PROBE_SIZE = 128  # input side used to measure each Detect level's stride (a multiple of 64)
 
@@ -271,7 +272,7 @@ class DetectionModel(nn.Module):
 
         The one answer to "which head?": losses, autoanchor and tooling ask the model, not the module's attributes.
         """
-        return bool(getattr(self.model[-1], "anchor_free", False))
+        return self.model[-1].anchor_free
 
     def _init_stride_and_anchors(self, ch: int) -> None:
         """Measure strides with one forward pass, put anchors in grid units, set the bias priors."""
@@ -327,13 +328,12 @@ class DetectionModel(nn.Module):
 
     def set_export_mode(self, enabled: bool = True) -> DetectionModel:
         """Exporter form: Detect returns one decoded tensor, PConv uses split→conv→cat."""
-        from models.fasternet import PConv
-
         self.model[-1].export = enabled
-        for m in self.modules():
-            if isinstance(m, PConv):
-                m.forward_mode = "split_cat" if enabled else "auto"
-        return self
+        return self.set_pconv_mode("split_cat" if enabled else "auto")
+
+    def set_pconv_mode(self, mode: str) -> DetectionModel:
+        """Put every PConv on one forward path (models.fasternet.PCONV_MODES): exporters and the profiler pick it."""
+        return set_pconv_mode(self, mode)
 
     def fuse(self) -> DetectionModel:
         """Fold every conv's BatchNorm into the conv, in place (inference only; outputs unchanged)."""
@@ -361,6 +361,19 @@ class DetectionModel(nn.Module):
         with torch.no_grad():
             meta.forward_layers(torch.zeros(1, self.yaml["ch"], imgsz, imgsz, device="meta"), counted)
         return per_layer
+
+
+def detection_head(model: nn.Module, kind: type[nn.Module] | None = None) -> nn.Module:
+    """The detection head of a model, bare or DDP-wrapped, or the head itself; a ValueError if it is not a `kind`.
+
+    Losses and autoanchor need the head's own tensors and are handed whichever of these the caller holds.
+    """
+    heads = [m for m in de_parallel(model).modules() if isinstance(m, HEADS)]
+    if not heads:
+        raise ValueError(f"{type(model).__name__} has no detection head ({', '.join(h.__name__ for h in HEADS)})")
+    if kind is not None and not isinstance(heads[-1], kind):
+        raise ValueError(f"{type(model).__name__} has a {type(heads[-1]).__name__} head, not a {kind.__name__}")
+    return heads[-1]
 
 
 def layer_table(model: DetectionModel, imgsz: int = 640) -> str:

@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 
 from models.common import C3
-from models.fasternet import C3Faster, C3FasterBN, FasterNetBlock, FasterNetStage, PatchEmbed, PatchMerging, PConv
+from models.fasternet import (C3Faster, C3FasterBN, FasterNetBlock, FasterNetStage, PatchEmbed, PatchMerging, PConv,
+                              set_pconv_mode)
 
 
 @pytest.mark.parametrize("c, n_div, hw", [(16, 4, (8, 8)), (32, 2, (5, 7)), (24, 3, (6, 4)), (64, 8, (3, 3)),
@@ -46,6 +47,17 @@ def test_pconv_auto_mode_picks_path_by_mode(monkeypatch):
     pconv.forward_mode = "fast"
     with pytest.raises(ValueError, match="forward_mode"):
         pconv(x)
+
+
+def test_set_pconv_mode_reaches_every_pconv_and_refuses_an_unknown_path():
+    stage = FasterNetStage(16, 16, 2)
+    pconvs = [m for m in stage.modules() if isinstance(m, PConv)]
+    assert len(pconvs) == 2 and set_pconv_mode(stage, "slicing") is stage
+    assert all(m.forward_mode == "slicing" for m in pconvs)
+    assert set_pconv_mode(pconvs[0], "split_cat").forward_mode == "split_cat"  # a bare PConv counts as its own
+    with pytest.raises(ValueError, match="forward_mode must be one of"):
+        set_pconv_mode(stage, "fast")
+    assert [m.forward_mode for m in pconvs] == ["split_cat", "slicing"]  # nothing half-applied
 
 
 def test_pconv_trace_uses_split_cat_and_matches_eager():

@@ -8,7 +8,8 @@ import torch.nn as nn
 import yaml
 
 from models.fasternet import PConv
-from models.yolo import ROOT, DetectionModel, find_model_yaml, layer_table, main, make_divisible
+from models.heads import Detect, DetectAF
+from models.yolo import ROOT, DetectionModel, detection_head, find_model_yaml, layer_table, main, make_divisible
 from utils.cli import run_cli
 from utils.errors import UserInputError
 
@@ -82,6 +83,28 @@ def test_forward_contract_per_mode(tmp_path):
         assert torch.allclose(model(x), pred, atol=1e-5)
     model.set_export_mode(False)
     assert not model.model[-1].export
+
+
+def test_set_pconv_mode_is_checked_and_export_mode_restores_auto():
+    model = DetectionModel(tiny())
+    pconvs = [m for m in model.modules() if isinstance(m, PConv)]
+    assert pconvs and model.set_pconv_mode("slicing") is model
+    assert all(m.forward_mode == "slicing" for m in pconvs)
+    with pytest.raises(ValueError, match="forward_mode must be one of"):
+        model.set_pconv_mode("split")
+    model.set_export_mode(True).set_export_mode(False)
+    assert all(m.forward_mode == "auto" for m in pconvs)
+
+
+def test_head_kind_is_asked_of_the_model_and_found_through_wrappers():
+    anchor, af = DetectionModel(tiny()), DetectionModel("yolov5n-af.yaml", nc=2)
+    assert not anchor.anchor_free and af.anchor_free
+    assert detection_head(nn.DataParallel(anchor)) is anchor.model[-1]  # the wrapped model's head
+    assert detection_head(af, DetectAF) is af.model[-1] and detection_head(af.model[-1]) is af.model[-1]
+    with pytest.raises(ValueError, match="DetectionModel has a DetectAF head, not a Detect"):
+        detection_head(af, Detect)
+    with pytest.raises(ValueError, match="Conv2d has no detection head"):
+        detection_head(nn.Conv2d(3, 3, 1))
 
 
 def test_nc_and_anchor_overrides(tmp_path):

@@ -29,7 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
-from models.fasternet import PConv
+from models.fasternet import PConv, set_pconv_mode
+from models.yolo import DetectionModel
 from utils.log import LOGGER
 from utils.system import MB, current_rss_mb, peak_rss_mb
 from utils.torch_utils import count_params, model_flops
@@ -207,13 +208,6 @@ def record_ops(root: nn.Module, run: Callable[[], Any], device: torch.device, pa
     return merged
 
 
-def set_pconv_mode(model: nn.Module, mode: str) -> None:
-    """Force every PConv onto one forward path ('auto', 'split_cat' or 'slicing')."""
-    for m in model.modules():
-        if isinstance(m, PConv):
-            m.forward_mode = mode
-
-
 def layer_of(module_name: str) -> int:
     """YAML row index of a record whose module lives under DetectionModel.model ('2.m.0' → 2; root → -1)."""
     head = module_name.split(".", 1)[0]
@@ -273,13 +267,9 @@ def describe_rows(model: nn.Module) -> list[dict]:
     return [{"layer": m.i, "from": str(m.f), "module": m.type, "n": m.n, "params": m.np} for m in model.model]
 
 
-def prepare_model(model: nn.Module, device: torch.device, pconv_mode: str = "auto") -> nn.Module:
+def prepare_model(model: DetectionModel, device: torch.device, pconv_mode: str = "auto") -> DetectionModel:
     """Inference form: BN folded into convs, eval mode, on `device`, PConv on the requested path."""
-    model = copy.deepcopy(model).to(device).eval()
-    if hasattr(model, "fuse"):
-        model.fuse()
-    set_pconv_mode(model, pconv_mode)
-    return model
+    return copy.deepcopy(model).to(device).eval().fuse().set_pconv_mode(pconv_mode)
 
 
 def profile_models(models: dict[str, nn.Module], imgsz: int, device: torch.device, runs: int = 20,
@@ -322,9 +312,7 @@ def operator_suite(c: int) -> dict[str, nn.Module]:
     }
     for n_div in PCONV_N_DIVS:
         for path in PCONV_PATHS:
-            pconv = PConv(c, n_div)
-            pconv.forward_mode = path
-            suite[f"PConv 1/{n_div} {path}"] = pconv
+            suite[f"PConv 1/{n_div} {path}"] = set_pconv_mode(PConv(c, n_div), path)
     return suite
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.heads import Detect
+from models.yolo import detection_head
 from utils.log import LOGGER
-from utils.train.loss import detect_head
 
 BPR_THRESHOLD = 0.98
 MIN_BOX_PX = 2.0  # boxes smaller than this in both sides are too small to fit anchors to
@@ -77,7 +78,7 @@ def kmeans_anchors(wh: np.ndarray, n: int, thr: float, gen: int = 1000, seed: in
 def check_anchors(model: nn.Module, labels: list[np.ndarray], shapes: np.ndarray, thr: float = 4.0,
                   imgsz: int = 640, seed: int = 0) -> bool:
     """Log BPR of the model's anchors on the labels; refit them in place if BPR < 0.98. True if changed."""
-    head = detect_head(model)
+    head = detection_head(model, Detect)
     stride = model_strides(model, head).to(head.anchors.device).view(-1, 1, 1)
     rng = np.random.default_rng(seed)
     wh = torch.tensor(label_wh(labels, shapes, imgsz, rng), dtype=torch.float32)

@@ -12,7 +12,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from models.heads import Detect
+from models.yolo import detection_head
 from utils.boxes import ciou_loss, xywh_to_xyxy
+from utils.torch_utils import de_parallel
+from utils.train.loss_anchor_free import AnchorFreeLoss
 
 LEVEL_BALANCE = {3: (4.0, 1.0, 0.4)}  # objectness weight per level, small strides weigh more (YOLOv5 P3-P5)
 LEVEL_BALANCE_DEFAULT = (4.0, 1.0, 0.25, 0.06, 0.02)
@@ -42,15 +46,6 @@ class FocalBCE(nn.Module):
         return (loss * alpha_factor * (1.0 - p_t) ** self.gamma).mean()
 
 
-def detect_head(model: nn.Module) -> nn.Module:
-    """The anchor head of a (possibly DDP-wrapped) model: the last module holding `anchors` and `nl`."""
-    bare = model.module if hasattr(model, "module") else model
-    heads = [m for m in bare.modules() if hasattr(m, "anchors") and hasattr(m, "nl")]
-    if not heads:
-        raise ValueError("model has no anchor Detect head")
-    return heads[-1]
-
-
 def scaled_loss_gains(hyp: dict[str, Any], nl: int, nc: int, imgsz: int) -> tuple[float, float, float]:
     """Box / obj / cls gains adjusted like YOLOv5 for the number of levels, classes and image size.
 
@@ -70,7 +65,7 @@ class ComputeLoss:
 
     def __init__(self, model: nn.Module, hyp: dict[str, Any], imgsz: int = 640):
         device = next(model.parameters()).device
-        head = detect_head(model)
+        head = detection_head(model, Detect)
         self.na, self.nl, self.nc = int(head.na), int(head.nl), int(head.nc)
         self.head = head  # anchors are read at call time: autoanchor may rewrite them after construction
         self.anchor_t = float(hyp["anchor_t"])
@@ -157,12 +152,9 @@ class ComputeLoss:
 def build_loss(model: nn.Module, hyp: dict[str, Any], imgsz: int = 640):
     """The loss that matches the model's head — picked by the head, not by a flag (train.py and val use this).
 
-    Heads that declare `anchor_free` (DetectAF) get AnchorFreeLoss (box, dfl, cls); the YOLOv5 anchor head
-    gets ComputeLoss (box, obj, cls). Both return (total × batch size, three loss items).
+    An anchor-free model (DetectAF) gets AnchorFreeLoss (box, dfl, cls); the YOLOv5 anchor head gets
+    ComputeLoss (box, obj, cls). Both return (total × batch size, three loss items).
     """
-    from utils.train.loss_anchor_free import AnchorFreeLoss  # imports models.heads; kept out of anchor-only paths
-
-    bare = model.module if hasattr(model, "module") else model
-    if any(getattr(m, "anchor_free", False) for m in bare.modules()):
+    if de_parallel(model).anchor_free:
         return AnchorFreeLoss(model, hyp, imgsz)
     return ComputeLoss(model, hyp, imgsz)

@@ -17,21 +17,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.heads import dfl_expectation
+from models.heads import DetectAF, dfl_expectation
+from models.yolo import detection_head
 from utils.train.assigner import TaskAlignedAssigner
 from utils.boxes import ciou_loss, xywh_to_xyxy
 from utils.log import LOGGER
 
 DFL_EDGE = 0.01  # targets stop just short of the last bin, so both neighbouring bins exist
-
-
-def anchor_free_head(model: nn.Module) -> nn.Module:
-    """The last module of a (possibly DDP-wrapped) model that declares `anchor_free`."""
-    bare = model.module if hasattr(model, "module") else model
-    heads = [m for m in bare.modules() if getattr(m, "anchor_free", False)]
-    if not heads:
-        raise ValueError("model has no anchor-free head")
-    return heads[-1]
 
 
 def dfl_loss(dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -68,7 +60,7 @@ class AnchorFreeLoss:
     """
 
     def __init__(self, model: nn.Module, hyp: dict[str, Any], imgsz: int = 640):
-        self.head = anchor_free_head(model)
+        self.head = detection_head(model, DetectAF)
         self.nc, self.reg_max, self.no = int(self.head.nc), int(self.head.reg_max), int(self.head.no)
         self.box_gain, self.cls_gain = float(hyp["box"]), float(hyp["cls"])
         self.dfl_gain = float(hyp.get("dfl", 1.5))

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from flops import main, run
-from models.fasternet import PConv
+from models.fasternet import PConv, set_pconv_mode
 from models.yolo import DetectionModel
 from utils.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
@@ -48,8 +48,7 @@ def test_memory_access_counts_inputs_outputs_and_weights():
 def test_pconv_bytes_include_its_data_movement(path):
     """Both paths convolve c/4 channels; split/cat re-copies the whole map, slicing clones it and copies back."""
     c, hw, cp = 32, 8 * 8, 8
-    pconv = PConv(c, n_div=4).eval()
-    pconv.forward_mode = path
+    pconv = set_pconv_mode(PConv(c, n_div=4).eval(), path)
     x = torch.rand(1, c, 8, 8)
     recs = record_ops(pconv, lambda: pconv(x), CPU)
     conv_bytes = F32 * (2 * cp * hw + cp * cp * 9)
@@ -58,6 +57,15 @@ def test_pconv_bytes_include_its_data_movement(path):
     assert sum(r.flops for r in recs) == 2 * cp * cp * 9 * hw
     assert sum(r.bytes for r in recs) == conv_bytes + moved
     assert all(r.bytes == 0 for r in recs if r.kind in ("split_with_sizes", "slice"))
+
+
+def test_prepare_model_puts_every_pconv_on_the_asked_path_and_leaves_the_original():
+    model = DetectionModel("yolov5n-faster.yaml")
+    prepared = prepare_model(model, CPU, "slicing")
+    assert not prepared.training and all(m.forward_mode == "slicing" for m in prepared.modules() if isinstance(m, PConv))
+    assert all(m.forward_mode == "auto" for m in model.modules() if isinstance(m, PConv))
+    with pytest.raises(ValueError, match="forward_mode must be one of"):
+        prepare_model(model, CPU, "fastest")
 
 
 def test_layer_flops_sum_to_model_total():

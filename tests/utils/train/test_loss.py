@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 from models.heads import Detect
+from models.yolo import DetectionModel
 from utils.train.loss import ComputeLoss, scaled_loss_gains
 
 HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
@@ -92,6 +93,11 @@ def test_loss_is_finite_and_falls_when_overfitting_one_batch():
     assert last.sum() < 0.5 * first.sum()
     # box and class terms fall; objectness may not, its target is the (rising) IoU of each matched box
     assert last[0] < 0.6 * first[0] and last[2] < 0.6 * first[2]
+
+
+def test_anchor_loss_refuses_an_anchor_free_model():
+    with pytest.raises(ValueError, match="has a DetectAF head, not a Detect"):
+        ComputeLoss(DetectionModel("yolov5n-af.yaml", nc=2), HYP, imgsz=64)
 
 
 def test_no_targets_gives_objectness_loss_only():
