@@ -32,6 +32,8 @@ import torch
 from deploy.engines import (OPENVINO_DIR_SUFFIX, compile_openvino, openvino_compute,  # torch-free: the
                             openvino_xml_in)  # edge runner's OpenVINO path, one Core per process
 from utils.errors import UserInputError
+from utils.infer.backend_base import Backend
+from utils.infer.ensemble import Ensemble
 from utils.log import LOGGER
 from utils.torch_utils import select_device
 
@@ -91,54 +93,8 @@ def check_class_ids(ids: int | list[int] | tuple[int, ...] | None, nc: int | Non
     return [int(i) for i in ids]
 
 
-class Backend:
-    """A loaded model. Subclasses set the attributes below and implement `_forward`.
-
-    `dynamic` is True when any input size that is a multiple of `stride` works (the .pt model); exported
-    files have a fixed `imgsz` and, when `fixed_batch` is set, take that many images per call.
-    `end_to_end` is True for files exported with NMS inside: their rows are already x1 y1 x2 y2 conf cls.
-    """
-
-    kind = "base"
-
-    def __init__(self, path: Path, device: torch.device, fp16: bool = False):
-        self.path, self.device = path, device
-        self.fp16 = fp16
-        self.names: list[str] = []
-        self.stride = 32
-        self.imgsz: tuple[int, int] | None = None
-        self.dynamic = False
-        self.fixed_batch: int | None = None
-        self.end_to_end = False
-
-    def _forward(self, im: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def __call__(self, im: torch.Tensor | np.ndarray) -> torch.Tensor:
-        im = torch.as_tensor(im, device=self.device)
-        im = im.half() if self.fp16 else im.float()
-        if self.fixed_batch and im.shape[0] != self.fixed_batch:  # run in chunks of the exported batch size
-            k = self.fixed_batch
-            chunks = []
-            for i in range(0, im.shape[0], k):
-                chunk = im[i:i + k]
-                pad = k - chunk.shape[0]
-                if pad:
-                    chunk = torch.cat([chunk, chunk.new_zeros(pad, *chunk.shape[1:])], 0)
-                chunks.append(self(chunk)[:k - pad])
-            return torch.cat(chunks, 0)
-        pred = self._forward(im)
-        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
-        pred = torch.as_tensor(pred, device=self.device).float()
-        nc = len(self.names)
-        if nc and not self.end_to_end and pred.shape[-1] != nc + 5 and pred.shape[1] == nc + 5:  # channels-first export (B, 5+nc, N)
-            pred = pred.transpose(1, 2)
-        return pred
-
-    def warmup(self, imgsz: tuple[int, int] | None = None) -> None:
-        """One throw-away inference so the first real frame's time is representative (lazy init, cudnn)."""
-        h, w = self.imgsz or imgsz or (640, 640)
-        self(torch.zeros(self.fixed_batch or 1, 3, h, w, device=self.device))
+class ExportedBackend(Backend):
+    """A model file written by utils/infer/exporters.py: its names, stride, size and NMS come from its metadata."""
 
     def _apply_metadata(self, meta: dict[str, Any]) -> None:
         meta = decode_metadata(meta, self.path)
@@ -178,7 +134,7 @@ class PyTorchBackend(ModelBackend):
         super().__init__(load_model(path, device, fuse=True), device, fp16, path=path)
 
 
-class TorchScriptBackend(Backend):
+class TorchScriptBackend(ExportedBackend):
     """A torch.jit.trace'd model with its metadata in the `config.txt` extra file."""
 
     kind = "torchscript"
@@ -206,7 +162,7 @@ class TorchScriptBackend(Backend):
             return self.model(im)
 
 
-class ONNXBackend(Backend):
+class ONNXBackend(ExportedBackend):
     """ONNX Runtime session (CUDA provider when the device is a GPU and onnxruntime-gpu is installed)."""
 
     kind = "onnx"
@@ -241,7 +197,7 @@ class ONNXBackend(Backend):
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
 
-class TFLiteBackend(Backend):
+class TFLiteBackend(ExportedBackend):
     """A .tflite file run by ai-edge-litert; input layout (NHWC or NCHW) and int8 quantisation read from the file."""
 
     kind = "tflite"
@@ -301,7 +257,7 @@ class TFLiteBackend(Backend):
         return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
 
 
-class OpenVINOBackend(Backend):
+class OpenVINOBackend(ExportedBackend):
     """An OpenVINO IR (.xml + .bin) compiled for the CPU in f32, the same numbers as the .pt; with `fp16`
     (--half) in the runtime's own default precision instead, which is bf16 on CPUs with AVX512-BF16 or AMX
     (faster, scores move by ~1e-2) and f32 elsewhere. `precision` tells which one runs."""
@@ -357,9 +313,7 @@ def load_backend(weights: str | Path | list | tuple | Backend, device: torch.dev
         return weights
     if isinstance(weights, (list, tuple)):
         if len(weights) > 1:
-            from utils.infer.ensemble import load_ensemble  # ensemble.py imports this module
-
-            return load_ensemble(weights, torch.device(device), fp16)
+            return Ensemble([load_backend(w, device, fp16) for w in weights])
         if not weights:
             raise UserInputError("--weights: give a model file (.pt, .torchscript, .onnx, .tflite or OpenVINO .xml)")
         weights = weights[0]

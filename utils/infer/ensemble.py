@@ -6,13 +6,12 @@ the same classes (so class columns line up) and the same stride (so one letterbo
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from utils.infer.backends import Backend, load_backend
 from utils.errors import UserInputError
+from utils.infer.backend_base import Backend
 from utils.log import LOGGER
 
 
@@ -63,8 +62,3 @@ def _check_compatible(members: list[Backend]) -> None:
     fixed = {m.imgsz for m in members if not m.dynamic}
     if len(fixed) > 1:
         raise UserInputError(f"--weights: ensemble members were exported at different sizes {sorted(fixed)}")
-
-
-def load_ensemble(weights: Sequence[str | Path], device: torch.device, fp16: bool = False) -> Ensemble:
-    """Open each file with its own backend and join them."""
-    return Ensemble([load_backend(w, device, fp16) for w in weights])

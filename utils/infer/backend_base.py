@@ -1,0 +1,61 @@
+"""The Backend interface: what detect, val and the Python API call, whatever runs the model underneath.
+
+Its own module so that utils/infer/backends.py (opens model files, joins several into an ensemble) and
+utils/infer/ensemble.py (a Backend made of Backends) both build on it without importing each other.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class Backend:
+    """A loaded model. Subclasses set the attributes below and implement `_forward`.
+
+    `dynamic` is True when any input size that is a multiple of `stride` works (the .pt model); exported
+    files have a fixed `imgsz` and, when `fixed_batch` is set, take that many images per call.
+    `end_to_end` is True for files exported with NMS inside: their rows are already x1 y1 x2 y2 conf cls.
+    """
+
+    kind = "base"
+
+    def __init__(self, path: Path, device: torch.device, fp16: bool = False):
+        self.path, self.device = path, device
+        self.fp16 = fp16
+        self.names: list[str] = []
+        self.stride = 32
+        self.imgsz: tuple[int, int] | None = None
+        self.dynamic = False
+        self.fixed_batch: int | None = None
+        self.end_to_end = False
+
+    def _forward(self, im: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, im: torch.Tensor | np.ndarray) -> torch.Tensor:
+        im = torch.as_tensor(im, device=self.device)
+        im = im.half() if self.fp16 else im.float()
+        if self.fixed_batch and im.shape[0] != self.fixed_batch:  # run in chunks of the exported batch size
+            k = self.fixed_batch
+            chunks = []
+            for i in range(0, im.shape[0], k):
+                chunk = im[i:i + k]
+                pad = k - chunk.shape[0]
+                if pad:
+                    chunk = torch.cat([chunk, chunk.new_zeros(pad, *chunk.shape[1:])], 0)
+                chunks.append(self(chunk)[:k - pad])
+            return torch.cat(chunks, 0)
+        pred = self._forward(im)
+        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        pred = torch.as_tensor(pred, device=self.device).float()
+        nc = len(self.names)
+        if nc and not self.end_to_end and pred.shape[-1] != nc + 5 and pred.shape[1] == nc + 5:  # channels-first export (B, 5+nc, N)
+            pred = pred.transpose(1, 2)
+        return pred
+
+    def warmup(self, imgsz: tuple[int, int] | None = None) -> None:
+        """One throw-away inference so the first real frame's time is representative (lazy init, cudnn)."""
+        h, w = self.imgsz or imgsz or (640, 640)
+        self(torch.zeros(self.fixed_batch or 1, 3, h, w, device=self.device))
