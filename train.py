@@ -217,234 +217,387 @@ def build_train_loader(data: dict, imgsz: int, batch_size: int, gs: int, hyp: di
         single_cls=opt.single_cls, prefix="train: ", nc=int(data["nc"]), image_weights=opt.image_weights)
 
 
-def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext,
-          resume_ckpt: dict | None = None) -> TrainSummary:
-    """One training run, from data to final validation. Rank 0 logs, validates and saves."""
-    save_dir = Path(opt.save_dir)
-    weights_dir = save_dir / "weights"
-    last, best = weights_dir / "last.pt", weights_dir / "best.pt"
-    plots = not opt.evolve and not opt.noplots
-    if plots:
-        from utils import plots as plotting  # matplotlib/seaborn/ultralytics: imported only when plotting
-    cuda = device.type == "cuda"
-    if ctx.is_main:
-        LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
-    init_seeds(opt.seed + 1 + ctx.rank, deterministic=True)
+def build_val_loader(data: dict, imgsz: int, batch_size: int, gs: int, hyp: dict, opt: argparse.Namespace):
+    """Rank 0's validation loader: rectangular batches of twice the training batch, not augmented."""
+    return create_dataloader(
+        data["val"], imgsz, batch_size * 2, gs, hyp=hyp, cache=None if opt.noval else opt.cache, rect=True,
+        workers=opt.workers * 2, pad=0.5, single_cls=opt.single_cls, prefix="val: ", nc=int(data["nc"]))[0]
 
-    # data
-    with main_process_first(ctx):
-        data = check_dataset(opt.data)
-    nc = 1 if opt.single_cls else int(data["nc"])
-    names = single_cls_names(data["names"]) if opt.single_cls else list(data["names"])
 
-    # model
-    ckpt = resume_ckpt
-    if ckpt is None and opt.weights:
-        ckpt = load_checkpoint(opt.weights)
-    if ckpt is None and not opt.cfg:
+@dataclass
+class Progress:
+    """Where training stands between epochs: what last.pt keeps for --resume, and the last validation's results."""
+
+    start_epoch: int
+    best_fitness: float
+    best_epoch: int
+    last_opt_step: int  # the batch of the last optimizer step: the next one comes `accumulate` batches later
+    maps: np.ndarray  # per-class mAP50-95 of the last validation (--image-weights draws by it)
+    results: tuple[float, ...] = (0.0,) * 7  # P, R, mAP50, mAP50-95, val box, obj, cls loss of the last validation
+    stop: bool = False  # --patience ran out
+
+
+@dataclass
+class TrainRun:
+    """What one run set up before its first epoch. The epoch steps read it; --close-mosaic replaces the loader."""
+
+    opt: argparse.Namespace
+    hyp: dict
+    device: torch.device
+    ctx: DistContext
+    plotting: Any  # the utils.plots module, None under --noplots / --evolve
+    data: dict
+    names: list[str]
+    model: nn.Module  # DDP-wrapped under torchrun
+    gs: int  # grid size: the model's largest stride, at least 32
+    imgsz: int
+    batch_size: int  # per process
+    train_loader: Any
+    dataset: Any
+    nb: int  # batches per epoch
+    val_loader: Any  # rank 0 only
+    tb: TensorBoardLogger
+    optimizer: torch.optim.Optimizer
+    lf: Callable[[int], float]  # lr factor of each epoch
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    accumulate: int  # batches per optimizer step once warmup is over (nominal batch / --batch-size)
+    nw: int  # warmup iterations, -1 for none
+    ema: ModelEMA | None  # rank 0 only
+    scaler: torch.amp.GradScaler
+    compute_loss: Callable
+    frequency_w: np.ndarray | None  # class frequencies, with --image-weights
+
+    @property
+    def save_dir(self) -> Path:
+        return Path(self.opt.save_dir)
+
+    @property
+    def last(self) -> Path:
+        return self.save_dir / "weights/last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.save_dir / "weights/best.pt"
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def start_checkpoint(opt: argparse.Namespace, resume_ckpt: dict | None) -> dict | None:
+    """The checkpoint a run starts from: the one --resume continues, else --weights, else none (--cfg)."""
+    if resume_ckpt is None and opt.weights:
+        resume_ckpt = load_checkpoint(opt.weights)
+    if resume_ckpt is None and not opt.cfg:
         raise UserInputError("--cfg: give a model YAML (e.g. models/yolov5n-faster.yaml) or --weights to start from")
-    model = build_model(opt, hyp, nc, ckpt).to(device)
+    return resume_ckpt
+
+
+def prepare_model(opt: argparse.Namespace, hyp: dict, data: dict, ckpt: dict | None, device: torch.device,
+                  ctx: DistContext) -> tuple[DetectionModel, int, int]:
+    """The model on `device` with the data's class names and --freeze applied; its grid size; the checked --imgsz."""
+    names = single_cls_names(data["names"]) if opt.single_cls else list(data["names"])
+    model = build_model(opt, hyp, len(names), ckpt).to(device)
     model.names = names
     freeze_layers(model, opt.freeze)
     gs = max(int(model.stride.max()), 32)
     imgsz = check_train_imgsz(opt.imgsz, gs)
     if ctx.is_main:
         model_info(model, imgsz)
+    return model, gs, imgsz
 
-    # data loaders (batch is per process under DDP)
-    batch_size = opt.batch_size // ctx.world_size
+
+def inspect_labels(opt: argparse.Namespace, hyp: dict, model: DetectionModel, dataset: Any, imgsz: int,
+                   plotting: Any) -> None:
+    """A new run's first look at its labels: AutoAnchor (anchor heads) and the labels plot."""
+    if not opt.noautoanchor and not model.anchor_free:
+        check_anchors(model, dataset.labels, dataset.shapes, thr=hyp["anchor_t"], imgsz=imgsz, seed=opt.seed)
+    if plotting is not None:
+        plot_safely(plotting.plot_labels, np.concatenate(dataset.labels, 0), model.names, Path(opt.save_dir))
+
+
+def build_optimization(model: nn.Module, hyp: dict, opt: argparse.Namespace) -> tuple[
+        torch.optim.Optimizer, Callable[[int], float], torch.optim.lr_scheduler.LambdaLR, int]:
+    """Optimizer (3 parameter groups, weight decay scaled to the nominal batch), the lr schedule and the number
+    of batches per optimizer step: (optimizer, lf, scheduler, accumulate)."""
+    nbs = nominal_batch(hyp)
+    accumulate = max(round(nbs / opt.batch_size), 1)
+    decay = hyp["weight_decay"] * opt.batch_size * accumulate / nbs
+    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
+    lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
+    return optimizer, lf, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf), accumulate
+
+
+def load_optimization_state(ckpt: dict, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                            ema: ModelEMA | None) -> None:
+    """--resume: the interrupted run's optimizer, AMP scaler and EMA, so the next step is the one it would have made."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None and ckpt.get("ema"):
+        ema.load_state(ckpt["ema"], int(ckpt.get("updates", 0)))
+
+
+def resumed_progress(opt: argparse.Namespace, ckpt: dict, nc: int, ctx: DistContext) -> Progress:
+    """--resume: the interrupted run's progress; results.csv is cut back to its last saved epoch, so an epoch
+    logged but not saved before the interruption is redone."""
+    start_epoch = int(ckpt["epoch"]) + 1
+    if ctx.is_main:
+        truncate_results(Path(opt.save_dir) / "results.csv", start_epoch - 1)
+    LOGGER.info(f"Resuming training from {opt.resume} at epoch {start_epoch} of {opt.epochs}")
+    return Progress(start_epoch, float(ckpt.get("best_fitness", 0.0)), int(ckpt.get("best_epoch", start_epoch - 1)),
+                    int(ckpt.get("last_opt_step", -1)),  # else a resumed run steps a batch early
+                    np.array(ckpt.get("maps") or np.zeros(nc), dtype=np.float64))
+
+
+def wrap_distributed(model: nn.Module, opt: argparse.Namespace, ctx: DistContext, device: torch.device) -> nn.Module:
+    """DDP under torchrun (SyncBatchNorm first with --sync-bn on CUDA); --sync-bn elsewhere is only a warning."""
+    cuda = device.type == "cuda"
+    if not ctx.distributed:
+        if opt.sync_bn:
+            LOGGER.warning("WARNING: --sync-bn only applies to DDP (torchrun) training, ignored")
+        return model
+    if opt.sync_bn and cuda:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
+        LOGGER.info("Using SyncBatchNorm()")
+    elif opt.sync_bn:
+        LOGGER.warning("WARNING: --sync-bn needs CUDA (SyncBatchNorm runs on GPUs only), ignored on CPU")
+    return DDP(model, device_ids=[ctx.local_rank] if cuda else None, output_device=ctx.local_rank if cuda else None)
+
+
+def setup_run(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext,
+              resume_ckpt: dict | None) -> tuple[TrainRun, Progress]:
+    """Data, model, loaders, optimizer, EMA and loss, in that order, and where the epochs start."""
+    plotting = None
+    if not opt.evolve and not opt.noplots:
+        from utils import plots as plotting  # matplotlib/seaborn/ultralytics: imported only when plotting
+    if ctx.is_main:
+        LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+    init_seeds(opt.seed + 1 + ctx.rank, deterministic=True)
+    with main_process_first(ctx):
+        data = check_dataset(opt.data)
+    ckpt = start_checkpoint(opt, resume_ckpt)
+    model, gs, imgsz = prepare_model(opt, hyp, data, ckpt, device, ctx)
+    batch_size = opt.batch_size // ctx.world_size  # per process under DDP
     with main_process_first(ctx):
         train_loader, dataset = build_train_loader(data, imgsz, batch_size, gs, hyp, opt, ctx)
     if batch_size > len(dataset):
         LOGGER.warning(f"WARNING: --batch-size {opt.batch_size} is larger than the {len(dataset)} training "
                        f"images of {opt.data}; training with batch {len(dataset)}")
         batch_size = len(dataset)
-    nb = len(train_loader)
     val_loader = None
     if ctx.is_main:  # inputs checked: only now does the run folder appear
-        weights_dir.mkdir(parents=True, exist_ok=True)
-        save_run_settings(save_dir, hyp, opt)
-        val_loader = create_dataloader(
-            data["val"], imgsz, batch_size * 2, gs, hyp=hyp, cache=None if opt.noval else opt.cache, rect=True,
-            workers=opt.workers * 2, pad=0.5, single_cls=opt.single_cls, prefix="val: ", nc=int(data["nc"]))[0]
+        (Path(opt.save_dir) / "weights").mkdir(parents=True, exist_ok=True)
+        save_run_settings(Path(opt.save_dir), hyp, opt)
+        val_loader = build_val_loader(data, imgsz, batch_size, gs, hyp, opt)
         if not opt.resume:
-            if not opt.noautoanchor and not getattr(model.model[-1], "anchor_free", False):
-                check_anchors(model, dataset.labels, dataset.shapes, thr=hyp["anchor_t"], imgsz=imgsz, seed=opt.seed)
-            if plots:
-                plot_safely(plotting.plot_labels, np.concatenate(dataset.labels, 0), names, save_dir)
-
-    tb = TensorBoardLogger(save_dir, enabled=ctx.is_main and not opt.evolve)  # silent without tensorboard
-
-    # optimizer: weight decay scaled to the nominal batch, 3 parameter groups
-    nbs = nominal_batch(hyp)
-    accumulate = max(round(nbs / opt.batch_size), 1)
-    decay = hyp["weight_decay"] * opt.batch_size * accumulate / nbs
-    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
-    lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
+            inspect_labels(opt, hyp, model, dataset, imgsz, plotting)
+    tb = TensorBoardLogger(Path(opt.save_dir), enabled=ctx.is_main and not opt.evolve)  # silent without tensorboard
+    optimizer, lf, scheduler, accumulate = build_optimization(model, hyp, opt)
     ema = ModelEMA(model) if ctx.is_main else None
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-
-    start_epoch, best_fitness = 0, 0.0
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    progress = Progress(0, 0.0, -1, -1, np.zeros(len(model.names)))
     if opt.resume:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema"):
-            ema.load_state(ckpt["ema"], int(ckpt.get("updates", 0)))
-        best_fitness = float(ckpt.get("best_fitness", 0.0))
-        start_epoch = int(ckpt["epoch"]) + 1
-        if ctx.is_main:
-            truncate_results(save_dir / "results.csv", start_epoch - 1)
-        LOGGER.info(f"Resuming training from {opt.resume} at epoch {start_epoch} of {opt.epochs}")
-    if start_epoch >= opt.epochs:
+        load_optimization_state(ckpt, optimizer, scaler, ema)
+        progress = resumed_progress(opt, ckpt, len(model.names), ctx)
+    if progress.start_epoch >= opt.epochs:
         raise UserInputError(f"--resume {opt.resume}: all {opt.epochs} epochs already trained, nothing to resume")
-    scheduler.last_epoch = start_epoch - 1
-
-    if ctx.distributed:
-        if opt.sync_bn and cuda:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
-            LOGGER.info("Using SyncBatchNorm()")
-        elif opt.sync_bn:
-            LOGGER.warning("WARNING: --sync-bn needs CUDA (SyncBatchNorm runs on GPUs only), ignored on CPU")
-        model = DDP(model, device_ids=[ctx.local_rank] if cuda else None, output_device=ctx.local_rank if cuda else None)
-    elif opt.sync_bn:
-        LOGGER.warning("WARNING: --sync-bn only applies to DDP (torchrun) training, ignored")
-
+    scheduler.last_epoch = progress.start_epoch - 1
+    names = model.names
+    model = wrap_distributed(model, opt, ctx, device)
     compute_loss = build_loss(model, {**hyp, "label_smoothing": opt.label_smoothing}, imgsz)
+    nb = len(train_loader)
     nw = max(round(hyp["warmup_epochs"] * nb), MIN_WARMUP_ITERS) if hyp["warmup_epochs"] > 0 else -1
-    last_opt_step = -1
-    results = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    maps = np.zeros(nc)  # per-class mAP50-95 of the last validation (--image-weights)
-    frequency_w = class_frequency_weights(dataset.labels, nc) if opt.image_weights else None
-    best_epoch, stop = start_epoch - 1, False
-    if ckpt is not None and opt.resume:  # what the next epoch reads besides weights, optimizer and EMA
-        best_epoch = int(ckpt.get("best_epoch", best_epoch))
-        last_opt_step = int(ckpt.get("last_opt_step", last_opt_step))  # else a resumed run steps a batch early
-        maps = np.array(ckpt.get("maps") or maps, dtype=np.float64)
-    t0 = time.time()
-    LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\nUsing {train_loader.num_workers} dataloader workers\n"
-                f"Logging results to {save_dir}\nStarting training for {opt.epochs} epochs...")
-    epoch = start_epoch
-    for epoch in range(start_epoch, opt.epochs):
-        model.train()
-        # every random stream of the epoch restarts from (seed, epoch, rank): --resume replays it
-        init_seeds(epoch_seed(opt.seed, epoch, ctx.rank))
-        scale_rng = np.random.default_rng(epoch_seed(opt.seed, epoch, ctx.rank, MULTI_SCALE_STREAM))
-        if epoch >= opt.epochs - opt.close_mosaic and dataset.mosaic:
-            # workers are persistent and hold their own dataset copy: a new loader is how they see the change
-            LOGGER.info(f"Closing mosaic and mixup for the last {opt.epochs - epoch} epoch(s) (--close-mosaic)")
-            no_mosaic = {**hyp, "mosaic": 0.0, "mixup": 0.0}
-            with main_process_first(ctx):
-                train_loader, dataset = build_train_loader(data, imgsz, batch_size, gs, no_mosaic, opt, ctx)
-        set_loader_epoch(train_loader, epoch)
-        if opt.image_weights:  # classes the last validation scored worst are drawn most
-            maps = broadcast_from_main(maps, ctx, device)  # every rank must draw the same weighted epoch
-            class_w = epoch_class_weights(frequency_w, maps)
-            train_loader.sampler.set_weights(per_image_weights(dataset.labels, class_w))
-        mloss = torch.zeros(3, device=device)
-        pbar = enumerate(train_loader)
-        if ctx.is_main:
-            LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
-            pbar = tqdm(pbar, total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
-        optimizer.zero_grad()
-        for i, (imgs, targets, paths, _) in pbar:
-            ni = i + nb * epoch  # integrated batches since the start of training
-            imgs = imgs.to(device, non_blocking=True).float() / 255
+    frequency_w = class_frequency_weights(dataset.labels, len(names)) if opt.image_weights else None
+    return TrainRun(opt=opt, hyp=hyp, device=device, ctx=ctx, plotting=plotting, data=data, names=names, model=model,
+                    gs=gs, imgsz=imgsz, batch_size=batch_size, train_loader=train_loader, dataset=dataset, nb=nb,
+                    val_loader=val_loader, tb=tb, optimizer=optimizer, lf=lf, scheduler=scheduler,
+                    accumulate=accumulate, nw=nw, ema=ema, scaler=scaler, compute_loss=compute_loss,
+                    frequency_w=frequency_w), progress
 
-            if ni <= nw:
-                accumulate = warmup(optimizer, hyp, ni, nw, lf(epoch), opt.batch_size)
-            if opt.multi_scale:
-                imgs = resize_batch(imgs, multi_scale_size(imgsz, gs, scale_rng), gs)
 
-            with torch.autocast(device_type=device.type, enabled=cuda):
-                pred = model(imgs)
-                loss, loss_items = compute_loss(pred, targets.to(device))
-                if ctx.distributed:
-                    loss *= ctx.world_size  # DDP averages gradients across processes
-            if any_rank(not torch.isfinite(loss).item(), ctx, device):
-                raise UserInputError(
-                    f"--hyp {opt.hyp}: loss became {loss.item()} at epoch {epoch} batch {i}; training diverged. "
-                    f"Lower lr0 / warmup_bias_lr or check the labels; {last} holds the last good epoch")
-            scaler.scale(loss).backward()
+def begin_epoch(run: TrainRun, progress: Progress, epoch: int) -> np.random.Generator:
+    """Reseed, close mosaic for the last --close-mosaic epochs, draw --image-weights by the last validation;
+    returns the epoch's --multi-scale size stream."""
+    opt, ctx = run.opt, run.ctx
+    run.model.train()
+    # every random stream of the epoch restarts from (seed, epoch, rank): --resume replays it
+    init_seeds(epoch_seed(opt.seed, epoch, ctx.rank))
+    scale_rng = np.random.default_rng(epoch_seed(opt.seed, epoch, ctx.rank, MULTI_SCALE_STREAM))
+    if epoch >= opt.epochs - opt.close_mosaic and run.dataset.mosaic:
+        # workers are persistent and hold their own dataset copy: a new loader is how they see the change
+        LOGGER.info(f"Closing mosaic and mixup for the last {opt.epochs - epoch} epoch(s) (--close-mosaic)")
+        no_mosaic = {**run.hyp, "mosaic": 0.0, "mixup": 0.0}
+        with main_process_first(ctx):
+            run.train_loader, run.dataset = build_train_loader(run.data, run.imgsz, run.batch_size, run.gs,
+                                                               no_mosaic, opt, ctx)
+    set_loader_epoch(run.train_loader, epoch)
+    if opt.image_weights:  # classes the last validation scored worst are drawn most
+        progress.maps = broadcast_from_main(progress.maps, ctx, run.device)  # every rank draws the same epoch
+        class_w = epoch_class_weights(run.frequency_w, progress.maps)
+        run.train_loader.sampler.set_weights(per_image_weights(run.dataset.labels, class_w))
+    return scale_rng
 
-            if ni - last_opt_step >= accumulate:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP_NORM)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad()
-                if ema is not None:
-                    ema.update(model)
-                last_opt_step = ni
 
-            if ctx.is_main:
-                mloss = (mloss * i + loss_items) / (i + 1)
-                mem = f"{torch.cuda.memory_reserved(device) / 1e9 if cuda else 0:.3g}G"
-                pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % (
-                    f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
-                if plots and epoch == start_epoch and i < PLOTTED_TRAIN_BATCHES:
-                    plot_safely(plotting.plot_images, imgs, targets, paths, save_dir / f"train_batch{i}.jpg", names)
+def forward_backward(run: TrainRun, imgs: torch.Tensor, targets: torch.Tensor, epoch: int, i: int) -> torch.Tensor:
+    """AMP forward, loss and backward of one batch; returns the (box, obj, cls) loss items. A non-finite loss on
+    any rank stops every rank, naming the hyps as the likely cause."""
+    with torch.autocast(device_type=run.device.type, enabled=run.cuda):
+        pred = run.model(imgs)
+        loss, loss_items = run.compute_loss(pred, targets.to(run.device))
+        if run.ctx.distributed:
+            loss *= run.ctx.world_size  # DDP averages gradients across processes
+    if any_rank(not torch.isfinite(loss).item(), run.ctx, run.device):
+        raise UserInputError(
+            f"--hyp {run.opt.hyp}: loss became {loss.item()} at epoch {epoch} batch {i}; training diverged. "
+            f"Lower lr0 / warmup_bias_lr or check the labels; {run.last} holds the last good epoch")
+    run.scaler.scale(loss).backward()
+    return loss_items
 
-        lrs = [group["lr"] for group in optimizer.param_groups]
-        scheduler.step()
 
-        if ctx.is_main:
-            ema.update_attr(model, include=("yaml", "names", "stride"))
-            final_epoch = epoch + 1 == opt.epochs
-            if not opt.noval or final_epoch:
-                results, maps, _ = validate.run(data=data, batch_size=batch_size * 2, imgsz=imgsz, half=cuda,
-                                             model=ema.ema, single_cls=opt.single_cls, dataloader=val_loader,
-                                             save_dir=save_dir, plots=False, compute_loss=compute_loss)
-            fi = float(fitness(np.array(results).reshape(1, -1))[0])
-            if fi >= best_fitness:  # ties count as progress for early stopping, as yolov5's EarlyStopping
-                best_epoch = epoch
-            best_fitness = max(best_fitness, fi)
-            write_results_row(save_dir / "results.csv", epoch, [*mloss.tolist(), *results, *lrs])
-            tb.log_scalars(RESULTS_COLUMNS[1:], [*mloss.tolist(), *results, *lrs], epoch)
-            if epoch == start_epoch:
-                tb.log_new_images(epoch)  # labels.jpg, train_batch0..2.jpg
-            stop = 0 < opt.patience <= epoch - best_epoch
-            if not opt.nosave or final_epoch or stop:
-                ckpt_out = build_checkpoint(de_parallel(model), ema=ema.ema, optimizer=optimizer, scaler=scaler,
-                                            epoch=epoch, best_fitness=best_fitness, hyp=hyp, opt=opt,
-                                            updates=ema.updates, best_epoch=best_epoch,
-                                            last_opt_step=last_opt_step, maps=maps.tolist())
-                save_checkpoint(ckpt_out, last)
-                if best_fitness == fi:
-                    save_checkpoint(ckpt_out, best)
-                if opt.save_period > 0 and epoch % opt.save_period == 0:
-                    save_checkpoint(ckpt_out, weights_dir / f"epoch{epoch}.pt")
-            if stop:
-                LOGGER.info(f"Stopping training early as no improvement observed in last {opt.patience} epochs. "
-                            f"Best results observed at epoch {best_epoch}, best model saved as best.pt.\n"
-                            f"To update EarlyStopping(patience={opt.patience}) pass a new patience value, "
-                            f"i.e. `python train.py --patience 300` or use `--patience 0` to disable EarlyStopping.")
-        if ctx.distributed:
-            flag = [stop]
-            dist.broadcast_object_list(flag, 0)
-            stop = flag[0]
-        if stop:
-            break
+def optimizer_step(run: TrainRun) -> None:
+    """Step on the accumulated gradients (unscaled, clipped to GRAD_CLIP_NORM), then move the EMA along."""
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm=GRAD_CLIP_NORM)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad()
+    if run.ema is not None:
+        run.ema.update(run.model)
 
-    final_results = results
+
+def train_one_epoch(run: TrainRun, progress: Progress, epoch: int) -> torch.Tensor:
+    """One pass over the training set: warmup, --multi-scale, an optimizer step every `accumulate` batches.
+    Returns the epoch's mean (box, obj, cls) loss (rank 0 keeps it; other ranks return zeros)."""
+    opt, ctx = run.opt, run.ctx
+    scale_rng = begin_epoch(run, progress, epoch)
+    mloss = torch.zeros(3, device=run.device)
+    pbar = enumerate(run.train_loader)
     if ctx.is_main:
-        LOGGER.info(f"\n{epoch - start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
-        for f in (last, best):
+        LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+        pbar = tqdm(pbar, total=run.nb, bar_format="{l_bar}{bar:10}{r_bar}")
+    run.optimizer.zero_grad()
+    for i, (imgs, targets, paths, _) in pbar:
+        ni = i + run.nb * epoch  # integrated batches since the start of training
+        imgs = imgs.to(run.device, non_blocking=True).float() / 255
+        # warmup grows the batches per step from 1 to run.accumulate, which it reaches at ni == nw
+        accumulate = warmup(run.optimizer, run.hyp, ni, run.nw, run.lf(epoch), opt.batch_size) if ni <= run.nw \
+            else run.accumulate
+        if opt.multi_scale:
+            imgs = resize_batch(imgs, multi_scale_size(run.imgsz, run.gs, scale_rng), run.gs)
+        loss_items = forward_backward(run, imgs, targets, epoch, i)
+        if ni - progress.last_opt_step >= accumulate:
+            optimizer_step(run)
+            progress.last_opt_step = ni
+        if ctx.is_main:
+            mloss = (mloss * i + loss_items) / (i + 1)
+            mem = f"{torch.cuda.memory_reserved(run.device) / 1e9 if run.cuda else 0:.3g}G"
+            pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % (
+                f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
+            if run.plotting is not None and epoch == progress.start_epoch and i < PLOTTED_TRAIN_BATCHES:
+                plot_safely(run.plotting.plot_images, imgs, targets, paths, run.save_dir / f"train_batch{i}.jpg",
+                            run.names)
+    return mloss
+
+
+def validate_epoch(run: TrainRun, progress: Progress, epoch: int) -> float:
+    """Validate the EMA model (every epoch, or only the last with --noval); returns the epoch's fitness and
+    records a new best and whether --patience ran out."""
+    opt = run.opt
+    run.ema.update_attr(run.model, include=("yaml", "names", "stride"))
+    if not opt.noval or epoch + 1 == opt.epochs:
+        progress.results, progress.maps, _ = validate.run(
+            data=run.data, batch_size=run.batch_size * 2, imgsz=run.imgsz, half=run.cuda, model=run.ema.ema,
+            single_cls=opt.single_cls, dataloader=run.val_loader, save_dir=run.save_dir, plots=False,
+            compute_loss=run.compute_loss)
+    fi = float(fitness(np.array(progress.results).reshape(1, -1))[0])
+    if fi >= progress.best_fitness:  # ties count as progress for early stopping, as yolov5's EarlyStopping
+        progress.best_epoch = epoch
+    progress.best_fitness = max(progress.best_fitness, fi)
+    progress.stop = 0 < opt.patience <= epoch - progress.best_epoch
+    return fi
+
+
+def save_checkpoints(run: TrainRun, progress: Progress, epoch: int, is_best: bool) -> None:
+    """last.pt (resumable), best.pt when fitness reached a new best, epochN.pt every --save-period epochs."""
+    ckpt = build_checkpoint(de_parallel(run.model), ema=run.ema.ema, optimizer=run.optimizer, scaler=run.scaler,
+                            epoch=epoch, best_fitness=progress.best_fitness, hyp=run.hyp, opt=run.opt,
+                            updates=run.ema.updates, best_epoch=progress.best_epoch,
+                            last_opt_step=progress.last_opt_step, maps=progress.maps.tolist())
+    save_checkpoint(ckpt, run.last)
+    if is_best:
+        save_checkpoint(ckpt, run.best)
+    if run.opt.save_period > 0 and epoch % run.opt.save_period == 0:
+        save_checkpoint(ckpt, run.save_dir / f"weights/epoch{epoch}.pt")
+
+
+def end_epoch(run: TrainRun, progress: Progress, epoch: int, mloss: torch.Tensor, lrs: list[float]) -> None:
+    """Rank 0 after each epoch: validate, log results.csv and TensorBoard, save checkpoints, stop early."""
+    opt = run.opt
+    fi = validate_epoch(run, progress, epoch)
+    row = [*mloss.tolist(), *progress.results, *lrs]
+    write_results_row(run.save_dir / "results.csv", epoch, row)
+    run.tb.log_scalars(RESULTS_COLUMNS[1:], row, epoch)
+    if epoch == progress.start_epoch:
+        run.tb.log_new_images(epoch)  # labels.jpg, train_batch0..2.jpg
+    if not opt.nosave or epoch + 1 == opt.epochs or progress.stop:
+        save_checkpoints(run, progress, epoch, is_best=progress.best_fitness == fi)
+    if progress.stop:
+        LOGGER.info(f"Stopping training early as no improvement observed in last {opt.patience} epochs. "
+                    f"Best results observed at epoch {progress.best_epoch}, best model saved as best.pt.\n"
+                    f"To update EarlyStopping(patience={opt.patience}) pass a new patience value, "
+                    f"i.e. `python train.py --patience 300` or use `--patience 0` to disable EarlyStopping.")
+
+
+def stop_on_every_rank(stop: bool, ctx: DistContext) -> bool:
+    """Rank 0's early-stopping decision, on every rank (only rank 0 validates)."""
+    if ctx.distributed:
+        flag = [stop]
+        dist.broadcast_object_list(flag, 0)
+        stop = flag[0]
+    return stop
+
+
+def finish_run(run: TrainRun, progress: Progress, epoch: int, t0: float) -> TrainSummary:
+    """Rank 0: strip the optimizer from last/best, validate best.pt (not under --evolve), plot results.csv."""
+    final_results, epochs_run = progress.results, epoch - progress.start_epoch + 1
+    if run.ctx.is_main:
+        LOGGER.info(f"\n{epochs_run} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+        for f in (run.last, run.best):
             if f.exists():
                 finalize_checkpoint(f)
-        if best.exists() and not opt.evolve:  # evolve scores each generation by its last epoch
-            LOGGER.info(f"\nValidating {best}...")
-            final_results, _, _ = validate.run(data=data, batch_size=batch_size * 2, imgsz=imgsz,
-                                               model=load_model(best, device), single_cls=opt.single_cls,
-                                               dataloader=val_loader, save_dir=save_dir, verbose=True,
-                                               plots=plots, compute_loss=compute_loss)
-        if plots:
-            plot_safely(plotting.plot_results, save_dir / "results.csv")
-        tb.log_new_images(epoch)  # results.png
-        tb.close()
-        LOGGER.info(f"Results saved to {save_dir}")
-    return TrainSummary(save_dir, last, best, tuple(float(x) for x in final_results), epoch - start_epoch + 1)
+        if run.best.exists() and not run.opt.evolve:  # evolve scores each generation by its last epoch
+            LOGGER.info(f"\nValidating {run.best}...")
+            final_results, _, _ = validate.run(data=run.data, batch_size=run.batch_size * 2, imgsz=run.imgsz,
+                                               model=load_model(run.best, run.device), single_cls=run.opt.single_cls,
+                                               dataloader=run.val_loader, save_dir=run.save_dir, verbose=True,
+                                               plots=run.plotting is not None, compute_loss=run.compute_loss)
+        if run.plotting is not None:
+            plot_safely(run.plotting.plot_results, run.save_dir / "results.csv")
+        run.tb.log_new_images(epoch)  # results.png
+        run.tb.close()
+        LOGGER.info(f"Results saved to {run.save_dir}")
+    return TrainSummary(run.save_dir, run.last, run.best, tuple(float(x) for x in final_results), epochs_run)
+
+
+def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext,
+          resume_ckpt: dict | None = None) -> TrainSummary:
+    """One training run, from data to final validation. Rank 0 logs, validates and saves."""
+    run, progress = setup_run(hyp, opt, device, ctx, resume_ckpt)
+    t0 = time.time()
+    LOGGER.info(f"Image sizes {run.imgsz} train, {run.imgsz} val\nUsing {run.train_loader.num_workers} dataloader "
+                f"workers\nLogging results to {run.save_dir}\nStarting training for {opt.epochs} epochs...")
+    epoch = progress.start_epoch
+    for epoch in range(progress.start_epoch, opt.epochs):
+        mloss = train_one_epoch(run, progress, epoch)
+        lrs = [group["lr"] for group in run.optimizer.param_groups]
+        run.scheduler.step()
+        if ctx.is_main:
+            end_epoch(run, progress, epoch, mloss, lrs)
+        progress.stop = stop_on_every_rank(progress.stop, ctx)
+        if progress.stop:
+            break
+    return finish_run(run, progress, epoch, t0)
 
 
 def finalize_checkpoint(path: Path) -> None:
