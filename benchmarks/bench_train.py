@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_train.py` puts only benchmarks/ on the path
     sys.path.insert(0, str(ROOT))
 
+# torch-free, so the parent stays so while trainers run; importing utils sets ultralytics offline for the children
 from models.zoo import PEERS  # noqa: E402
-from utils.system import cpu_name, peak_rss_mb  # noqa: E402  (torch-free: the parent stays so while trainers run)
+from utils.system import cpu_name, peak_rss_mb  # noqa: E402
 
 RESULT_TAG = "BENCH_RESULT "
 

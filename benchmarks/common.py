@@ -43,8 +43,8 @@ finally:
 
 # ------------------------------------------------------------------------------------------- flags
 def add_timing_args(parser: argparse.ArgumentParser, runs: int, warmup: int, threads_help: str) -> None:
-    """--imgsz, --threads, --warmup, --runs, --project, --name: the flags of every script that times models."""
-    parser.add_argument("--imgsz", type=int, default=640, help="square input size (a multiple of 32)")
+    """--imgsz, --threads, --warmup, --runs, --project, --name: the flags of the scripts that time models in rounds."""
+    parser.add_argument("--imgsz", type=int, default=640, help="square input size, rounded up to a multiple of 32")
     parser.add_argument("--threads", type=int, default=2, help=threads_help)
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed rounds")
     parser.add_argument("--runs", type=int, default=runs, help="timed rounds (each runs every model once)")
