@@ -190,7 +190,7 @@ def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_di
 
 
 def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
-    from utils.checkpoint import load_model
+    from utils.infer.backends import load_model
     from utils.torch_utils import select_device
 
     hyp, tag = recipe_hyp(name, opt, out), run_tag(file_tag(name), seed, opt)

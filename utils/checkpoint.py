@@ -4,6 +4,7 @@ Why plain values: `torch.load(path, weights_only=True)` refuses pickled classes,
 only state dicts, numbers, strings, lists and dicts loads safely anywhere, with no import of our code.
 Why atomic: training may be killed at any moment (SIGKILL, OOM, pre-emption); the file on disk is either
 the previous checkpoint or the new one, never a half-written one.
+Rebuilding a model from one is utils.infer.backends.load_model's job: a core module knows no model code.
 """
 from __future__ import annotations
 
@@ -205,27 +206,3 @@ def trained_imgsz(path: str | Path, fallback: int = DEFAULT_IMGSZ) -> int:
     except UserInputError:
         return fallback
     return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> nn.Module:
-    """Rebuild the DetectionModel of `ckpt` (EMA weights when present) in float32, train mode, on CPU."""
-    from models.yolo import DetectionModel  # imported here: models import utils, not the other way round
-
-    cfg = dict(ckpt["model_yaml"])
-    model = DetectionModel(cfg, ch=int(cfg.get("ch", 3)), nc=int(cfg.get("nc", ckpt.get("nc") or 80)))
-    state = ckpt.get("ema") or ckpt["model"]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise UserInputError(f"{path}: weights do not match its model_yaml ({str(e).splitlines()[0]})") from None
-    names = ckpt.get("names") or [str(i) for i in range(int(cfg.get("nc", 80)))]
-    model.names = list(names)
-    return model.float()
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool = False) -> nn.Module:
-    """Load a checkpoint into a ready-for-inference DetectionModel (eval mode, optional Conv+BN fusion)."""
-    model = model_from_checkpoint(load_checkpoint(path), path)
-    if fuse and hasattr(model, "fuse"):
-        model = model.fuse()
-    return model.to(device).eval()

@@ -264,7 +264,7 @@ def test_bad_task_and_missing_coco_json(checkpoint, tmp_path):
 
 
 def test_onnx_model_validates_at_its_export_size(checkpoint, tmp_path, log_text):
-    from utils.checkpoint import load_model
+    from utils.infer.backends import load_model
     from utils.infer.exporters import export_metadata, export_onnx, prepare_for_export
 
     model = prepare_for_export(load_model(checkpoint))

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.checkpoint import build_checkpoint, load_checkpoint, load_model, save_checkpoint
+from utils.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from utils.infer.backends import load_model
 from utils.errors import UserInputError
 
 TINY_YAML = {
