@@ -44,6 +44,7 @@ from utils.train.distributed import (DistContext, any_rank, broadcast_from_main,
                                lost_peer_cause, main_process_first)
 from utils.errors import UserInputError  # noqa: E402
 from utils.train.hyp import load_hyp  # noqa: E402
+from utils.train.distill import Distiller, load_teacher  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.train.loss import build_loss  # noqa: E402
 from utils.metrics.ap import fitness  # noqa: E402
@@ -112,6 +113,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
     parser.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     parser.add_argument("--close-mosaic", type=int, default=0, help="train the last N epochs without mosaic/mixup")
+    parser.add_argument("--teacher", type=str, default="",
+                        help="distill from this trained checkpoint of ours (same classes; gains kd_box, kd_cls, kd_t in --hyp)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by torch.distributed (env LOCAL_RANK wins)")
     return parser.parse_args(argv)
 
@@ -265,6 +268,7 @@ class TrainRun:
     ema: ModelEMA | None  # rank 0 only
     scaler: torch.amp.GradScaler
     compute_loss: Callable
+    distiller: Distiller | None  # --teacher: the teacher's outputs as extra targets
     frequency_w: np.ndarray | None  # class frequencies, with --image-weights
 
     @property
@@ -406,13 +410,16 @@ def setup_run(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: Dis
     names = model.names
     model = wrap_distributed(model, opt, ctx, device)
     compute_loss = build_loss(model, {**hyp, "label_smoothing": opt.label_smoothing}, imgsz)
+    distiller = Distiller(load_teacher(opt.teacher, model, device), model, hyp) if opt.teacher else None
+    if distiller is not None and ctx.is_main:
+        LOGGER.info(f"Distilling from {opt.teacher}: " + ", ".join(f"{k}={v:g}" for k, v in distiller.gains.items()))
     nb = len(train_loader)
     nw = max(round(hyp["warmup_epochs"] * nb), MIN_WARMUP_ITERS) if hyp["warmup_epochs"] > 0 else -1
     frequency_w = class_frequency_weights(dataset.labels, len(names)) if opt.image_weights else None
     return TrainRun(opt=opt, hyp=hyp, device=device, ctx=ctx, plotting=plotting, data=data, names=names, model=model,
                     gs=gs, imgsz=imgsz, batch_size=batch_size, train_loader=train_loader, dataset=dataset, nb=nb,
                     val_loader=val_loader, tb=tb, optimizer=optimizer, lf=lf, scheduler=scheduler,
-                    accumulate=accumulate, nw=nw, ema=ema, scaler=scaler, compute_loss=compute_loss,
+                    accumulate=accumulate, nw=nw, ema=ema, scaler=scaler, compute_loss=compute_loss, distiller=distiller,
                     frequency_w=frequency_w), progress
 
 
@@ -440,11 +447,14 @@ def begin_epoch(run: TrainRun, progress: Progress, epoch: int) -> np.random.Gene
 
 
 def forward_backward(run: TrainRun, imgs: torch.Tensor, targets: torch.Tensor, epoch: int, i: int) -> torch.Tensor:
-    """AMP forward, loss and backward of one batch; returns the (box, obj, cls) loss items. A non-finite loss on
+    """AMP forward, loss and backward of one batch; returns the (box, obj, cls[, kd_box, kd_cls]) loss items. A non-finite loss on
     any rank stops every rank, naming the hyps as the likely cause."""
     with torch.autocast(device_type=run.device.type, enabled=run.cuda):
         pred = run.model(imgs)
         loss, loss_items = run.compute_loss(pred, targets.to(run.device))
+        if run.distiller is not None:
+            kd_loss, kd_items = run.distiller(imgs, pred)
+            loss, loss_items = loss + kd_loss, torch.cat((loss_items, kd_items))
         if run.ctx.distributed:
             loss *= run.ctx.world_size  # DDP averages gradients across processes
     if any_rank(not torch.isfinite(loss).item(), run.ctx, run.device):
@@ -471,10 +481,11 @@ def train_one_epoch(run: TrainRun, progress: Progress, epoch: int) -> torch.Tens
     Returns the epoch's mean (box, obj, cls) loss (rank 0 keeps it; other ranks return zeros)."""
     opt, ctx = run.opt, run.ctx
     scale_rng = begin_epoch(run, progress, epoch)
-    mloss = torch.zeros(3, device=run.device)
+    columns = ("box_loss", "obj_loss", "cls_loss") + (("kd_box", "kd_cls") if run.distiller is not None else ())
+    mloss = torch.zeros(len(columns), device=run.device)
     pbar = enumerate(run.train_loader)
     if ctx.is_main:
-        LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+        LOGGER.info(("\n" + "%11s" * (len(columns) + 4)) % ("Epoch", "GPU_mem", *columns, "Instances", "Size"))
         pbar = tqdm(pbar, total=run.nb, bar_format="{l_bar}{bar:10}{r_bar}")
     run.optimizer.zero_grad()
     for i, (imgs, targets, paths, _) in pbar:
@@ -492,12 +503,12 @@ def train_one_epoch(run: TrainRun, progress: Progress, epoch: int) -> torch.Tens
         if ctx.is_main:
             mloss = (mloss * i + loss_items) / (i + 1)
             mem = f"{torch.cuda.memory_reserved(run.device) / 1e9 if run.cuda else 0:.3g}G"
-            pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % (
+            pbar.set_description(("%11s" * 2 + "%11.4g" * (len(columns) + 2)) % (
                 f"{epoch}/{opt.epochs - 1}", mem, *mloss.tolist(), targets.shape[0], imgs.shape[-1]))
             if run.plotting is not None and epoch == progress.start_epoch and i < PLOTTED_TRAIN_BATCHES:
                 plot_safely(run.plotting.plot_images, imgs, targets, paths, run.save_dir / f"train_batch{i}.jpg",
                             run.names)
-    return mloss
+    return mloss[:3]  # results.csv keeps yolov5's three train-loss columns
 
 
 def validate_epoch(run: TrainRun, progress: Progress, epoch: int) -> float:

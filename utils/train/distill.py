@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from models.heads import Detect, DetectAF
 from models.yolo import DetectionModel, detection_head
 from utils.boxes import ciou_loss, xywh_to_xyxy
+from utils.checkpoint import load_model
 from utils.errors import UserInputError
 
 KD_HYP_DEFAULTS = {"kd_box": 1.0, "kd_cls": 1.0, "kd_t": 2.0}  # used for keys a hyp file leaves out
@@ -70,8 +71,6 @@ def check_teacher(teacher: nn.Module, student: nn.Module, path: str) -> None:
 
 def load_teacher(path: str | Path, student: nn.Module, device: torch.device) -> DetectionModel:
     """The teacher from a checkpoint of ours: fused, eval, frozen, on the student's device."""
-    from utils.checkpoint import load_model
-
     if not Path(path).is_file():
         raise UserInputError(f"--teacher {path}: checkpoint not found")
     teacher = load_model(path, device).fuse().eval()
@@ -87,8 +86,8 @@ class Distiller:
     def __init__(self, teacher: DetectionModel, student: nn.Module, hyp: dict[str, Any]):
         self.teacher = teacher
         self.head = detection_head(student)
-        gains = {**KD_HYP_DEFAULTS, **{k: hyp[k] for k in KD_HYP_DEFAULTS if k in hyp}}
-        self.box_gain, self.cls_gain, self.temperature = (float(gains[k]) for k in ("kd_box", "kd_cls", "kd_t"))
+        self.gains = {k: float(hyp.get(k, default)) for k, default in KD_HYP_DEFAULTS.items()}
+        self.box_gain, self.cls_gain, self.temperature = (self.gains[k] for k in ("kd_box", "kd_cls", "kd_t"))
         if self.temperature <= 0:
             raise UserInputError(f"hyp kd_t {self.temperature}: the distillation temperature must be positive")
 
