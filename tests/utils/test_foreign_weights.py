@@ -12,7 +12,8 @@ import torch.nn as nn
 
 import models.yolo
 from models.yolo import DetectionModel
-from utils.checkpoint import load_model, model_from_checkpoint, trained_imgsz
+from utils.checkpoint import trained_imgsz
+from utils.infer.backends import load_model, model_from_checkpoint
 from utils.errors import UserInputError
 from utils.foreign_weights import (checkpoint_from_foreign, read_foreign_checkpoint, transfer_state,
                                    unpickle_restricted)
