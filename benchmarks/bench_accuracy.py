@@ -29,6 +29,8 @@ coco128, which is the full 80-class set from yolov5's coco128.yaml, ../shared/ o
     python benchmarks/bench_accuracy.py --data data/coco128-person.yaml --epochs 60 --nbs 16    # real photos
     python benchmarks/bench_accuracy.py --data ../shared/data/coco128/data.yaml --imgsz 640 --epochs 100 --nbs 64 \
         --device 0  # GPU-scale
+    python benchmarks/bench_accuracy.py --epochs 50 --seed 0 1 2 --models yolov5n-pconv-lite2-af \
+        --teacher yolov5n-af  # each student from scratch and distilled from a teacher trained here first
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
 """
 from __future__ import annotations
@@ -114,6 +116,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    "check downloads weights)")
     p.add_argument("--latency-imgsz", type=int, default=640)
     p.add_argument("--latency-runs", type=int, default=20, help="timed ONNX Runtime rounds (0: no latency)")
+    p.add_argument("--teacher", default="",
+                   help="distil: a zoo model name (trained first, once, on the first seed with the recipe) or our .pt; "
+                        "each --models entry then also trains distilled from it, per seed")
     p.add_argument("--skip-train", action="store_true", help="latency only")
     p.add_argument("--project", default=str(ROOT / "runs/benchmark"))
     p.add_argument("--name", default="accuracy")
@@ -189,22 +194,49 @@ def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_di
     return float(results[2]), float(results[3])
 
 
-def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
+def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int,
+               teacher: Teacher | None = None) -> Row:
+    """One training of a zoo model with the recipe, scored by `val_map`; with `teacher`, distilled from it (the
+    row's train seconds then include the teacher's own training, its cost)."""
     from utils.infer.backends import load_model
     from utils.torch_utils import select_device
 
-    hyp, tag = recipe_hyp(name, opt, out), run_tag(file_tag(name), seed, opt)
+    hyp = recipe_hyp(name, opt, out)
+    tag = run_tag(file_tag(name) + (f"-kd-{file_tag(teacher.name)}" if teacher else ""), seed, opt)
     cmd = ["train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
            "--imgsz", str(opt.imgsz), "--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size),
            "--optimizer", opt.optimizer, "--close-mosaic", str(opt.close_mosaic),
            "--workers", str(opt.workers), "--seed", str(seed), "--device", opt.device, "--noplots",
-           "--project", str(out), "--name", tag, "--exist-ok"]
+           "--project", str(out), "--name", tag, "--exist-ok"] + (["--teacher", str(teacher.path)] if teacher else [])
     LOGGER.info(" ".join(cmd))
     wall, rss = run_child(cmd, out / f"{tag}.log", opt.threads)
     model = load_model(out / tag / "weights/best.pt", select_device(opt.device))
     map50, map50_95 = val_map(model, data, opt, out / "val" / tag)
-    return Row(name, map50, map50_95, [map50_95], tail_mean(out / tag / "results.csv"),
-               wall, opt.epochs * n_train / wall, rss, notes=[" ".join(cmd)])
+    row_name = f"{name} distilled from {teacher.name}" if teacher else name
+    total = wall + (teacher.train_s if teacher else 0.0)
+    return Row(row_name, map50, map50_95, [map50_95], tail_mean(out / tag / "results.csv"),
+               total, opt.epochs * n_train / wall, rss, notes=[" ".join(cmd)])
+
+
+@dataclass
+class Teacher:
+    name: str  # a zoo model name, or the checkpoint's file name
+    path: Path  # its best.pt
+    train_s: float  # what training it cost (0 for a checkpoint given ready)
+
+
+def prepare_teacher(opt: argparse.Namespace, data: Path, out: Path, n_train: int) -> tuple[Teacher, Row | None]:
+    """--teacher as a ready checkpoint, or a zoo model trained here once (first seed) with the same recipe."""
+    if opt.teacher.endswith(".pt"):
+        if not Path(opt.teacher).is_file():
+            raise UserInputError(f"--teacher {opt.teacher}: checkpoint not found")
+        return Teacher(Path(opt.teacher).name, Path(opt.teacher), 0.0), None
+    first = argparse.Namespace(**{**vars(opt), "seed": [opt.seed[0]]})
+    (out / "teacher").mkdir(exist_ok=True)
+    row = train_ours(opt.teacher, data, first, out / "teacher", n_train, opt.seed[0])
+    row.model = f"{opt.teacher} (teacher, seed {opt.seed[0]})"
+    best = out / "teacher" / file_tag(opt.teacher) / "weights/best.pt"
+    return Teacher(opt.teacher, best, row.train_s), row
 
 
 def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:
@@ -297,17 +329,28 @@ def main(argv: list[str] | None = None) -> list[Row]:
         if not opt.skip_train:
             data = staged_dataset(Path(opt.data), tmp / "data")
             n_train = sum(1 for _ in (tmp / "data/images/train").iterdir())
+            teacher = None
+            if opt.teacher:
+                teacher, teacher_row = prepare_teacher(opt, data, save_dir, n_train)
+                if teacher_row is not None:
+                    rows[teacher_row.model] = teacher_row
             for name in opt.models:
                 LOGGER.info(f"bench_accuracy: training {name} ({opt.epochs} epochs at {opt.imgsz}, seeds {opt.seed})")
                 rows[name] = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s) for s in opt.seed])
+                if teacher is not None:
+                    distilled = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s, teacher)
+                                                 for s in opt.seed])
+                    rows[distilled.model] = distilled
             if opt.peer:
                 LOGGER.info(f"bench_accuracy: training ultralytics {opt.peer} (seeds {opt.seed})")
                 rows[opt.peer] = mean_over_seeds([train_peer(data, opt, save_dir, n_train, s) for s in opt.seed])
-        ms = time_onnx(onnx_files(list(opt.models), opt.peer, opt.latency_imgsz, tmp), opt.latency_imgsz,
+        timed = list(opt.models) + ([opt.teacher] if opt.teacher and not opt.teacher.endswith(".pt") else [])
+        ms = time_onnx(onnx_files(timed, opt.peer, opt.latency_imgsz, tmp), opt.latency_imgsz,
                        opt.threads, opt.latency_runs) if opt.latency_runs else {}
     for name, row in rows.items():
-        row.onnx_ms = ms.get(name)
-        row.latency_vs_peer = ms[name] / ms[opt.peer] if opt.peer and ms else None
+        model = name.split(" ")[0]  # a distilled row runs as its student, the teacher's row as the teacher
+        row.onnx_ms = ms.get(model)
+        row.latency_vs_peer = ms[model] / ms[opt.peer] if opt.peer and model in ms else None
     rows = list(rows.values())
     trained = "no training (--skip-train)" if opt.skip_train else \
         (f"data {opt.data}, device {opt.device}, imgsz {opt.imgsz}, epochs {opt.epochs}, batch {opt.batch_size}, "
