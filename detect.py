@@ -30,7 +30,7 @@ from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.infer.predictor import Detector  # noqa: E402
-from utils.runs import increment_path  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -39,11 +39,11 @@ from utils.infer.exporters import (FORMATS, INT8_FORMATS, ExportedFile, calibrat
                                    check_writable_dir, export_metadata, export_onnx, export_openvino, export_tflite,
                                    export_torchscript, openvino_xml, prepare_for_export, quantize_onnx,
                                    require_litert, require_openvino, written_files)
-from utils.infer.predictor import check_imgsz  # noqa: E402
+from deploy.imgsz import check_imgsz  # noqa: E402
 from utils.infer.verify import (Reference, file_row, file_size_mb, format_table, parity_batches,  # noqa: E402
                                 pytorch_row)
 from utils.log import LOGGER  # noqa: E402
-from utils.runs import increment_path  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
 ONNX_OPSETS = range(11, 22)

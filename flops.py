@@ -26,7 +26,7 @@ from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.profile.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
                                     prepare_model, profile_models, whole_model_rows)
-from utils.runs import increment_path
+from deploy.outputs import increment_path
 from utils.system import cpu_name, peak_rss_mb
 from utils.torch_utils import select_device
 

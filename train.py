@@ -50,7 +50,7 @@ from utils.log import LOGGER  # noqa: E402
 from utils.train.loss import build_loss  # noqa: E402
 from utils.metrics.ap import fitness  # noqa: E402
 from utils.train.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch, warmup  # noqa: E402
-from utils.runs import increment_path  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 from utils.data.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
 from utils.train.tensorboard_log import TensorBoardLogger  # noqa: E402
 from utils.torch_utils import (MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_seed, init_seeds,  # noqa: E402
@@ -81,7 +81,8 @@ class TrainSummary:
 # ------------------------------------------------------------------------------------------- options
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train a PConv-YOLO detector")
-    parser.add_argument("--weights", type=str, default="", help="initial weights path (our .pt checkpoint)")
+    parser.add_argument("--weights", type=str, default="",
+                        help="initial weights: our .pt, or an ultralytics (yolov5nu.pt, ...) or YOLOv5 (yolov5n.pt, ...) file")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml path (e.g. models/yolov5n-faster.yaml)")
     parser.add_argument("--data", type=str, default=DEFAULT_DATA, help="dataset.yaml path")
     parser.add_argument("--hyp", type=str, default=str(DEFAULT_HYP), help="hyperparameters path")

@@ -34,7 +34,7 @@ from utils.metrics.curves import plot_ap_curves, plot_confusion_matrix
 from utils.metrics.ap import (IOU_THRESHOLDS, MATCHING_NOTES, MATCHING_RULES, APResult, ConfusionMatrix, ap_per_class,
                            score_image)
 from utils.infer.predictor import default_imgsz
-from utils.runs import increment_path
+from deploy.outputs import increment_path
 from utils.torch_utils import select_device
 from utils.infer.tta import predict_augmented
 

@@ -59,7 +59,7 @@ from utils.errors import UserInputError  # noqa: E402
 from utils.data.labels import image_to_label_path  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.system import cpu_name  # noqa: E402
-from utils.runs import increment_path  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 
 SPLITS = ("train", "val", "test")  # what a data YAML may name; bench stages each one present
 DEFAULT_DATA = ROOT / "data/shapes3.yaml"  # shipped; the set on which a CPU run ranks models (docs/accuracy.md)

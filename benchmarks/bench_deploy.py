@@ -31,7 +31,7 @@ from benchmarks.common import run_measured  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.runs import increment_path  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 from utils.system import cpu_name  # noqa: E402
 
 RUNNERS = ("deploy", "detect.py")

@@ -31,7 +31,7 @@ import cv2  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.runs import increment_path  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 from utils.system import cpu_name, peak_rss_mb  # noqa: E402
 
 

@@ -45,7 +45,7 @@ from models.yolo import DetectionModel  # noqa: E402
 from models.zoo import PEERS  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.runs import increment_path  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 from utils.system import cpu_name, current_rss_mb, peak_rss_mb  # noqa: E402
 from utils.torch_utils import count_params, model_flops  # noqa: E402
 

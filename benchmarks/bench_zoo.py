@@ -33,7 +33,7 @@ from benchmarks.common import (add_timing_args, check_timing_args, export_onnx, 
 from models.zoo import SCALES, baseline_of  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.runs import increment_path  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 from utils.system import cpu_name, peak_rss_mb  # noqa: E402
 from utils.torch_utils import count_params, model_flops, select_device  # noqa: E402
 

@@ -39,17 +39,23 @@ class Result(Protocol):
     def crop(self, i: int) -> np.ndarray: ...  # needed only with save_crop
 
 
-def increment_path(path: Path, exist_ok: bool = False) -> Path:
-    """`path`, or path2, path3, ... — the first that does not exist yet (created)."""
+def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False) -> Path:
+    """`path`, or `path2`, `path3`, ... — the first that does not exist yet (yolov5's run folders; a file keeps
+    its suffix: best2.onnx). With exist_ok the given path is returned even if it exists (--exist-ok). With mkdir
+    the folder is created; one that cannot be (a file in the way, no permission) is a one-line error naming it."""
+    path = Path(path)
     if path.exists() and not exist_ok:
+        stem, suffix = (path.with_suffix(""), path.suffix) if path.is_file() else (path, "")
         n = 2
-        while Path(f"{path}{n}").exists():
+        while Path(f"{stem}{n}{suffix}").exists():
             n += 1
-        path = Path(f"{path}{n}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserInputError(f"--project {path.parent}: cannot create the run folder ({e.strerror or e})") from None
+        path = Path(f"{stem}{n}{suffix}")
+    if mkdir:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserInputError(f"--project {path.parent}: cannot create the run folder {path} "
+                                 f"({e.strerror or e})") from None
     return path
 
 

@@ -45,7 +45,7 @@ def detect(opt: argparse.Namespace) -> Path:
                 f"{detector.imgsz[0]}x{detector.imgsz[1]} {detector.engine.layout}, {len(info.names)} classes"
                 f"{', NMS in the graph' if info.nms else ''}")
     source = open_source(opt.source, vid_stride=opt.vid_stride, allow_local_streams=opt.allow_local_streams)
-    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok, mkdir=True)
     writer, viewer = ResultWriter(save_dir, opt.save_txt, opt.save_conf), Viewer(opt.view_img)
     detector.warmup()
     totals, seen = defaultdict(float), 0

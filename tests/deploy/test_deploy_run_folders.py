@@ -2,7 +2,7 @@
 import pytest
 
 from utils.errors import UserInputError
-from utils.runs import increment_path
+from deploy.outputs import increment_path
 
 
 def test_increment_path_numbers_existing_folders(tmp_path):

@@ -28,32 +28,18 @@ from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xy
 from utils.checkpoint import trained_imgsz
 from utils.errors import UserInputError
 from utils.log import LOGGER
-from utils.data.sources import Frame, is_live_source, open_source
+from deploy.detector import Detections as RunnerDetections
+from deploy.sources import Frame, is_live_source, open_source
 from utils.torch_utils import select_device
 from utils.infer.tta import predict_augmented
 
 @dataclass
-class Detections:
-    """Detections for one image. Arrays are numpy: xyxy (n, 4) float32 pixels, conf (n,), cls (n,) int."""
+class Detections(RunnerDetections):
+    """Detections for one image (the edge runner's result, plus where the image came from). Arrays are numpy:
+    xyxy (n, 4) float32 pixels of the original BGR `image`, conf (n,), cls (n,) int."""
 
-    path: str
-    image: np.ndarray  # the original BGR image the boxes refer to
-    xyxy: np.ndarray
-    conf: np.ndarray
-    cls: np.ndarray
-    names: list[str]
-    speed: dict[str, float] = field(default_factory=dict)  # ms: preprocess, inference, postprocess
+    path: str = ""
     input_shape: tuple[int, ...] = ()  # shape of the tensor the network saw, e.g. (1, 3, 384, 640)
-
-    def __len__(self) -> int:
-        return len(self.cls)
-
-    def summary(self) -> str:
-        """'2 persons, 1 bus' (yolov5's console wording), or '(no detections)'."""
-        if not len(self):
-            return "(no detections)"
-        classes, counts = np.unique(self.cls, return_counts=True)
-        return ", ".join(f"{n} {self.names[c]}{'s' * int(n > 1)}" for c, n in zip(classes, counts))
 
     def label(self, i: int, hide_labels: bool = False, hide_conf: bool = False) -> str:
         """Text drawn next to box i."""
@@ -236,7 +222,8 @@ class Detector:
         self._name_unnamed(int(det[:, 5].max()) + 1 if len(det) else 0)
         det[:, :4] = scale_boxes(input_shape, det[:, :4], image.shape[:2], ratio_pad)
         det = det.float().cpu().numpy()
-        return Detections(path, image, det[:, :4].copy(), det[:, 4].copy(), det[:, 5].astype(np.int64), self.names)
+        return Detections(image, det[:, :4].copy(), det[:, 4].copy(), det[:, 5].astype(np.int64), self.names,
+                          path=path)
 
     def _name_unnamed(self, nc: int) -> None:
         """Models without names (and no --data) get 'class0', 'class1', ... — extended in place as ids appear."""
@@ -263,7 +250,7 @@ class Detector:
         return result
 
     def predict_frames(self, frames: Iterable[Frame]) -> Iterator[tuple[Frame, Detections]]:
-        """Detections for each frame of a loader from utils.data.sources (detect.py's loop)."""
+        """Detections for each frame of a loader from deploy.sources (detect.py's loop)."""
         for frame in frames:
             yield frame, self.predict(frame.image, frame.path)
 
