@@ -30,11 +30,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.assets import DEMO_WEIGHTS  # noqa: E402
-from utils.checkpoint import trained_imgsz  # noqa: E402
+from utils.weights.checkpoint import trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.data.dataset import check_dataset, create_dataloader  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
-from utils.infer.backends import Backend, load_backend, load_model  # noqa: E402
+from utils.infer.backends import Backend, load_backend  # noqa: E402
+from utils.weights.checkpoint import load_model  # noqa: E402
 from utils.infer.exporters import (FORMATS, INT8_FORMATS, ExportedFile, calibration_batches,  # noqa: E402
                                    check_writable_dir, export_metadata, export_onnx, export_openvino, export_tflite,
                                    export_torchscript, openvino_xml, prepare_for_export, quantize_onnx,

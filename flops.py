@@ -21,7 +21,7 @@ import torch
 
 from deploy.imgsz import check_imgsz
 from models.yolo import DetectionModel
-from utils.infer.backends import load_model
+from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.profile.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,

@@ -40,6 +40,7 @@ import models.yolo  # noqa: E402
 import models.zoo  # noqa: E402
 import utils.infer.backends  # noqa: E402
 import utils.errors  # noqa: E402
+import utils.weights.checkpoint  # noqa: E402
 import utils.infer.predictor  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def custom(path: str, autoshape: bool = True, device: str | None = None, **detec
         if kind not in (None, "pytorch"):  # an exported file holds a graph, not a DetectionModel to rebuild
             raise utils.errors.UserInputError(f"custom(path={path!r}, autoshape=False): the bare DetectionModel "
                                               f"needs a .pt checkpoint, not an exported {kind} model")
-        return utils.infer.backends.load_model(path, device or "cpu")
+        return utils.weights.checkpoint.load_model(path, device or "cpu")
     return utils.infer.predictor.Detector(path, device=device or "", **detector_options)
 
 

@@ -37,8 +37,8 @@ from deploy.imgsz import round_to_stride  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.train.anchors import check_anchors  # noqa: E402
 from utils.data.augment import multi_scale_size, resize_batch  # noqa: E402
-from utils.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.infer.backends import load_model  # noqa: E402
+from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from utils.weights.checkpoint import load_model  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.data.dataset import check_dataset, create_dataloader, set_loader_epoch, single_cls_names  # noqa: E402
 from utils.train.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402

@@ -198,7 +198,7 @@ def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_trai
                teacher: Teacher | None = None) -> Row:
     """One training of a zoo model with the recipe, scored by `val_map`; with `teacher`, distilled from it (the
     row's train seconds then include the teacher's own training, its cost)."""
-    from utils.infer.backends import load_model
+    from utils.weights.checkpoint import load_model
     from utils.torch_utils import select_device
 
     hyp = recipe_hyp(name, opt, out)

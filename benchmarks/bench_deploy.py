@@ -81,7 +81,7 @@ def export_files(model_name: str, imgsz: int, formats: list[str], folder: Path, 
     import export
     from models.yolo import DetectionModel
     from utils.data.augment import letterbox
-    from utils.checkpoint import build_checkpoint, save_checkpoint
+    from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
     image = letterbox(cv2.VideoCapture(source).read()[1], (imgsz, imgsz))[0]
     frame = torch.from_numpy(image[:, :, ::-1].transpose(2, 0, 1).copy()).float()[None] / 255

@@ -51,7 +51,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def build_checkpoint_file(model_name: str, folder: Path) -> Path:
     """Untrained COCO-shaped (nc=80) model from its YAML, saved as our checkpoint format."""
     from models.yolo import DetectionModel
-    from utils.checkpoint import build_checkpoint, save_checkpoint
+    from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
     model = DetectionModel(f"models/{model_name}.yaml", nc=80)
     return save_checkpoint(build_checkpoint(model), folder / f"{model_name}.pt")

@@ -62,7 +62,7 @@ def export_ours(name: str, weights: Path | None, size: int, nc: int, calib: Path
     """{cell: file} for one of our models, written by export.run exactly as a user's export would be."""
     import export
     from models.yolo import DetectionModel
-    from utils.checkpoint import build_checkpoint, save_checkpoint
+    from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     if weights is None:

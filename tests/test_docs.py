@@ -41,7 +41,8 @@ TOP_LEVEL = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")} - {"r
 # The reader's own files, as the docs name them (a doc may use these without shipping them).
 USER_FILES = {"best.pt", "a.pt", "b.pt", "best.onnx", "best.tflite", "best-int8.tflite", "best_openvino_model/",
               "my.yaml", "my-data.yaml", "data.yaml", "data/your.yaml", "my_hyp.yaml", "clip.mp4", "images/",
-              "shots/*.jpg", "list.txt", "cams.streams", "my-video.mp4"}
+              "shots/*.jpg", "list.txt", "cams.streams", "my-video.mp4",
+              "yolov5nu.pt"}  # a checkpoint the reader has from ultralytics
 NEVER_RUN = {"pip", "pytest", "tensorboard", "torchrun"}
 # script: [(flag, values)] set on the command (replacing the doc's values, or appended)
 SHORTEN = {

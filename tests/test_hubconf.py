@@ -14,7 +14,7 @@ import detect
 import hubconf
 from models import zoo
 from models.yolo import DetectionModel, load_model_yaml
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -67,7 +67,7 @@ def imported_names(tree: ast.AST, importer: str, is_package: bool) -> set[str]:
                     package = package.rpartition(".")[0]
                 base = f"{package}.{base}".strip(".")
             names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from utils import checkpoint`
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from utils import boxes`
     return names
 
 
@@ -129,7 +129,7 @@ def cycle_through(start: str, graph: dict[str, set[str]], scc: set[str]) -> list
 
 
 def is_core(name: str) -> bool:
-    """A top-level utils/*.py (errors, log, checkpoint ...) or the utils package itself."""
+    """A top-level utils/*.py (errors, log, boxes ...) or the utils package itself."""
     return name == "utils" or (name.count(".") == 1 and under(name, "utils") and not is_wing(name))
 
 
@@ -147,13 +147,13 @@ def layer_problem(importer: str, imported: str) -> str | None:
     if under(importer, "models") and not (under(imported, "models") or imported in MODELS_MAY_USE):
         return f"models/ imports only models/ and {', '.join(sorted(MODELS_MAY_USE - {'utils'}))}"
     if is_core(importer) and (under(imported, "models") or is_wing(imported)):
-        return "core utils (utils/*.py) import no models/ and no wing (utils/data, train, metrics, infer, profile)"
+        return "core utils (utils/*.py) import no models/ and no wing (utils/data, train, metrics, infer, profile, weights)"
     return None
 
 
 def test_every_module_is_found_and_parsed():
     graph = import_graph()
-    for name in ("train", "models.yolo", "utils.infer.backends", "utils.checkpoint", "deploy.engines"):
+    for name in ("train", "models.yolo", "utils.infer.backends", "utils.weights.checkpoint", "deploy.engines"):
         assert name in graph
     assert "models.yolo" in graph["utils.train.loss"]  # a wing's edge into models/ is seen
 
@@ -172,7 +172,8 @@ def test_layers():
 
 
 @pytest.mark.parametrize("importer, imported, rule", [  # rule None: allowed
-    ("utils.checkpoint", "models.yolo", "core utils"),
+    ("utils.torch_utils", "models.yolo", "core utils"),
+    ("utils.weights.checkpoint", "models.yolo", None),
     ("utils.log", "utils.infer.backends", "core utils"),
     ("utils.infer.backends", "models.yolo", None),
     ("utils.log", "utils", None),
@@ -191,5 +192,5 @@ def test_a_cycle_is_reported_as_a_path():
 
 
 def test_imports_inside_functions_and_relative_ones_count():
-    tree = ast.parse("def f():\n    from utils import checkpoint\nfrom . import errors\n")
-    assert {"utils.checkpoint", "utils.errors"} <= imported_names(tree, "utils.log", False)
+    tree = ast.parse("def f():\n    from utils import boxes\nfrom . import errors\n")
+    assert {"utils.boxes", "utils.errors"} <= imported_names(tree, "utils.log", False)

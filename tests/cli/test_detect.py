@@ -15,7 +15,7 @@ import torch
 
 import detect
 from models.yolo import DetectionModel, load_model_yaml
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from deploy.sources import open_source
 from utils.errors import UserInputError
 

@@ -16,7 +16,7 @@ import export
 import val
 from models.yolo import DetectionModel
 from utils.infer.backends import load_backend
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.data.dataset import check_dataset
 from utils.errors import UserInputError
 

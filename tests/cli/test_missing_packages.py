@@ -11,7 +11,7 @@ import detect
 import export
 import val
 from models.yolo import DetectionModel, load_model_yaml
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import torch
 
 import train
 from tests.cli.test_train import CFG, COCO8, ROOT, results_epochs, subprocess_env
-from utils.checkpoint import load_checkpoint
+from utils.weights.checkpoint import load_checkpoint
 
 # every rank keeps its final DDP weights; GROUP_RANK 1 (the second node) can be told to die at an epoch's start
 NODE = """

@@ -7,7 +7,7 @@ import yaml
 
 import train
 import val
-from utils.checkpoint import load_checkpoint
+from utils.weights.checkpoint import load_checkpoint
 from utils.data.dataset import check_dataset, create_dataloader, single_cls_names
 from utils.errors import UserInputError
 

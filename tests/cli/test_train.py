@@ -18,8 +18,8 @@ import utils.train.hyp as hyp_module
 import utils.train.optim as optim
 import val
 from models.yolo import DetectionModel
-from utils.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
-from utils.infer.backends import load_model
+from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from utils.weights.checkpoint import load_model
 from utils.cli import run_cli
 from utils.errors import UserInputError
 from utils.log import LOGGER

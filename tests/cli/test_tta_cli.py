@@ -11,7 +11,7 @@ import torch
 import detect
 import val
 from models.yolo import DetectionModel, load_model_yaml
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

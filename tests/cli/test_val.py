@@ -16,7 +16,7 @@ import torch.nn as nn
 import yaml
 
 import val
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.assets import DEMO_DATA, DEMO_WEIGHTS
 from utils.metrics.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt, yolo_ground_truth
 from utils.data.dataset import check_dataset, create_dataloader
@@ -264,7 +264,7 @@ def test_bad_task_and_missing_coco_json(checkpoint, tmp_path):
 
 
 def test_onnx_model_validates_at_its_export_size(checkpoint, tmp_path, log_text):
-    from utils.infer.backends import load_model
+    from utils.weights.checkpoint import load_model
     from utils.infer.exporters import export_metadata, export_onnx, prepare_for_export
 
     model = prepare_for_export(load_model(checkpoint))

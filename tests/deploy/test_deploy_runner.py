@@ -26,7 +26,7 @@ from deploy.errors import UserInputError
 from deploy.run import main as deploy_main
 from deploy.sources import open_source
 from models.yolo import DetectionModel
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.data.dataset import check_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

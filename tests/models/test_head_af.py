@@ -11,8 +11,8 @@ import torch
 import export
 from models.heads import DetectAF, dfl_expectation
 from models.yolo import DetectionModel, load_model_yaml
-from utils.checkpoint import build_checkpoint, save_checkpoint
-from utils.infer.backends import load_model
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
 
 NC = 3

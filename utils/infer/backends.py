@@ -32,7 +32,7 @@ import torch
 from deploy.engines import (OPENVINO_DIR_SUFFIX, compile_openvino, openvino_compute,  # torch-free: the
                             openvino_xml_in)  # edge runner's OpenVINO path, one Core per process
 from models.yolo import DetectionModel
-from utils.checkpoint import load_checkpoint
+from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
 from utils.infer.backend_base import Backend
 from utils.infer.ensemble import Ensemble
@@ -106,29 +106,6 @@ class ExportedBackend(Backend):
         self.end_to_end = meta.get("nms", self.end_to_end)
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> DetectionModel:
-    """Rebuild the DetectionModel of `ckpt` (EMA weights when present) in float32, train mode, on CPU."""
-    cfg = dict(ckpt["model_yaml"])
-    model = DetectionModel(cfg, ch=int(cfg.get("ch", 3)), nc=int(cfg.get("nc", ckpt.get("nc") or 80)))
-    state = ckpt.get("ema") or ckpt["model"]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise UserInputError(f"{path}: weights do not match its model_yaml ({str(e).splitlines()[0]})") from None
-    names = ckpt.get("names") or [str(i) for i in range(int(cfg.get("nc", 80)))]
-    model.names = list(names)
-    return model.float()
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool = False) -> DetectionModel:
-    """Load a checkpoint (utils.checkpoint format) into a ready-for-inference DetectionModel (eval mode,
-    optional Conv+BN fusion): what the .pt backend, export, the profiler and torch.hub run."""
-    model = model_from_checkpoint(load_checkpoint(path), path)
-    if fuse:
-        model = model.fuse()
-    return model.to(device).eval()
-
-
 class ModelBackend(Backend):
     """A live DetectionModel, no file behind it (hubconf's untrained constructors, notebooks)."""
 
@@ -151,7 +128,7 @@ class ModelBackend(Backend):
 
 
 class PyTorchBackend(ModelBackend):
-    """Our training checkpoint (utils.checkpoint format), BN fused for speed."""
+    """Our training checkpoint (utils.weights.checkpoint format), BN fused for speed."""
 
     def __init__(self, path: Path, device: torch.device, fp16: bool = False):
         super().__init__(load_model(path, device, fuse=True), device, fp16, path=path)

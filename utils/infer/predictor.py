@@ -25,7 +25,7 @@ from deploy.imgsz import check_imgsz
 from utils.data.augment import letterbox
 from utils.infer.backends import Backend, check_class_ids, load_backend
 from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
-from utils.checkpoint import trained_imgsz
+from utils.weights.checkpoint import trained_imgsz
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from deploy.detector import Detections as RunnerDetections

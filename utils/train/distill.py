@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from models.heads import Detect, DetectAF
 from models.yolo import DetectionModel, detection_head
 from utils.boxes import ciou_loss, xywh_to_xyxy
-from utils.infer.backends import load_model
+from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
 
 KD_HYP_DEFAULTS = {"kd_box": 1.0, "kd_cls": 1.0, "kd_t": 2.0}  # used for keys a hyp file leaves out

@@ -14,7 +14,7 @@ import torch.nn as nn
 from models.yolo import DetectionModel, load_model_yaml
 from utils.infer.backend_base import Backend
 from utils.infer.backends import decode_metadata, encode_metadata, load_backend
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 from utils.log import LOGGER
 

@@ -11,7 +11,7 @@ import val
 from models.yolo import DetectionModel, load_model_yaml
 from utils.infer.backend_base import Backend
 from utils.infer.backends import ModelBackend, load_backend
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.infer.ensemble import Ensemble
 from utils.errors import UserInputError
 from utils.log import LOGGER_NAME

@@ -12,7 +12,7 @@ from PIL import Image
 
 from models.yolo import DetectionModel, load_model_yaml
 from utils.infer.backends import Backend
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.infer.predictor import Detector

@@ -8,7 +8,7 @@ import torch.nn as nn
 from flops import main, run
 from models.fasternet import PConv, set_pconv_mode
 from models.yolo import DetectionModel
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 from utils.profile.profiler import (BACKBONE_STAGES, PCONV_N_DIVS, layer_of, operator_benchmark, prepare_model,
                             profile_models, record_ops)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.yolo import DetectionModel
-from utils.checkpoint import build_checkpoint, save_checkpoint
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 from utils.train.distill import Distiller, bernoulli_kl, distribution_kl, load_teacher
 

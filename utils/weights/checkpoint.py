@@ -4,7 +4,8 @@ Why plain values: `torch.load(path, weights_only=True)` refuses pickled classes,
 only state dicts, numbers, strings, lists and dicts loads safely anywhere, with no import of our code.
 Why atomic: training may be killed at any moment (SIGKILL, OOM, pre-emption); the file on disk is either
 the previous checkpoint or the new one, never a half-written one.
-Rebuilding a model from one is utils.infer.backends.load_model's job: a core module knows no model code.
+load_model rebuilds a ready DetectionModel from one; files written by ultralytics or YOLOv5 are read through
+utils.weights.foreign and come back as our checkpoint dict.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from models.yolo import DetectionModel
 from utils.errors import UserInputError
-from utils.foreign_weights import checkpoint_from_foreign, is_foreign_checkpoint, read_foreign_checkpoint
+from utils.weights.foreign import checkpoint_from_foreign, is_foreign_checkpoint, read_foreign_checkpoint
 
 CHECKPOINT_VERSION = "1"
 DEFAULT_IMGSZ = 640  # the inference size when neither --imgsz nor the checkpoint says otherwise (yolov5's)
@@ -166,7 +168,7 @@ def _unreadable_reason(path: Path, head: bytes, error: Exception) -> str:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with weights_only=True; an ultralytics or YOLOv5 one as the checkpoint of ours it maps onto
-    (utils.foreign_weights); a missing, other or incomplete file is a UserInputError."""
+    (utils.weights.foreign); a missing, other or incomplete file is a UserInputError."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: checkpoint file not found")
@@ -206,3 +208,26 @@ def trained_imgsz(path: str | Path, fallback: int = DEFAULT_IMGSZ) -> int:
     except UserInputError:
         return fallback
     return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> DetectionModel:
+    """Rebuild the DetectionModel of `ckpt` (EMA weights when present) in float32, train mode, on CPU."""
+    cfg = dict(ckpt["model_yaml"])
+    model = DetectionModel(cfg, ch=int(cfg.get("ch", 3)), nc=int(cfg.get("nc", ckpt.get("nc") or 80)))
+    state = ckpt.get("ema") or ckpt["model"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UserInputError(f"{path}: weights do not match its model_yaml ({str(e).splitlines()[0]})") from None
+    names = ckpt.get("names") or [str(i) for i in range(int(cfg.get("nc", 80)))]
+    model.names = list(names)
+    return model.float()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool = False) -> DetectionModel:
+    """Load a checkpoint (utils.weights.checkpoint format) into a ready-for-inference DetectionModel (eval mode,
+    optional Conv+BN fusion): what the .pt backend, export, the profiler and torch.hub run."""
+    model = model_from_checkpoint(load_checkpoint(path), path)
+    if fuse:
+        model = model.fuse()
+    return model.to(device).eval()

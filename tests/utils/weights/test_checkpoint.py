@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
-from utils.infer.backends import load_model
+from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
 
 TINY_YAML = {
@@ -61,7 +61,7 @@ def test_kill_during_save_leaves_previous_checkpoint_intact(tmp_path):
     target = tmp_path / "last.pt"
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from utils.checkpoint import save_checkpoint
+        from utils.weights.checkpoint import save_checkpoint
         save_checkpoint({{"model_yaml": {{"nc": 1}}, "model": {{"w": torch.ones(3)}}, "epoch": 1}}, {str(target)!r})
         real_save = torch.save
         def save_then_die(obj, f, *a, **k):
@@ -71,8 +71,8 @@ def test_kill_during_save_leaves_previous_checkpoint_intact(tmp_path):
         torch.save = save_then_die
         save_checkpoint({{"model_yaml": {{"nc": 1}}, "model": {{"w": torch.zeros(3)}}, "epoch": 2}}, {str(target)!r})
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2],
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}, capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[3],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])}, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     ckpt = load_checkpoint(target)
     assert ckpt["epoch"] == 1 and torch.equal(ckpt["model"]["w"], torch.ones(3))

@@ -12,15 +12,15 @@ import torch.nn as nn
 
 import models.yolo
 from models.yolo import DetectionModel
-from utils.checkpoint import trained_imgsz
-from utils.infer.backends import load_model, model_from_checkpoint
+from utils.weights.checkpoint import trained_imgsz
+from utils.weights.checkpoint import load_model, model_from_checkpoint
 from utils.errors import UserInputError
-from utils.foreign_weights import (checkpoint_from_foreign, read_foreign_checkpoint, transfer_state,
+from utils.weights.foreign import (checkpoint_from_foreign, read_foreign_checkpoint, transfer_state,
                                    unpickle_restricted)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 IMGSZ = 128
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def vary_weights(model: nn.Module) -> nn.Module:
@@ -227,7 +227,7 @@ def test_yolov5_file_transfers_whole_and_predicts_as_the_original(yolov5_file):
 def test_reader_imports_nothing_the_file_names(yolov5nu):
     """The file names ultralytics' classes; reading it must not import them (an import runs a module's code)."""
     _, path = yolov5nu
-    code = ("import sys; from utils.foreign_weights import read_foreign_checkpoint; "
+    code = ("import sys; from utils.weights.foreign import read_foreign_checkpoint; "
             f"read_foreign_checkpoint({str(path)!r}); print(sorted(m for m in sys.modules if 'ultralytics' in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
@@ -235,7 +235,7 @@ def test_reader_imports_nothing_the_file_names(yolov5nu):
 
 
 def test_load_model_and_trained_imgsz_read_a_yolov5nu_file(yolov5nu, log_lines):
-    """val, detect, export and hub load through utils.checkpoint: a foreign file becomes our model there."""
+    """val, detect, export and hub load through utils.weights.checkpoint: a foreign file becomes our model there."""
     reference, path = yolov5nu
     model = load_model(path)
     assert f"transferred 426/426 tensors from {path}" in log_lines()

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from models.yolo import DetectionModel, load_model_yaml
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
@@ -425,7 +426,6 @@ def our_model_yaml(foreign: ForeignCheckpoint) -> dict:
 
     Only layouts we have map (ultralytics YOLOv5u, YOLOv5 P5); any other is refused, naming those.
     """
-    from models.yolo import load_model_yaml  # imported here: models import utils, not the other way round
 
     template = load_model_yaml(TEMPLATES[foreign.producer])
     theirs, ours = normalised_rows(foreign.yaml), normalised_rows(template)
@@ -450,7 +450,6 @@ def our_model_yaml(foreign: ForeignCheckpoint) -> dict:
 def checkpoint_from_foreign(path: str | Path) -> dict[str, Any]:
     """A foreign checkpoint as one of ours (model_yaml, model, names, nc, opt.imgsz): what val, detect, export
     and train read. The whole model must come from the file; the transfer is logged."""
-    from models.yolo import DetectionModel  # imported here: models import utils, not the other way round
 
     foreign = read_foreign_checkpoint(path)
     model = DetectionModel(our_model_yaml(foreign))
