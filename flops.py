@@ -24,7 +24,8 @@ from models.yolo import DetectionModel
 from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
 from utils.log import LOGGER
-from utils.profile.profiler import (BACKENDS, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
+from models.fasternet import PCONV_MODES
+from utils.profile.profiler import (RUNTIMES, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
                                     prepare_model, profile_models, whole_model_rows)
 from deploy.outputs import increment_path
 from utils.system import cpu_name, peak_rss_mb
@@ -48,9 +49,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch, ONNX Runtime and TFLite")
     parser.add_argument("--timer", default="wall", choices=TIMERS,
                         help="wall: latency on a quiet machine; cpu: process CPU time, load-proof, needs --threads 1")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
+    parser.add_argument("--backends", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
                         help="whole-model rows to time")
-    parser.add_argument("--pconv-mode", default="auto", choices=("auto", "split_cat", "slicing"),
+    parser.add_argument("--pconv-mode", default="auto", choices=PCONV_MODES,
                         help="PConv forward path for the PyTorch rows")
     parser.add_argument("--ops", action="store_true", help="also run the operator micro-benchmark (paper Table 1)")
     parser.add_argument("--ops-only", action="store_true", help="run only the operator micro-benchmark")

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from models.common import ACTIVATIONS, C3, SPPF, Bottleneck, Concat, Conv, replace_activation  # noqa: E402
 from models.fasternet import (C3Faster, C3FasterBN, FasterNetStage, PatchEmbed, PatchMerging,  # noqa: E402
                               set_pconv_mode)
+from deploy.imgsz import check_imgsz  # noqa: E402
 from models.heads import Detect, DetectAF  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -393,16 +394,16 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg", type=str, default="yolov5n.yaml", help="model.yaml path")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="image size for GFLOPs")
     parser.add_argument("--nc", type=int, default=None, help="override the YAML's number of classes")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for building and counting")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     opt = parse_opt(argv)
-    if opt.imgsz < 32 or opt.imgsz % 32:
-        raise UserInputError(f"--imgsz {opt.imgsz}: must be a positive multiple of 32")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    imgsz = check_imgsz(opt.imgsz, 32)[0]
+    torch.set_num_threads(opt.threads)
     model = DetectionModel(opt.cfg, nc=opt.nc)
-    print(layer_table(model, opt.imgsz))
+    print(layer_table(model, imgsz))
 
 
 if __name__ == "__main__":

@@ -144,8 +144,9 @@ def layer_problem(importer: str, imported: str) -> str | None:
         return "a library module (models/, utils/, deploy/) imports a CLI"
     if under(importer, "deploy") and (under(imported, "utils") or under(imported, "models")):
         return "deploy/ is torch-free and imports nothing from utils/ or models/"
-    if under(importer, "models") and not (under(imported, "models") or imported in MODELS_MAY_USE):
-        return f"models/ imports only models/ and {', '.join(sorted(MODELS_MAY_USE - {'utils'}))}"
+    if under(importer, "models") and not (under(imported, "models") or under(imported, "deploy")
+                                          or imported in MODELS_MAY_USE):
+        return f"models/ imports only models/, deploy/ and {', '.join(sorted(MODELS_MAY_USE - {'utils'}))}"
     if is_core(importer) and (under(imported, "models") or is_wing(imported)):
         return "core utils (utils/*.py) import no models/ and no wing (utils/data, train, metrics, infer, profile, weights)"
     return None
@@ -180,6 +181,7 @@ def test_layers():
     ("utils.infer.backends", "train", "imports a CLI"),
     ("deploy.run", "utils.errors", "deploy/"),
     ("models.heads", "utils.train.loss", "models/ imports only"),
+    ("models.yolo", "deploy.imgsz", None),
 ])
 def test_each_rule_names_what_it_refuses(importer, imported, rule):
     problem = layer_problem(importer, imported)

@@ -62,6 +62,16 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     return peak or 0.0  # 0: that process has exited
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (Linux /proc/self/clear_refs), so the next peak_rss_mb() is what runs
+    from here on; False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def current_rss_mb() -> float:
     rss = proc_status_mb("VmRSS")
     return peak_rss_mb() if rss is None else rss

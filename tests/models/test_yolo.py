@@ -185,9 +185,11 @@ def test_layer_table_and_cli(tmp_path, capsys):
     assert table[-1].startswith("tiny summary:") and f"{sum(p.numel() for p in model.parameters()):,}" in table[-1]
     main(["--cfg", str(path), "--imgsz", "64"])
     assert capsys.readouterr().out.strip().splitlines()[-1] == table[-1]
+    main(["--cfg", str(path), "--imgsz", "50"])  # the one --imgsz rule: rounded up to the stride, said once
+    assert capsys.readouterr().out.strip().splitlines()[-1] == table[-1]
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: main(["--cfg", str(path), "--imgsz", "50"]))
-    assert exit_info.value.code == 2 and "--imgsz 50" in capsys.readouterr().err
+        run_cli(lambda: main(["--cfg", str(path), "--imgsz", "0"]))
+    assert exit_info.value.code == 2 and "--imgsz 0" in capsys.readouterr().err
 
 
 def test_error_unknown_module(tmp_path):

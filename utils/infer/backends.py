@@ -40,7 +40,6 @@ from utils.log import LOGGER
 from utils.torch_utils import select_device
 
 SUFFIXES = {".pt": "pytorch", ".torchscript": "torchscript", ".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
-METADATA_KEYS = ("names", "stride", "imgsz")
 
 
 def encode_metadata(names: list[str], stride: int, imgsz: tuple[int, int] | list[int]) -> dict[str, str]:

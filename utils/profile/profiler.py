@@ -32,14 +32,15 @@ from torch.utils.flop_counter import flop_registry
 from models.fasternet import PConv, set_pconv_mode
 from models.yolo import DetectionModel
 from utils.log import LOGGER
-from utils.system import MB, current_rss_mb, peak_rss_mb
+from utils.infer.exporters import export_onnx
+from utils.system import MB, current_rss_mb, peak_rss_mb, reset_peak_rss
 from utils.torch_utils import count_params, model_flops
 
 # Feature maps of a YOLOv5-s backbone's four stages: (channels, stride) -> 64@160², ..., 512@20² at 640.
 BACKBONE_STAGES = ((64, 4), (128, 8), (256, 16), (512, 32))
 PCONV_N_DIVS = (2, 4, 8)
 PCONV_PATHS = ("split_cat", "slicing")
-BACKENDS = ("pytorch", "onnx", "tflite")
+RUNTIMES = ("pytorch", "onnx", "tflite")
 
 
 TIMERS = ("wall", "cpu")
@@ -352,29 +353,19 @@ def operator_benchmark(imgsz: int, device: torch.device, runs: int = 50, warmup:
 
 
 # ----------------------------------------------------------------- whole-model rows
-def reset_peak_rss() -> bool:
-    """Reset this process's peak-RSS mark (Linux /proc/self/clear_refs); False where unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def pytorch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     return lambda: model(x)
 
 
 def onnx_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Callable[[], Any]:
-    """Export (legacy TorchScript exporter, opset 17: the dynamo one mis-writes PConv's Split) and open in ORT."""
+    """Export with the exporter every ONNX file of ours comes from, and open in ORT."""
     import onnxruntime as ort
 
     export = copy.deepcopy(model).cpu().eval()
     if hasattr(export, "set_export_mode"):
         export.set_export_mode(True)
     with torch.no_grad():
-        torch.onnx.export(export, (x.cpu(),), str(path), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["output0"])
+        export_onnx(export, x.cpu(), path, metadata={})
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -463,7 +454,7 @@ def build_runner(backend: str, model: nn.Module, x: torch.Tensor, stem: Path, th
         return onnx_runner(model, x, stem.with_suffix(".onnx"), threads)
     if backend == "tflite":
         return tflite_runner(model, x, stem.with_suffix(".tflite"), threads)
-    raise ValueError(f"unknown backend {backend!r}, expected one of {BACKENDS}")
+    raise ValueError(f"unknown backend {backend!r}, expected one of {RUNTIMES}")
 
 
 def measure_memory(run: Callable[[], Any], backend: str, device: torch.device, sync: Callable[[], None],

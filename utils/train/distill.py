@@ -23,11 +23,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.heads import Detect, DetectAF
 from models.yolo import DetectionModel, detection_head
 from utils.boxes import ciou_loss, xywh_to_xyxy
 from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
+from utils.torch_utils import de_parallel
 
 KD_HYP_DEFAULTS = {"kd_box": 1.0, "kd_cls": 1.0, "kd_t": 2.0}  # used for keys a hyp file leaves out
 PROB_EPS = 1e-6  # keeps log(p) finite for saturated sigmoids
@@ -62,10 +62,10 @@ def check_teacher(teacher: nn.Module, student: nn.Module, path: str) -> None:
     t_strides, s_strides = t_head.stride.tolist(), s_head.stride.tolist()
     if t_strides != s_strides:
         raise UserInputError(f"{flag}: the teacher predicts at strides {t_strides}, the student at {s_strides}")
-    if isinstance(s_head, DetectAF) and t_head.reg_max != s_head.reg_max:
+    if de_parallel(student).anchor_free and t_head.reg_max != s_head.reg_max:
         raise UserInputError(f"{flag}: the teacher's boxes have {t_head.reg_max} bins per side, "
                              f"the student's {s_head.reg_max}")
-    if isinstance(s_head, Detect) and t_head.na != s_head.na:
+    if not de_parallel(student).anchor_free and t_head.na != s_head.na:
         raise UserInputError(f"{flag}: the teacher has {t_head.na} anchors per cell, the student {s_head.na}")
 
 
@@ -86,6 +86,7 @@ class Distiller:
     def __init__(self, teacher: DetectionModel, student: nn.Module, hyp: dict[str, Any]):
         self.teacher = teacher
         self.head = detection_head(student)
+        self.anchor_free = de_parallel(student).anchor_free
         self.gains = {k: float(hyp.get(k, default)) for k, default in KD_HYP_DEFAULTS.items()}
         self.box_gain, self.cls_gain, self.temperature = (self.gains[k] for k in ("kd_box", "kd_cls", "kd_t"))
         if self.temperature <= 0:
@@ -98,7 +99,7 @@ class Distiller:
 
     def __call__(self, imgs: torch.Tensor, student_raw: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         teacher_raw = self.teacher_raw(imgs)
-        losses = (self.anchor_free_terms if isinstance(self.head, DetectAF) else self.anchor_terms)(
+        losses = (self.anchor_free_terms if self.anchor_free else self.anchor_terms)(
             [s.float() for s in student_raw], [t.float() for t in teacher_raw])
         lbox, lcls = losses[0] * self.box_gain, losses[1] * self.cls_gain
         return (lbox + lcls) * imgs.shape[0], torch.stack((lbox, lcls)).detach()
