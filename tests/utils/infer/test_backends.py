@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from utils.infer.backend_base import Backend
 from utils.infer.backends import decode_metadata, encode_metadata, load_backend
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
-from utils.log import LOGGER
 
 NAMES = ["person", "car"]
 
@@ -52,14 +50,6 @@ def export_onnx(model: nn.Module, path, size=(32, 48), dynamic=False, metadata=N
         proto.metadata_props.add(key=k, value=v)
     onnx.save(proto, str(path))
     return path
-
-
-@pytest.fixture
-def log_lines(caplog):
-    LOGGER.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.INFO)
-    yield lambda: [r.getMessage() for r in caplog.records]
-    LOGGER.removeHandler(caplog.handler)
 
 
 def test_metadata_roundtrip_and_yolov5_names():

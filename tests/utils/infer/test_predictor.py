@@ -1,7 +1,6 @@
 """Detector: inputs of every kind, boxes mapped back to original pixels, drawing, labels, crops, TTA."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,6 @@ from models.yolo import DetectionModel, load_model_yaml
 from utils.infer.backends import Backend
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
-from utils.log import LOGGER
 from utils.infer.predictor import Detector
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,14 +51,6 @@ def scripted(monkeypatch):
         return Detector("scripted.pt", device="cpu", **kwargs)
 
     return make
-
-
-@pytest.fixture
-def log_lines(caplog):
-    LOGGER.addHandler(caplog.handler)
-    caplog.handler.setLevel(logging.INFO)
-    yield lambda: [r.getMessage() for r in caplog.records]
-    LOGGER.removeHandler(caplog.handler)
 
 
 def bright_spot_image(h=64, w=128, x=90, y=8) -> np.ndarray:
