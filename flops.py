@@ -27,6 +27,7 @@ from utils.log import LOGGER
 from models.fasternet import PCONV_MODES
 from utils.profile.profiler import (RUNTIMES, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
                                     prepare_model, profile_models, whole_model_rows)
+from deploy.cli import add_run_folder_flags
 from deploy.outputs import increment_path
 from utils.system import cpu_name, peak_rss_mb
 from utils.torch_utils import select_device
@@ -57,9 +58,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ops-only", action="store_true", help="run only the operator micro-benchmark")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer / per-operator profile")
     parser.add_argument("--noplots", action="store_true", help="save no plots")
-    parser.add_argument("--project", default=ROOT / "runs/benchmark", help="save to project/name")
-    parser.add_argument("--name", default="exp", help="save to project/name")
-    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    add_run_folder_flags(parser, str(ROOT / "runs/benchmark"))
     return parser.parse_args(argv)
 
 

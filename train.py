@@ -50,6 +50,7 @@ from utils.log import LOGGER  # noqa: E402
 from utils.train.loss import build_loss  # noqa: E402
 from utils.metrics.ap import fitness  # noqa: E402
 from utils.train.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch, warmup  # noqa: E402
+from deploy.cli import add_run_folder_flags  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
 from utils.data.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
 from utils.train.tensorboard_log import TensorBoardLogger  # noqa: E402
@@ -104,9 +105,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="max dataloader workers (per RANK in DDP mode)")
-    parser.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name")
-    parser.add_argument("--name", default="exp", help="save to project/name")
-    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    add_run_folder_flags(parser, str(ROOT / "runs/train"))
     parser.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
     parser.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")

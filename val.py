@@ -34,6 +34,7 @@ from utils.metrics.curves import plot_ap_curves, plot_confusion_matrix
 from utils.metrics.ap import (IOU_THRESHOLDS, MATCHING_NOTES, MATCHING_RULES, APResult, ConfusionMatrix, ap_per_class,
                            score_image)
 from utils.infer.predictor import default_imgsz
+from deploy.cli import add_label_flags, add_run_folder_flags, add_threshold_flags
 from deploy.outputs import increment_path
 from utils.torch_utils import select_device
 from utils.infer.tta import predict_augmented
@@ -450,24 +451,19 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
                         help="inference size (pixels; default: the size a .pt was trained at or a file "
                              "exported at, else 640)")
-    parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
-    parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
-    parser.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    add_threshold_flags(parser, conf=0.001, iou=0.6, max_det=300)  # validation scores every box down to 0.001
     parser.add_argument("--task", default="val", help="train, val, test or speed")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     parser.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
     parser.add_argument("--augment", action="store_true", help="augmented inference (TTA)")
     parser.add_argument("--verbose", action="store_true", help="report mAP by class")
-    parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
-    parser.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    add_label_flags(parser)
     parser.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file")
     parser.add_argument("--coco-json", type=str, default=None,
                         help="COCO annotation json to score --save-json results with pycocotools "
                              "(default: the data YAML's coco_json key, if any)")
-    parser.add_argument("--project", default=str(ROOT / "runs/val"), help="save to project/name")
-    parser.add_argument("--name", default="exp", help="save to project/name")
-    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    add_run_folder_flags(parser, str(ROOT / "runs/val"))
     parser.add_argument("--half", action="store_true",
                         help="FP16 inference on CUDA; OpenVINO: its default reduced precision (bf16)")
     parser.add_argument("--matching", choices=MATCHING_RULES, default=MATCHING_RULES[0],
