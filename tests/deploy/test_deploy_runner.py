@@ -207,47 +207,6 @@ print("loaded:", loaded)
                                f"openvino vs onnx {name}")
 
 
-def test_tflite_boxes_come_back_in_pixels_without_torch(exported, tmp_path):
-    """export.py writes .tflite boxes in image units (sidecar box_scale); deploy, torch and the project poisoned,
-    multiplies them back: the int8 file's candidates match the fp32 ONNX file's pixel boxes to int8 rounding.
-    A sidecar without box_scale (a file exported before it existed) is read as pixels, unscaled."""
-    assert json.loads(exported["tflite int8"].with_suffix(".json").read_text())["box_scale"] == str(IMGSZ)
-    old = tmp_path / "old.tflite"
-    shutil.copy(exported["tflite int8"], old)
-    meta = json.loads(exported["tflite int8"].with_suffix(".json").read_text())
-    del meta["box_scale"]
-    old.with_suffix(".json").write_text(json.dumps(meta))
-    script = f"""
-import json, sys
-for name in ("torch", "torchvision", "ultralytics", "utils", "models"):
-    sys.modules[name] = None
-import cv2
-import numpy as np
-from deploy.engines import load_engine
-from deploy.preprocess import letterbox, to_input
-outs = {{}}
-files = {{"onnx": {str(exported["onnx"])!r}, "int8": {str(exported["tflite int8"])!r}, "old": {str(old)!r}}}
-for key, path in files.items():
-    engine = load_engine(path, threads=2)
-    boxed = letterbox(cv2.imread({str(IMAGES[0])!r}), engine.input_hw)[0]
-    outs[key] = engine(to_input(boxed, engine.layout, engine.input_spec))[0]
-onnx, int8, old = outs["onnx"], outs["int8"], outs["old"]
-print(json.dumps({{"box_median": float(np.median(np.abs(onnx[:, :4]))),
-                   "int8_box_median_diff": float(np.median(np.abs(int8[:, :4] - onnx[:, :4]))),
-                   "int8_score_median_diff": float(np.median(np.abs(int8[:, 4:] - onnx[:, 4:]))),
-                   "old_scaled_diff": float(np.abs(old[:, :4] * {IMGSZ} - int8[:, :4]).max()),
-                   "old_scores_equal": bool(np.array_equal(old[:, 4:], int8[:, 4:]))}}))
-"""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    # medians: this random head's few huge boxes (~800 px at 64) stretch int8 ranges; int8 ONNX is as far off there
-    assert r["box_median"] > 10 and r["int8_box_median_diff"] < 1.0, r  # ~0.25 px; unscaled: off by ~the box size
-    assert r["int8_score_median_diff"] < 0.01, r
-    assert r["old_scaled_diff"] < 1e-4 and r["old_scores_equal"], r
-
-
 def test_bad_model_messages(exported, tmp_path):
     stripped = onnx.load(str(exported["onnx"]))
     kept = [p for p in stripped.metadata_props if p.key != "names"]

@@ -33,14 +33,12 @@ from utils.log import LOGGER
 FORMATS = ("onnx", "tflite", "torchscript", "openvino")
 INT8_FORMATS = ("onnx", "tflite", "openvino")  # the formats --int8 adds a quantized file to
 TFLITE_HINT = "TFLite export needs litert-torch and ai-edge-litert: pip install -r requirements-tflite.txt"
-# TFLite int8: what stays float, by op scope (the converter names an op after the module path that ran it): only
-# the last op, which writes the float output anyway. With boxes in image units (boxes_in_image_units) the head's
-# decode is int8; a float last concat lets each of its inputs (Detect: each level) keep its own int8 scale, and
-# --nms rows join class ids (0..nc-1) to 0-1 scores there.
-TFLITE_FLOAT_SCOPES = (r"serving_default_output.*",)
+# TFLite int8: what stays float, by op scope (the converter names an op after the module path that ran it, and
+# the head's own decode ops sit directly in its scope, its convs deeper): see head_float_ops.
+TFLITE_FLOAT_SCOPES = (r".*heads\.Detect\w*_\d+;[^/]*$", r"serving_default_output.*")
 OPENVINO_HINT = "OpenVINO export needs openvino, and nncf for --int8: pip install openvino nncf"
 NMS_PRE_TOPK = 1000  # candidates per image fed to the in-graph NMS (its IoU matrix is PRE_TOPK x PRE_TOPK)
-NMS_CLASS_OFFSET = 4096.0  # box units (pixels; .tflite: image units) between classes so IoU never crosses them
+NMS_CLASS_OFFSET = 4096.0  # pixels between classes' boxes so one IoU matrix never matches across classes
 MAX_CALIBRATION_IMAGES = 300  # int8 calibration images: each costs a forward pass
 
 
@@ -93,11 +91,6 @@ class FixedSizeNMS(nn.Module):
         return out
 
 
-def detection_model(model: nn.Module) -> nn.Module:
-    """The DetectionModel inside an export-form model (FixedSizeNMS wraps it with --nms)."""
-    return model.model if isinstance(model, FixedSizeNMS) else model
-
-
 def pairwise_iou_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     """(B, k, 4) xyxy → (B, k, k) IoU, with plain tensor ops (traceable by every exporter)."""
     x1, y1, x2, y2 = boxes.unbind(-1)
@@ -131,7 +124,7 @@ def clear_traced_grid_cache(model: nn.Module) -> None:
 def export_metadata(model: nn.Module, imgsz: tuple[int, int], batch: int, precision: str, nms: bool,
                     layout: str = "NCHW") -> dict[str, str]:
     """String-valued metadata written into (or beside) every exported file."""
-    detection = detection_model(model)
+    detection = model.model if isinstance(model, FixedSizeNMS) else model
     meta = encode_metadata(detection.names, int(max(detection.stride)), imgsz)
     meta.update(
         model=Path(str(detection.yaml.get("yaml_file", "model.yaml"))).name,
@@ -185,7 +178,8 @@ def head_float_ops(model: nn.Module) -> tuple[str, bool]:
     One int8 scale over a tensor that holds both pixel boxes and 0-1 scores would round every score to zero,
     so these stay float while every conv, the head's included, runs int8.
     """
-    return f"model.{len(detection_model(model).model) - 1}/", isinstance(model, FixedSizeNMS)
+    detection = model.model if isinstance(model, FixedSizeNMS) else model
+    return f"model.{len(detection.model) - 1}/", isinstance(model, FixedSizeNMS)
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
@@ -278,45 +272,20 @@ def require_litert() -> None:
         raise UserInputError(f"--include tflite: {TFLITE_HINT} ({e})") from None
 
 
-def tflite_box_scale(imgsz: tuple[int, int] | torch.Size) -> int:
-    """Pixels per box unit in a .tflite: the export size's longer side, so every box coordinate lies in [0, 1]."""
-    return int(max(imgsz))
-
-
-def boxes_in_image_units(model: nn.Module, scale: int) -> nn.Module:
-    """A copy of the export-form `model` whose box coordinates come out divided by `scale`.
-
-    Both heads decode boxes as (grid-unit quantity) x stride (heads.Detect: xy and anchors; heads.DetectAF:
-    centres and distances), so dividing the head's stride divides every coordinate before the head's concat
-    joins boxes to scores. A division after the head could not help int8: TFLite's int8 concat gives its inputs
-    the output's one scale, so pixel boxes beside 0-1 scores would already have rounded every score to zero.
-    An in-graph NMS is unchanged by the unit: IoU is scale-free and its class offset still far exceeds a box.
-    """
-    model = copy.deepcopy(model)
-    detection_model(model).model[-1].stride.div_(scale)
-    clear_traced_grid_cache(model)
-    return model
-
-
 def export_tflite(model: nn.Module, im: torch.Tensor, outputs: dict[str, Path], metadata: dict[str, str],
                   calibration: list[np.ndarray] | None = None) -> dict[str, Path]:
     """litert_torch.convert straight from PyTorch (once), then ai-edge-quantizer for each reduced precision.
 
     `outputs` maps precision (fp32, fp16, int8) to the file to write. fp16 stores conv weights as float16
     (dequantized at load; compute stays fp32 on XNNPACK). int8 is static post-training quantization (int8
-    weights and activations) calibrated on `calibration` batches, the whole graph included, the head's decode
-    too: that needs boxes in image units (boxes_in_image_units), since one int8 scale over pixel boxes and 0-1
-    scores would round every score to zero. Every precision gets the same unit, so one conversion serves them
-    all and every .tflite we write follows one rule (fp32 loses nothing by a constant division). Input and
-    output stay float32. Metadata goes to a sidecar `<file>.json` (utils.infer.backends and deploy read it),
-    with the precision, the input layout the converter produced and `box_scale`, what readers multiply
-    x, y, w, h (x1, y1, x2, y2 with --nms) by to get input pixels back.
+    weights and activations) calibrated on `calibration` batches; the Detect head (its 1x1 convs, the decode
+    and the final concat) stays float, because one int8 scale over a tensor holding both pixel boxes and 0-1
+    scores rounds every score to zero. Input and output stay float32. Metadata goes to a sidecar
+    `<file>.json` (utils.infer.backends reads it), with the precision and the input layout the converter produced.
     """
     require_litert()
     import litert_torch
 
-    scale = tflite_box_scale(im.shape[-2:])
-    model = boxes_in_image_units(model, scale)
     with torch.inference_mode():
         model(im)  # fixed input size: Detect's grids become constants instead of attributes set mid-export
     edge_model = litert_torch.convert(model, (im,))
@@ -330,7 +299,7 @@ def export_tflite(model: nn.Module, im: torch.Tensor, outputs: dict[str, Path], 
                 shutil.copyfile(float_file, path)
             else:
                 quantize_tflite(float_file, path, precision, calibration)
-            meta = {**metadata, "precision": precision, "layout": layout, "box_scale": str(scale)}
+            meta = {**metadata, "precision": precision, "layout": layout}
             tflite_sidecar(path).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return outputs
 
