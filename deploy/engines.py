@@ -1,8 +1,7 @@
 """The inference runtimes: ONNX Runtime for .onnx, LiteRT (ai-edge-litert) for .tflite, OpenVINO for its IR.
 
 Each takes the array `preprocess.to_input` built for it (layout, dtype and quantisation of the file's own
-input tensor) and returns the first output as float32, dequantised when the file's output is int8/uint8 and
-with its boxes in input pixels (ModelInfo.box_scale).
+input tensor) and returns the first output as float32, dequantised when the file's output is int8/uint8.
 A runtime is imported only when a file needs it, so a device may install just one of them.
 """
 from __future__ import annotations
@@ -74,17 +73,8 @@ class Engine:
         y = self._run(x)[:1]
         spec = self.output_spec
         if spec.quantized:
-            y = (y.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
-        return self._in_pixels(y.astype(np.float32, copy=False))
-
-    def _in_pixels(self, y: np.ndarray) -> np.ndarray:
-        """Box columns (cx cy w h, or x1 y1 x2 y2 with NMS inside) in input pixels, as the metadata's box_scale
-        says: export.py writes .tflite boxes in image units so that int8 can quantize its whole head."""
-        if self.info.box_scale == 1.0:
-            return y
-        y = y.copy()
-        y[..., :4] *= np.float32(self.info.box_scale)
-        return y
+            return (y.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
+        return y.astype(np.float32, copy=False)
 
 
 def layout_of(shape: list, declared: str | None) -> str:

@@ -3,8 +3,7 @@
 export.py writes these keys (all values strings) into ONNX `metadata_props` and, for TFLite, into a sidecar
 JSON next to the model (`best.json` or `best.tflite.json`, or `metadata.json` in a zip appended to the
 .tflite). Reading them here, instead of asking the user, is what lets one file carry everything a device
-needs. int8 scale / zero point are not copied here: they live in the .tflite tensors themselves. `box_scale`
-(TFLite) is how many input pixels one unit of the file's box columns is; files without it are in pixels.
+needs. int8 scale / zero point are not copied here: they live in the .tflite tensors themselves.
 """
 from __future__ import annotations
 
@@ -23,8 +22,7 @@ LAYOUTS = ("NCHW", "NHWC")
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Decoded metadata. `imgsz` is (height, width); `layout` is None when the file did not say; `box_scale`
-    multiplies the output's box columns back to input pixels."""
+    """Decoded metadata. `imgsz` is (height, width); `layout` is None when the file did not say."""
 
     names: tuple[str, ...]
     stride: int
@@ -32,7 +30,6 @@ class ModelInfo:
     nms: bool = False
     layout: str | None = None
     precision: str = "fp32"
-    box_scale: float = 1.0
 
 
 def _json_or_literal(value: Any) -> Any:
@@ -79,7 +76,6 @@ def parse_metadata(raw: dict[str, Any], model: Path, where: str) -> ModelInfo:
             nms=bool(_json_or_literal(raw["nms"])) if raw.get("nms") not in (None, "") else False,
             layout=layout,
             precision=str(raw.get("precision") or "fp32"),
-            box_scale=float(raw["box_scale"]) if raw.get("box_scale") not in (None, "") else 1.0,
         )
     except (ValueError, SyntaxError, TypeError, KeyError) as e:
         raise UserInputError(f"--model {model}: unreadable metadata in {where} ({e})") from None

@@ -13,12 +13,9 @@ The keys (written by utils/infer/exporters.py, read here; all values are strings
     batch   optional, the batch size a TorchScript file was traced with (ONNX/TFLite: read from the input)
     nms     optional JSON boolean: "true" when NMS is inside the graph; the output is then (B, max_det, 6)
             rows x1 y1 x2 y2 conf cls (zero rows are padding) instead of the raw predictions
-    box_scale  optional, TFLite only: pixels per unit of the file's box columns (exporters.tflite_box_scale);
-            the backend multiplies them back, so a file without it is in pixels already
 Where they live: ONNX `metadata_props`; TorchScript `_extra_files={"config.txt": <JSON object>}`;
 TFLite a sidecar JSON object next to the model (`model.json` or `model.tflite.json`) or a `metadata.json`
-inside a zip appended to the .tflite; OpenVINO the IR's rt_info under `model_info`. Box outputs of every backend
-are in input pixels, never normalised.
+inside a zip appended to the .tflite; OpenVINO the IR's rt_info under `model_info`. Box outputs of every format are in input pixels, never normalised.
 """
 from __future__ import annotations
 
@@ -75,8 +72,6 @@ def decode_metadata(meta: dict[str, Any], path: str | Path) -> dict[str, Any]:
             out["imgsz"] = (int(size[0]), int(size[1]))
         if meta.get("nms") is not None:
             out["nms"] = bool(json.loads(meta["nms"]) if isinstance(meta["nms"], str) else meta["nms"])
-        if meta.get("box_scale") is not None:
-            out["box_scale"] = float(meta["box_scale"])
     except (ValueError, SyntaxError, TypeError, KeyError, IndexError) as e:
         raise UserInputError(f"--weights {path}: unreadable model metadata ({e})") from None
     return out
@@ -220,9 +215,7 @@ class TFLiteBackend(ExportedBackend):
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise UserInputError(f"--weights {path}: not a readable TFLite model ({str(e).splitlines()[0]})") from None
-        meta = self._read_metadata(path)
-        self._apply_metadata(meta)
-        self.box_scale = decode_metadata(meta, path).get("box_scale", 1.0)
+        self._apply_metadata(self._read_metadata(path))
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         shape = [int(s) for s in self.input["shape"]]
@@ -260,9 +253,7 @@ class TFLiteBackend(ExportedBackend):
         scale, zero_point = self.output["quantization"]
         if self.output["dtype"] in (np.int8, np.uint8) and scale:
             y = (y.astype(np.float32) - zero_point) * scale
-        y = np.ascontiguousarray(y, dtype=np.float32)  # get_tensor returned a copy: ours to scale in place
-        y[..., :4] *= self.box_scale  # boxes back to input pixels (x1 y1 x2 y2 rows alike with --nms)
-        return torch.from_numpy(y)
+        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
 
 
 class OpenVINOBackend(ExportedBackend):
