@@ -196,3 +196,10 @@ def test_a_cycle_is_reported_as_a_path():
 def test_imports_inside_functions_and_relative_ones_count():
     tree = ast.parse("def f():\n    from utils import boxes\nfrom . import errors\n")
     assert {"utils.boxes", "utils.errors"} <= imported_names(tree, "utils.log", False)
+
+
+def test_test_files_have_unique_basenames():
+    """tests/ has no __init__.py files, so pytest imports each test module by its basename: two files of one name
+    in different folders stop the whole collection."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
