@@ -1,6 +1,7 @@
 """The shipped demo model: the CLIs' no-argument defaults find it, `python detect.py` alone annotates the
 shipped images and video, and the model scores what data/demo/README.md says it scores."""
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,15 +30,25 @@ def test_cli_defaults_are_the_shipped_demo_files():
 
 @pytest.mark.slow
 def test_detect_without_arguments_annotates_shipped_images_and_video(tmp_path):
+    """No flags at all, from any folder: results land in the repository's runs/detect/exp* (yolov5's ROOT-relative
+    default), which the test removes again."""
+    runs = ROOT / "runs/detect"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
     proc = subprocess.run([sys.executable, str(ROOT / "detect.py")], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "runs/detect/exp"
-    assert sorted(p.name for p in out.iterdir()) == ["bus.jpg", "people_6s.mp4", "zidane.jpg"]
-    assert cv2.imread(str(out / "bus.jpg")).shape == cv2.imread(str(ROOT / "data/images/bus.jpg")).shape
-    cap = cv2.VideoCapture(str(out / "people_6s.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
-    cap.release()
+    new = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []
+    try:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert len(new) == 1 and new[0].name.startswith("exp") and not (tmp_path / "runs").exists()
+        out = new[0]
+        assert sorted(p.name for p in out.iterdir()) == ["bus.jpg", "people_6s.mp4", "zidane.jpg"]
+        assert cv2.imread(str(out / "bus.jpg")).shape == cv2.imread(str(ROOT / "data/images/bus.jpg")).shape
+        cap = cv2.VideoCapture(str(out / "people_6s.mp4"))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
+        cap.release()
+    finally:
+        for folder in new:
+            shutil.rmtree(folder)
 
 
 def documented_scores() -> dict[str, tuple[int, float, float]]:
