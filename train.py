@@ -29,33 +29,34 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import yaml  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import val as validate  # noqa: E402
-from deploy.imgsz import round_to_stride  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.train.anchors import check_anchors  # noqa: E402
 from utils.data.augment import multi_scale_size, resize_batch  # noqa: E402
 from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.weights.checkpoint import load_model  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
-from utils.data.dataset import check_dataset, create_dataloader, set_loader_epoch, single_cls_names  # noqa: E402
+from utils.data.dataset import check_dataset, set_loader_epoch  # noqa: E402
 from utils.train.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
                                lost_peer_cause, main_process_first)
 from utils.errors import UserInputError  # noqa: E402
-from utils.train.hyp import load_hyp  # noqa: E402
+from utils.train.hyp import load_hyp, mutate_hyp  # noqa: E402
+from utils.train.run_log import RESULTS_COLUMNS, save_run_settings, write_results_row  # noqa: E402
 from utils.train.distill import Distiller, load_teacher  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.train.loss import build_loss  # noqa: E402
 from utils.metrics.ap import fitness  # noqa: E402
-from utils.train.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch, warmup  # noqa: E402
+from utils.train.optim import warmup  # noqa: E402
+from utils.train.setup import (Progress, build_optimization, build_train_loader, build_val_loader,  # noqa: E402
+                               load_optimization_state, prepare_model, resumed_progress, start_checkpoint,
+                               wrap_distributed)
 from deploy.cli import add_run_folder_flags  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
 from utils.data.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
 from utils.train.tensorboard_log import TensorBoardLogger  # noqa: E402
-from utils.torch_utils import (MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_seed, init_seeds,  # noqa: E402
-                               model_info)
+from utils.torch_utils import MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_seed, init_seeds  # noqa: E402
 
 DEFAULT_HYP = ROOT / "data/hyps/hyp.scratch-low.yaml"
 MIN_WARMUP_ITERS = 100
@@ -63,9 +64,6 @@ GRAD_CLIP_NORM = 10.0
 PLOTTED_TRAIN_BATCHES = 3
 DEFAULT_WORKERS = 8
 DEFAULT_DATA = str(ROOT / "data/coco8.yaml")
-RESULTS_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
-                   "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
-                   "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
 
 
 @dataclass
@@ -149,58 +147,6 @@ def resume_options(opt: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
 
 
 # --------------------------------------------------------------------------------------------- model
-def intersect_state_dicts(src: dict, dst: dict, exclude: tuple[str, ...] = ()) -> dict:
-    """Entries of src whose name and shape match dst (transfer learning across class counts)."""
-    return {k: v for k, v in src.items()
-            if k in dst and not any(x in k for x in exclude) and v.shape == dst[k].shape}
-
-
-def build_model(opt: argparse.Namespace, hyp: dict, nc: int, ckpt: dict | None) -> DetectionModel:
-    """From --cfg (scratch), --weights (transfer, matching names+shapes) or a resume checkpoint."""
-    if ckpt is None:
-        return DetectionModel(opt.cfg, ch=3, nc=nc, anchors=hyp.get("anchors"))
-    resuming = bool(opt.resume)
-    cfg = opt.cfg or ckpt["model_yaml"]
-    model = DetectionModel(cfg, ch=3, nc=nc, anchors=None if resuming else hyp.get("anchors"))
-    src = ckpt["model"] if resuming else (ckpt.get("ema") or ckpt["model"])
-    exclude = ("anchor",) if (opt.cfg or hyp.get("anchors")) and not resuming else ()
-    state = intersect_state_dicts(src, model.state_dict(), exclude)
-    model.load_state_dict(state, strict=False)
-    LOGGER.info(f"Transferred {len(state)}/{len(model.state_dict())} items from {opt.weights}")
-    return model
-
-
-def check_train_imgsz(imgsz: int, stride: int) -> int:
-    """Training's own limit first: a size below the model's largest stride leaves no feature map to train;
-    then the rule every entry point applies (rounded up to a stride multiple)."""
-    if imgsz < stride:
-        raise UserInputError(f"--imgsz {imgsz}: too small, must be at least the model's largest stride {stride}")
-    return round_to_stride(imgsz, stride)
-
-
-# ------------------------------------------------------------------------------------------- logging
-def write_results_row(csv_file: Path, epoch: int, values: list[float]) -> None:
-    """Append one epoch to results.csv in yolov5's layout (header padded to 20 characters)."""
-    new = not csv_file.exists()
-    with open(csv_file, "a") as f:
-        if new:
-            f.write(",".join(f"{c:>20s}" for c in RESULTS_COLUMNS) + "\n")
-        f.write(",".join(f"{v:>20.5g}" for v in [epoch, *values]) + "\n")
-
-
-def truncate_results(csv_file: Path, last_epoch: int) -> None:
-    """Drop rows after `last_epoch` (an epoch logged but not checkpointed before a kill is redone)."""
-    if not csv_file.exists():
-        return
-    lines = csv_file.read_text().splitlines()
-    kept = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(float(ln.split(",")[0])) <= last_epoch]
-    csv_file.write_text("\n".join(kept) + "\n")
-
-
-def save_run_settings(save_dir: Path, hyp: dict, opt: argparse.Namespace) -> None:
-    (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
-    (save_dir / "opt.yaml").write_text(yaml.safe_dump(
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()}, sort_keys=False))
 
 
 def plot_safely(fn: Callable, *args: Any) -> None:
@@ -212,33 +158,6 @@ def plot_safely(fn: Callable, *args: Any) -> None:
 
 
 # -------------------------------------------------------------------------------------------- train
-def build_train_loader(data: dict, imgsz: int, batch_size: int, gs: int, hyp: dict, opt: argparse.Namespace,
-                       ctx: DistContext):
-    """The augmenting, shuffled training loader (rebuilt without mosaic by --close-mosaic)."""
-    return create_dataloader(
-        data["train"], imgsz, batch_size, gs, hyp=hyp, augment=True, cache=opt.cache, rect=opt.rect,
-        rank=ctx.local_rank if ctx.distributed else -1, workers=opt.workers, shuffle=True, seed=opt.seed,
-        single_cls=opt.single_cls, prefix="train: ", nc=int(data["nc"]), image_weights=opt.image_weights)
-
-
-def build_val_loader(data: dict, imgsz: int, batch_size: int, gs: int, hyp: dict, opt: argparse.Namespace):
-    """Rank 0's validation loader: rectangular batches of twice the training batch, not augmented."""
-    return create_dataloader(
-        data["val"], imgsz, batch_size * 2, gs, hyp=hyp, cache=None if opt.noval else opt.cache, rect=True,
-        workers=opt.workers * 2, pad=0.5, single_cls=opt.single_cls, prefix="val: ", nc=int(data["nc"]))[0]
-
-
-@dataclass
-class Progress:
-    """Where training stands between epochs: what last.pt keeps for --resume, and the last validation's results."""
-
-    start_epoch: int
-    best_fitness: float
-    best_epoch: int
-    last_opt_step: int  # the batch of the last optimizer step: the next one comes `accumulate` batches later
-    maps: np.ndarray  # per-class mAP50-95 of the last validation (--image-weights draws by it)
-    results: tuple[float, ...] = (0.0,) * 7  # P, R, mAP50, mAP50-95, val box, obj, cls loss of the last validation
-    stop: bool = False  # --patience ran out
 
 
 @dataclass
@@ -289,29 +208,6 @@ class TrainRun:
         return self.device.type == "cuda"
 
 
-def start_checkpoint(opt: argparse.Namespace, resume_ckpt: dict | None) -> dict | None:
-    """The checkpoint a run starts from: the one --resume continues, else --weights, else none (--cfg)."""
-    if resume_ckpt is None and opt.weights:
-        resume_ckpt = load_checkpoint(opt.weights)
-    if resume_ckpt is None and not opt.cfg:
-        raise UserInputError("--cfg: give a model YAML (e.g. models/yolov5n-faster.yaml) or --weights to start from")
-    return resume_ckpt
-
-
-def prepare_model(opt: argparse.Namespace, hyp: dict, data: dict, ckpt: dict | None, device: torch.device,
-                  ctx: DistContext) -> tuple[DetectionModel, int, int]:
-    """The model on `device` with the data's class names and --freeze applied; its grid size; the checked --imgsz."""
-    names = single_cls_names(data["names"]) if opt.single_cls else list(data["names"])
-    model = build_model(opt, hyp, len(names), ckpt).to(device)
-    model.names = names
-    freeze_layers(model, opt.freeze)
-    gs = max(int(model.stride.max()), 32)
-    imgsz = check_train_imgsz(opt.imgsz, gs)
-    if ctx.is_main:
-        model_info(model, imgsz)
-    return model, gs, imgsz
-
-
 def inspect_labels(opt: argparse.Namespace, hyp: dict, model: DetectionModel, dataset: Any, imgsz: int,
                    plotting: Any) -> None:
     """A new run's first look at its labels: AutoAnchor (anchor heads) and the labels plot."""
@@ -319,55 +215,6 @@ def inspect_labels(opt: argparse.Namespace, hyp: dict, model: DetectionModel, da
         check_anchors(model, dataset.labels, dataset.shapes, thr=hyp["anchor_t"], imgsz=imgsz, seed=opt.seed)
     if plotting is not None:
         plot_safely(plotting.plot_labels, np.concatenate(dataset.labels, 0), model.names, Path(opt.save_dir))
-
-
-def build_optimization(model: nn.Module, hyp: dict, opt: argparse.Namespace) -> tuple[
-        torch.optim.Optimizer, Callable[[int], float], torch.optim.lr_scheduler.LambdaLR, int]:
-    """Optimizer (3 parameter groups, weight decay scaled to the nominal batch), the lr schedule and the number
-    of batches per optimizer step: (optimizer, lf, scheduler, accumulate)."""
-    nbs = nominal_batch(hyp)
-    accumulate = max(round(nbs / opt.batch_size), 1)
-    decay = hyp["weight_decay"] * opt.batch_size * accumulate / nbs
-    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
-    lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
-    return optimizer, lf, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf), accumulate
-
-
-def load_optimization_state(ckpt: dict, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                            ema: ModelEMA | None) -> None:
-    """--resume: the interrupted run's optimizer, AMP scaler and EMA, so the next step is the one it would have made."""
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None and ckpt.get("ema"):
-        ema.load_state(ckpt["ema"], int(ckpt.get("updates", 0)))
-
-
-def resumed_progress(opt: argparse.Namespace, ckpt: dict, nc: int, ctx: DistContext) -> Progress:
-    """--resume: the interrupted run's progress; results.csv is cut back to its last saved epoch, so an epoch
-    logged but not saved before the interruption is redone."""
-    start_epoch = int(ckpt["epoch"]) + 1
-    if ctx.is_main:
-        truncate_results(Path(opt.save_dir) / "results.csv", start_epoch - 1)
-    LOGGER.info(f"Resuming training from {opt.resume} at epoch {start_epoch} of {opt.epochs}")
-    return Progress(start_epoch, float(ckpt.get("best_fitness", 0.0)), int(ckpt.get("best_epoch", start_epoch - 1)),
-                    int(ckpt.get("last_opt_step", -1)),  # else a resumed run steps a batch early
-                    np.array(ckpt.get("maps") or np.zeros(nc), dtype=np.float64))
-
-
-def wrap_distributed(model: nn.Module, opt: argparse.Namespace, ctx: DistContext, device: torch.device) -> nn.Module:
-    """DDP under torchrun (SyncBatchNorm first with --sync-bn on CUDA); --sync-bn elsewhere is only a warning."""
-    cuda = device.type == "cuda"
-    if not ctx.distributed:
-        if opt.sync_bn:
-            LOGGER.warning("WARNING: --sync-bn only applies to DDP (torchrun) training, ignored")
-        return model
-    if opt.sync_bn and cuda:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
-        LOGGER.info("Using SyncBatchNorm()")
-    elif opt.sync_bn:
-        LOGGER.warning("WARNING: --sync-bn needs CUDA (SyncBatchNorm runs on GPUs only), ignored on CPU")
-    return DDP(model, device_ids=[ctx.local_rank] if cuda else None, output_device=ctx.local_rank if cuda else None)
 
 
 def setup_run(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext,
@@ -622,36 +469,6 @@ def finalize_checkpoint(path: Path) -> None:
     LOGGER.info(f"Optimizer stripped from {path}, {path.stat().st_size / 1e6:.1f}MB")
 
 
-# ------------------------------------------------------------------------------------------- evolve
-# mutation scale, lower limit, upper limit (yolov5's search space for the keys of hyp.scratch-*.yaml)
-EVOLVE_SPACE = {
-    "lr0": (1, 1e-5, 1e-1), "lrf": (1, 0.01, 1.0), "momentum": (0.3, 0.6, 0.98), "weight_decay": (1, 0.0, 0.001),
-    "warmup_epochs": (1, 0.0, 5.0), "warmup_momentum": (1, 0.0, 0.95), "warmup_bias_lr": (1, 0.0, 0.2),
-    "box": (1, 0.02, 0.2), "cls": (1, 0.2, 4.0), "cls_pw": (1, 0.5, 2.0), "obj": (1, 0.2, 4.0),
-    "obj_pw": (1, 0.5, 2.0), "iou_t": (0, 0.1, 0.7), "anchor_t": (1, 2.0, 8.0), "fl_gamma": (0, 0.0, 2.0),
-    "hsv_h": (1, 0.0, 0.1), "hsv_s": (1, 0.0, 0.9), "hsv_v": (1, 0.0, 0.9), "degrees": (1, 0.0, 45.0),
-    "translate": (1, 0.0, 0.9), "scale": (1, 0.0, 0.9), "shear": (1, 0.0, 10.0), "perspective": (0, 0.0, 0.001),
-    "flipud": (1, 0.0, 1.0), "fliplr": (0, 0.0, 1.0), "mosaic": (1, 0.0, 1.0), "mixup": (1, 0.0, 1.0),
-    "copy_paste": (1, 0.0, 1.0),
-}
-EVOLVE_RESULT_KEYS = RESULTS_COLUMNS[4:11]
-
-
-def mutate_hyp(base: dict, rng: np.random.Generator, prob: float = 0.8, sigma: float = 0.2) -> dict:
-    """Multiply each evolvable hyp by a random factor (~N(1, sigma)), then clip to its limits."""
-    keys = [k for k in EVOLVE_SPACE if k in base]
-    gains = np.array([EVOLVE_SPACE[k][0] for k in keys])
-    factors = np.ones(len(keys))
-    while len(keys) and (factors == 1).all():  # mutate until something changes
-        factors = ((rng.random(len(keys)) < prob) * rng.standard_normal(len(keys)) * rng.random() * gains * sigma
-                   + 1).clip(0.3, 3.0)
-    child = dict(base)
-    for k, f in zip(keys, factors):
-        _, lo, hi = EVOLVE_SPACE[k]
-        child[k] = round(float(min(max(base[k] * f, lo), hi)), 5)
-    return child
-
-
 def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext) -> Path:
     """--evolve N: N short runs with mutated hyps (parent = a fitness-weighted pick of the best 5 so far).
 
@@ -681,7 +498,7 @@ def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCo
         with open(evolve_csv, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow([*EVOLVE_RESULT_KEYS, "fitness", *keys])
+                writer.writerow([*RESULTS_COLUMNS[4:11], "fitness", *keys])  # P, R, mAPs, val losses
             writer.writerow([f"{x:.5g}" for x in (*summary.results, fi)] + [child[k] for k in keys])
     best_fi, best_hyp, best_results = max(rows, key=lambda r: r[0])
     out = save_dir / "hyp_evolve.yaml"

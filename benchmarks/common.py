@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,17 +24,12 @@ from utils.errors import UserInputError
 ROOT = Path(__file__).resolve().parents[1]
 STRIDE = 32  # the largest stride of every zoo and peer model: --imgsz is rounded up to a multiple of it
 PEAK_TAG = "BENCH_PEAK_RSS_MB "
-# A `python -c` program: runs its arguments as `python` would (a script and its argv, or -c CODE and its argv),
-# then prints the peak memory of this process, however the script ends.
+# A `python -c` program: runs a script with its argv as `python` would, then prints the peak memory of this
+# process, however the script ends.
 REPORT_PEAK = f"""import os, runpy, sys
-args = sys.argv[1:]
+sys.argv, sys.path[0] = sys.argv[1:], os.path.dirname(os.path.abspath(sys.argv[1]))
 try:
-    if args[0] == "-c":
-        sys.argv = ["-c", *args[2:]]
-        exec(compile(args[1], "<string>", "exec"), {{"__name__": "__main__"}})
-    else:
-        sys.argv, sys.path[0] = args, os.path.dirname(os.path.abspath(args[0]))
-        runpy.run_path(args[0], run_name="__main__")
+    runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
     sys.path.append({str(ROOT)!r})
     from utils.system import peak_rss_mb
@@ -189,8 +185,17 @@ class Measured:
 def run_measured(args: list[str], log: Path | None = None, env: dict[str, str] | None = None) -> Measured:
     """`python *args` (a script and its argv, or -c CODE) in a fresh interpreter started for it, in the repository
     root: its wall time and the peak memory it reports of itself at its end (why: utils.system.peak_rss_mb).
-    Output, stdout and stderr together, goes to `log` as it comes when given."""
-    cmd = [sys.executable, "-c", REPORT_PEAK, *args]
+    Output, stdout and stderr together, goes to `log` as it comes when given. -c CODE is written to a script
+    first, so the child only ever runs files."""
+    with tempfile.TemporaryDirectory(prefix="bench_child_") as tmp:
+        if args and args[0] == "-c":
+            script = Path(tmp) / "child.py"
+            script.write_text(args[1])
+            args = [str(script), *args[2:]]
+        return _run_reporting_peak([sys.executable, "-c", REPORT_PEAK, *args], log, env)
+
+
+def _run_reporting_peak(cmd: list[str], log: Path | None, env: dict[str, str] | None) -> Measured:
     t0 = time.perf_counter()
     if log is None:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

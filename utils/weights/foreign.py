@@ -2,7 +2,7 @@
 read without running any of their pickled code, and their tensors mapped onto our models.
 
 Why a reader of our own: those files pickle whole nn.Module objects. `torch.load(weights_only=True)` refuses
-them, and `weights_only=False` imports ultralytics/YOLOv5 classes and calls whatever the pickle names (a
+them, and an unrestricted torch.load imports ultralytics/YOLOv5 classes and calls whatever the pickle names (a
 `__reduce__` can name os.system). torch's weights_only unpickler takes stand-ins only for class names listed
 before the load, in a process-wide list (`add_safe_globals([(stub, "module.Name")])`), and calls any listed name
 the pickle asks it to; so the pickle is read here by a `pickle.Unpickler` whose `find_class` hands out
