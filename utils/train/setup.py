@@ -19,8 +19,8 @@ from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.torch_utils import ModelEMA, model_info
 from utils.train.distributed import DistContext
-from utils.train.run_log import truncate_results
 from utils.train.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch
+from utils.train.run_log import truncate_results
 from utils.weights.checkpoint import load_checkpoint
 
 
