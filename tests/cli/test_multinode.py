@@ -16,12 +16,13 @@ from utils.weights.checkpoint import load_checkpoint
 # every rank keeps its final DDP weights; GROUP_RANK 1 (the second node) can be told to die at an epoch's start
 NODE = """
 import os, signal, torch, train
+import utils.train.setup as run_setup
 made = []
-class Recorded(train.DDP):
+class Recorded(run_setup.DDP):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
         made.append(self)
-train.DDP = Recorded
+run_setup.DDP = Recorded
 die_at = int(os.environ.get("DIE_AT_EPOCH", -1))
 set_epoch = train.set_loader_epoch
 def set_loader_epoch(loader, epoch):

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 import train
+import utils.train.setup as run_setup
 from models.yolo import DetectionModel, load_model_yaml
 from utils.train.loss import ComputeLoss, build_loss
 from utils.train.loss_anchor_free import AnchorFreeLoss, dfl_loss, padded_targets
@@ -113,14 +114,14 @@ def test_loss_is_finite_and_decreases_on_an_overfit_batch():
 def test_af_training_closes_mosaic_and_logs_box_dfl_cls(tmp_path, monkeypatch):
     """--close-mosaic 1 of 2 epochs: the train loader is rebuilt without mosaic (workers are persistent)."""
     train_loader_mosaic = []
-    real = train.create_dataloader
+    real = run_setup.create_dataloader
 
     def spy(*args, **kwargs):
         if kwargs.get("augment"):
             train_loader_mosaic.append(kwargs["hyp"]["mosaic"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "create_dataloader", spy)
+    monkeypatch.setattr(run_setup, "create_dataloader", spy)
     summary = train.run(data=str(ROOT / "data/coco8.yaml"), cfg="yolov5n-af.yaml", hyp=str(HYP_AF), imgsz=64,
                         batch_size=4, epochs=2, close_mosaic=1, workers=1, noval=True, noplots=True, nosave=True,
                         project=str(tmp_path))
