@@ -44,14 +44,14 @@ from utils.train.distributed import (DistContext, any_rank, broadcast_from_main,
 from utils.errors import UserInputError  # noqa: E402
 from utils.train.hyp import load_hyp, mutate_hyp  # noqa: E402
 from utils.train.run_log import RESULTS_COLUMNS, save_run_settings, write_results_row  # noqa: E402
-from utils.train.distill import Distiller, load_teacher  # noqa: E402
+from utils.train.distill import ADAPTERS_KEY, Distiller, load_teacher  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.train.loss import build_loss  # noqa: E402
 from utils.metrics.ap import fitness  # noqa: E402
 from utils.train.optim import warmup  # noqa: E402
 from utils.train.setup import (Progress, build_optimization, build_train_loader, build_val_loader,  # noqa: E402
                                load_optimization_state, prepare_model, resumed_progress, start_checkpoint,
-                               wrap_distributed)
+                               distribute, wrap_distributed)
 from deploy.cli import add_run_folder_flags  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
 from utils.data.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
@@ -113,7 +113,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     parser.add_argument("--close-mosaic", type=int, default=0, help="train the last N epochs without mosaic/mixup")
     parser.add_argument("--teacher", type=str, default="",
-                        help="distill from this trained checkpoint of ours (same classes; gains kd_box, kd_cls, kd_t in --hyp)")
+                        help="distill from this trained checkpoint of ours (same classes; gains kd_box, kd_cls, kd_feat, kd_t in --hyp)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by torch.distributed (env LOCAL_RANK wins)")
     return parser.parse_args(argv)
 
@@ -245,12 +245,16 @@ def setup_run(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: Dis
         if not opt.resume:
             inspect_labels(opt, hyp, model, dataset, imgsz, plotting)
     tb = TensorBoardLogger(Path(opt.save_dir), enabled=ctx.is_main and not opt.evolve)  # silent without tensorboard
-    optimizer, lf, scheduler, accumulate = build_optimization(model, hyp, opt)
+    distiller = Distiller(load_teacher(opt.teacher, model, device), model, hyp) if opt.teacher else None
+    optimizer, lf, scheduler, accumulate = build_optimization(
+        model, hyp, opt, distiller.trainable_modules() if distiller is not None else [])
     ema = ModelEMA(model) if ctx.is_main else None
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     progress = Progress(0, 0.0, -1, -1, np.zeros(len(model.names)))
     if opt.resume:
         load_optimization_state(ckpt, optimizer, scaler, ema)
+        if distiller is not None:
+            distiller.load_adapter_state(ckpt)
         progress = resumed_progress(opt, ckpt, len(model.names), ctx)
     if progress.start_epoch >= opt.epochs:
         raise UserInputError(f"--resume {opt.resume}: all {opt.epochs} epochs already trained, nothing to resume")
@@ -258,7 +262,8 @@ def setup_run(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: Dis
     names = model.names
     model = wrap_distributed(model, opt, ctx, device)
     compute_loss = build_loss(model, {**hyp, "label_smoothing": opt.label_smoothing}, imgsz)
-    distiller = Distiller(load_teacher(opt.teacher, model, device), model, hyp) if opt.teacher else None
+    if distiller is not None:
+        distiller.attach(model, lambda module: distribute(module, ctx, device))
     if distiller is not None and ctx.is_main:
         LOGGER.info(f"Distilling from {opt.teacher}: " + ", ".join(f"{k}={v:g}" for k, v in distiller.gains.items()))
     nb = len(train_loader)
@@ -295,8 +300,8 @@ def begin_epoch(run: TrainRun, progress: Progress, epoch: int) -> np.random.Gene
 
 
 def forward_backward(run: TrainRun, imgs: torch.Tensor, targets: torch.Tensor, epoch: int, i: int) -> torch.Tensor:
-    """AMP forward, loss and backward of one batch; returns the (box, obj, cls[, kd_box, kd_cls]) loss items. A non-finite loss on
-    any rank stops every rank, naming the hyps as the likely cause."""
+    """AMP forward, loss and backward of one batch; returns the (box, obj, cls[, kd_box, kd_cls, kd_feat]) loss
+    items. A non-finite loss on any rank stops every rank, naming the hyps as the likely cause."""
     with torch.autocast(device_type=run.device.type, enabled=run.cuda):
         pred = run.model(imgs)
         loss, loss_items = run.compute_loss(pred, targets.to(run.device))
@@ -329,7 +334,8 @@ def train_one_epoch(run: TrainRun, progress: Progress, epoch: int) -> torch.Tens
     Returns the epoch's mean (box, obj, cls) loss (rank 0 keeps it; other ranks return zeros)."""
     opt, ctx = run.opt, run.ctx
     scale_rng = begin_epoch(run, progress, epoch)
-    columns = ("box_loss", "obj_loss", "cls_loss") + (("kd_box", "kd_cls") if run.distiller is not None else ())
+    kd_columns = ("kd_box", "kd_cls", "kd_feat") if run.distiller is not None else ()
+    columns = ("box_loss", "obj_loss", "cls_loss") + kd_columns
     mloss = torch.zeros(len(columns), device=run.device)
     pbar = enumerate(run.train_loader)
     if ctx.is_main:
@@ -382,7 +388,8 @@ def save_checkpoints(run: TrainRun, progress: Progress, epoch: int, is_best: boo
     ckpt = build_checkpoint(de_parallel(run.model), ema=run.ema.ema, optimizer=run.optimizer, scaler=run.scaler,
                             epoch=epoch, best_fitness=progress.best_fitness, hyp=run.hyp, opt=run.opt,
                             updates=run.ema.updates, best_epoch=progress.best_epoch,
-                            last_opt_step=progress.last_opt_step, maps=progress.maps.tolist())
+                            last_opt_step=progress.last_opt_step, maps=progress.maps.tolist(),
+                            **({ADAPTERS_KEY: run.distiller.adapter_state()} if run.distiller is not None else {}))
     save_checkpoint(ckpt, run.last)
     if is_best:
         save_checkpoint(ckpt, run.best)
@@ -465,6 +472,7 @@ def finalize_checkpoint(path: Path) -> None:
     if ckpt.get("ema"):
         ckpt["model"] = ckpt["ema"]
     ckpt.update(ema=None, optimizer=None, scaler=None, epoch=-1)
+    ckpt.pop(ADAPTERS_KEY, None)  # training state like the optimizer's: the model never uses it
     save_checkpoint(ckpt, path)
     LOGGER.info(f"Optimizer stripped from {path}, {path.stat().st_size / 1e6:.1f}MB")
 

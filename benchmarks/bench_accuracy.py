@@ -119,10 +119,29 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher", default="",
                    help="distil: a zoo model name (trained first, once, on the first seed with the recipe) or our .pt; "
                         "each --models entry then also trains distilled from it, per seed")
+    p.add_argument("--no-scratch", action="store_true",
+                   help="with --teacher: train only the distilled rows (the scratch rows measured before)")
+    p.add_argument("--hyp-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="hyp values written over the recipe for our trainings (e.g. kd_cls=2 kd_feat=1)")
     p.add_argument("--skip-train", action="store_true", help="latency only")
     p.add_argument("--project", default=str(ROOT / "runs/benchmark"))
     p.add_argument("--name", default="accuracy")
-    return p.parse_args(argv)
+    opt = p.parse_args(argv)
+    opt.hyp_set = dict(parse_hyp_setting(item) for item in opt.hyp_set)
+    if opt.no_scratch and not opt.teacher:
+        raise UserInputError("--no-scratch trains distilled rows only: it needs --teacher")
+    return opt
+
+
+def parse_hyp_setting(item: str) -> tuple[str, float]:
+    """One --hyp-set item, KEY=NUMBER."""
+    key, _, value = item.partition("=")
+    try:
+        if key:
+            return key, float(value)
+    except ValueError:
+        pass
+    raise UserInputError(f"--hyp-set {item}: expected KEY=NUMBER")
 
 
 def staged_dataset(data_yaml: Path, folder: Path) -> Path:
@@ -167,7 +186,7 @@ def recipe_hyp(name: str, opt: argparse.Namespace, out: Path) -> Path:
     """The model's scratch hyp file with the shared recipe written over it (saved beside the runs)."""
     base = "hyp.scratch-af.yaml" if name.endswith("-af") else "hyp.scratch-low.yaml"
     hyp = yaml.safe_load((ROOT / "data/hyps" / base).read_text())
-    hyp.update(lr0=opt.lr0, momentum=opt.momentum, nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR)
+    hyp.update(lr0=opt.lr0, momentum=opt.momentum, nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR, **opt.hyp_set)
     path = out / f"hyp.{file_tag(name)}.yaml"
     path.write_text(f"# {base} + bench_accuracy recipe\n" + yaml.safe_dump(hyp, sort_keys=False))
     return path
@@ -323,7 +342,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     save_dir = increment_path(Path(opt.project) / opt.name)
     save_dir.mkdir(parents=True)
     t_start = time.perf_counter()
-    rows = {m: Row(m) for m in ([opt.peer] if opt.peer else []) + list(opt.models)}
+    rows = {m: Row(m) for m in ([opt.peer] if opt.peer else []) + ([] if opt.no_scratch else list(opt.models))}
     with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as tmp:
         tmp = Path(tmp)
         if not opt.skip_train:
@@ -336,7 +355,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
                     rows[teacher_row.model] = teacher_row
             for name in opt.models:
                 LOGGER.info(f"bench_accuracy: training {name} ({opt.epochs} epochs at {opt.imgsz}, seeds {opt.seed})")
-                rows[name] = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s) for s in opt.seed])
+                if not opt.no_scratch:
+                    rows[name] = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s)
+                                                  for s in opt.seed])
                 if teacher is not None:
                     distilled = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s, teacher)
                                                  for s in opt.seed])

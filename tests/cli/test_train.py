@@ -166,6 +166,8 @@ def test_sigkill_then_resume_replays_the_uninterrupted_run(tmp_path, monkeypatch
         options = {**options, "teacher": saved_teacher(tmp_path / "teacher.pt", options["teacher"])}
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
     hyp.update(warmup_epochs=0, nbs=4, mixup=0.5)  # 2 batches per optimizer step (spans a resume), mosaic + mixup
+    if "teacher" in options:
+        hyp.update(kd_feat=1.0)  # the imitation adapters train too: last.pt must carry them
     hyp_file = tmp_path / "hyp.yaml"
     hyp_file.write_text(yaml.safe_dump(hyp))
     opts = {**TINY, "batch_size": 2, "hyp": str(hyp_file), "epochs": 3, **options}
@@ -177,6 +179,7 @@ def test_sigkill_then_resume_replays_the_uninterrupted_run(tmp_path, monkeypatch
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     last = tmp_path / "killed" / "exp" / "weights" / "last.pt"
     assert load_checkpoint(last)["epoch"] == 0
+    assert bool(load_checkpoint(last).get("distill_adapters")) is ("teacher" in options)
 
     monkeypatch.setattr(train.validate, "run", train.validate.run)  # undone after the test
     exec(setup, {"train": train, "np": np})
@@ -225,8 +228,11 @@ def test_torchrun_sigkill_then_resume_replays_the_uninterrupted_run(tmp_path):
 def test_torchrun_two_cpu_processes_train(tmp_path, extra, epochs):
     """Plain DDP, --image-weights under DDP (epoch 2 draws by rank 0's broadcast validation mAPs), and a
     distilled run (each rank runs its own teacher on its own batches)."""
-    if "--teacher" in extra:
+    if "--teacher" in extra:  # with feature imitation: DDP keeps the ranks' adapters equal
         saved_teacher(tmp_path / "teacher.pt", "models/yolov5n.yaml")
+        hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+        (tmp_path / "hyp.yaml").write_text(yaml.safe_dump({**hyp, "kd_feat": 1.0}))
+        extra = [*extra, "--hyp", str(tmp_path / "hyp.yaml")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "train.py"), "--data", str(COCO8), "--cfg", CFG, "--imgsz", "64", "--batch-size", "4",
            "--workers", "0", "--noplots", "--epochs", str(epochs), "--device", "cpu", "--project", str(tmp_path),
@@ -434,10 +440,11 @@ def test_distilled_run_logs_kd_terms_and_saves_no_teacher(tmp_path, log_text):
     teacher = saved_teacher(tmp_path / "teacher.pt", "models/yolov5n-af.yaml")
     summary = train.run(**{**TINY, "cfg": "models/yolov5n-pconv-lite2-af.yaml"}, teacher=teacher, epochs=1,
                         project=str(tmp_path / "runs"))
-    assert f"Distilling from {teacher}: kd_box=1, kd_cls=1, kd_t=2" in log_text()
+    assert f"Distilling from {teacher}: kd_box=1, kd_cls=1, kd_feat=0, kd_t=2" in log_text()
     ckpt = load_checkpoint(summary.last)
     student_keys = set(DetectionModel("models/yolov5n-pconv-lite2-af.yaml", nc=80).state_dict())
     assert set(ckpt["model"]) == student_keys and ckpt["opt"]["teacher"] == teacher
+    assert "distill_adapters" not in ckpt  # a finished checkpoint keeps the model alone
     assert results_epochs(summary.save_dir) == [0]
 
 

@@ -11,13 +11,18 @@ box side is). Two terms, gains from the hyp file (`kd_box`, `kd_cls`, `kd_t`; 0 
   objects.
 Both KLs are zero exactly when the student's outputs equal the teacher's. Terms are normalised by the sum of
 the teacher's confidence weights, as the task loss normalises by its target scores, so the gains read alike.
+A third term, feature imitation (`kd_feat`, off at 0), asks the maps the student's head receives (its neck
+outputs), through a 1x1 adapter per level onto the teacher's channels, to correlate with the teacher's: the
+Pearson form (PKD), half the mean squared difference of per-channel standardised maps — 0 when perfectly
+correlated, about 1 when unrelated — so the teacher's feature scale and the channel counts do not matter. The
+adapters train with the student, are saved in last.pt for --resume and dropped from finished checkpoints.
 The teacher must predict on the student's levels (strides), classes and head kind; anything else is refused
 in one line, naming --teacher. It runs fused, in eval mode, without gradients, and is never saved.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -29,8 +34,10 @@ from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
 from utils.torch_utils import de_parallel
 
-KD_HYP_DEFAULTS = {"kd_box": 1.0, "kd_cls": 1.0, "kd_t": 2.0}  # used for keys a hyp file leaves out
+KD_HYP_DEFAULTS = {"kd_box": 1.0, "kd_cls": 1.0, "kd_feat": 0.0, "kd_t": 2.0}  # for keys a hyp file leaves out
 PROB_EPS = 1e-6  # keeps log(p) finite for saturated sigmoids
+STD_EPS = 1e-6  # standardising a constant feature map must not divide by zero
+ADAPTERS_KEY = "distill_adapters"  # last.pt's entry holding the imitation adapters' weights
 
 
 def bernoulli_kl(student_logits: torch.Tensor, teacher_prob: torch.Tensor) -> torch.Tensor:
@@ -47,6 +54,55 @@ def distribution_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     log_s = F.log_softmax(student_logits / temperature, -1)
     log_t = F.log_softmax(teacher_logits / temperature, -1)
     return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature ** 2
+
+
+def pearson_imitation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) maps -> half the mean squared difference after standardising each channel over (N, H, W):
+    1 - Pearson correlation averaged over channels, so 0 when the maps agree up to a per-channel scale and
+    shift, and independent of either side's magnitude."""
+    def standardise(x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(0, 1).flatten(1)
+        return (x - x.mean(1, keepdim=True)) / (x.std(1, correction=0, keepdim=True) + STD_EPS)
+
+    return F.mse_loss(standardise(student), standardise(teacher)) / 2
+
+
+class HeadInputs:
+    """Keeps the list of maps a detection head received in its model's last forward (a pre-hook)."""
+
+    def __init__(self, head: nn.Module):
+        self.maps: list[torch.Tensor] = []
+        self.handle = head.register_forward_pre_hook(self._keep)
+
+    def _keep(self, _head: nn.Module, args: tuple) -> None:
+        self.maps = list(args[0])
+
+
+class Adapters(nn.Module):
+    """One 1x1 conv per level from the student's head-input channels to the teacher's."""
+
+    def __init__(self, student_channels: list[int], teacher_channels: list[int]):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in zip(student_channels, teacher_channels))
+
+    def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [conv(x) for conv, x in zip(self.convs, maps)]
+
+
+@torch.no_grad()
+def head_input_channels(model: nn.Module) -> list[int]:
+    """Channels of each map the model's head receives, from one eval-mode forward of a small blank image (eval
+    mode leaves BatchNorm's running statistics untouched)."""
+    bare, head = de_parallel(model), detection_head(model)
+    seen = HeadInputs(head)
+    was_training = bare.training
+    size = int(head.stride.max())
+    try:
+        bare.eval()(torch.zeros(1, bare.yaml["ch"], size, size, device=head.stride.device))
+    finally:
+        seen.handle.remove()
+        bare.train(was_training)
+    return [m.shape[1] for m in seen.maps]
 
 
 def check_teacher(teacher: nn.Module, student: nn.Module, path: str) -> None:
@@ -81,16 +137,49 @@ def load_teacher(path: str | Path, student: nn.Module, device: torch.device) -> 
 
 
 class Distiller:
-    """distiller(imgs, student_raw) -> (loss x batch size, tensor [kd_box, kd_cls]) to add to the task loss."""
+    """distiller(imgs, student_raw) -> (loss x batch size, tensor [kd_box, kd_cls, kd_feat]) to add to the task
+    loss. With kd_feat > 0 its adapters train with the student: their parameters go to the optimizer
+    (`parameters`), and `attach` must see the training model once the EMA copy exists (the copy must not carry
+    the hook that records the student's head inputs)."""
 
     def __init__(self, teacher: DetectionModel, student: nn.Module, hyp: dict[str, Any]):
         self.teacher = teacher
         self.head = detection_head(student)
         self.anchor_free = de_parallel(student).anchor_free
         self.gains = {k: float(hyp.get(k, default)) for k, default in KD_HYP_DEFAULTS.items()}
-        self.box_gain, self.cls_gain, self.temperature = (self.gains[k] for k in ("kd_box", "kd_cls", "kd_t"))
+        self.box_gain, self.cls_gain, self.feat_gain, self.temperature = (
+            self.gains[k] for k in ("kd_box", "kd_cls", "kd_feat", "kd_t"))
         if self.temperature <= 0:
             raise UserInputError(f"hyp kd_t {self.temperature}: the distillation temperature must be positive")
+        if self.feat_gain < 0:
+            raise UserInputError(f"hyp kd_feat {self.feat_gain}: a gain cannot be negative (0 switches it off)")
+        self.adapters: nn.Module | None = None
+        self.student_inputs = self.teacher_inputs = None
+        if self.feat_gain > 0:
+            self.adapters = Adapters(head_input_channels(student), head_input_channels(teacher)).to(
+                self.head.stride.device)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """What the optimizer must train besides the student: the imitation adapters, if any."""
+        return [self.adapters] if self.adapters is not None else []
+
+    def attach(self, student: nn.Module, distribute: Callable[[nn.Module], nn.Module]) -> None:
+        """Start recording head inputs (student and teacher) and wrap the adapters as the student is wrapped
+        (DDP keeps every rank's adapters equal)."""
+        if self.adapters is not None:
+            self.student_inputs, self.teacher_inputs = HeadInputs(detection_head(student)), \
+                HeadInputs(detection_head(self.teacher))
+            self.adapters = distribute(self.adapters)
+
+    def adapter_state(self) -> dict[str, torch.Tensor] | None:
+        """The adapters' weights for last.pt (None without imitation)."""
+        return None if self.adapters is None else {
+            k: v.detach().float().cpu().clone() for k, v in de_parallel(self.adapters).state_dict().items()}
+
+    def load_adapter_state(self, ckpt: dict) -> None:
+        """--resume: the interrupted run's adapters (a run that had none, or a finished checkpoint, keeps new ones)."""
+        if self.adapters is not None and ckpt.get(ADAPTERS_KEY):
+            de_parallel(self.adapters).load_state_dict(ckpt[ADAPTERS_KEY])
 
     @torch.no_grad()
     def teacher_raw(self, imgs: torch.Tensor) -> list[torch.Tensor]:
@@ -102,7 +191,14 @@ class Distiller:
         losses = (self.anchor_free_terms if self.anchor_free else self.anchor_terms)(
             [s.float() for s in student_raw], [t.float() for t in teacher_raw])
         lbox, lcls = losses[0] * self.box_gain, losses[1] * self.cls_gain
-        return (lbox + lcls) * imgs.shape[0], torch.stack((lbox, lcls)).detach()
+        lfeat = self.imitation_term() * self.feat_gain if self.adapters is not None else torch.zeros_like(lbox)
+        return (lbox + lcls + lfeat) * imgs.shape[0], torch.stack((lbox, lcls, lfeat)).detach()
+
+    def imitation_term(self) -> torch.Tensor:
+        """Pearson imitation of the teacher's head inputs by the adapted student's, averaged over levels."""
+        adapted = self.adapters([m.float() for m in self.student_inputs.maps])
+        levels = [pearson_imitation(s, t.float()) for s, t in zip(adapted, self.teacher_inputs.maps)]
+        return torch.stack(levels).mean()
 
     def anchor_free_terms(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """LD on the DFL logits weighted by the teacher's best class score; Bernoulli KL on every class score."""

@@ -18,7 +18,7 @@ OPTIONAL_HYP_KEYS = ("iou_t", "fl_gamma", "hsv_h", "hsv_s", "hsv_v", "degrees", 
                      "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "anchors",
                      "dfl", "tal_topk",  # anchor-free head (hyp.scratch-af.yaml)
                      "nbs",  # nominal batch size (default 64), as ultralytics names it
-                     "kd_box", "kd_cls", "kd_t")  # distillation gains and temperature (train.py --teacher)
+                     "kd_box", "kd_cls", "kd_feat", "kd_t")  # distillation gains and temperature (train.py --teacher)
 
 
 def load_hyp(path: str | Path | dict) -> dict[str, Any]:

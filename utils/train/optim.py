@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,11 +48,13 @@ def freeze_layers(model: nn.Module, freeze: list[int]) -> list[str]:
     return frozen
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float) -> torch.optim.Optimizer:
-    """Three groups as YOLOv5: [0] biases (no decay), [1] conv/linear weights (decay), [2] norm weights (no decay)."""
+def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float,
+                    extra: Sequence[nn.Module] = ()) -> torch.optim.Optimizer:
+    """Three groups as YOLOv5: [0] biases (no decay), [1] conv/linear weights (decay), [2] norm weights (no decay).
+    `extra` modules (distillation adapters) train alongside the model, grouped the same way."""
     biases, weights, norm_weights = [], [], []
     norm_types = tuple(v for k, v in nn.__dict__.items() if "Norm" in k and isinstance(v, type))
-    for module in model.modules():
+    for module in (m for part in (model, *extra) for m in part.modules()):
         for p_name, p in module.named_parameters(recurse=False):
             if p_name == "bias":
                 biases.append(p)

@@ -105,14 +105,14 @@ def prepare_model(opt: argparse.Namespace, hyp: dict, data: dict, ckpt: dict | N
     return model, gs, imgsz
 
 
-def build_optimization(model: nn.Module, hyp: dict, opt: argparse.Namespace) -> tuple[
+def build_optimization(model: nn.Module, hyp: dict, opt: argparse.Namespace, extra: list[nn.Module]) -> tuple[
         torch.optim.Optimizer, Callable[[int], float], torch.optim.lr_scheduler.LambdaLR, int]:
-    """Optimizer (3 parameter groups, weight decay scaled to the nominal batch), the lr schedule and the number
-    of batches per optimizer step: (optimizer, lf, scheduler, accumulate)."""
+    """Optimizer (3 parameter groups, weight decay scaled to the nominal batch; `extra` modules train too), the lr
+    schedule and the number of batches per optimizer step: (optimizer, lf, scheduler, accumulate)."""
     nbs = nominal_batch(hyp)
     accumulate = max(round(nbs / opt.batch_size), 1)
     decay = hyp["weight_decay"] * opt.batch_size * accumulate / nbs
-    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay)
+    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay, extra)
     lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
     return optimizer, lf, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf), accumulate
 
@@ -151,4 +151,12 @@ def wrap_distributed(model: nn.Module, opt: argparse.Namespace, ctx: DistContext
         LOGGER.info("Using SyncBatchNorm()")
     elif opt.sync_bn:
         LOGGER.warning("WARNING: --sync-bn needs CUDA (SyncBatchNorm runs on GPUs only), ignored on CPU")
-    return DDP(model, device_ids=[ctx.local_rank] if cuda else None, output_device=ctx.local_rank if cuda else None)
+    return distribute(model, ctx, device)
+
+
+def distribute(module: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """`module` under DDP when torchrun started this process (gradients averaged over ranks), else as is."""
+    if not ctx.distributed:
+        return module
+    cuda = device.type == "cuda"
+    return DDP(module, device_ids=[ctx.local_rank] if cuda else None, output_device=ctx.local_rank if cuda else None)

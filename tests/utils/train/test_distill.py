@@ -10,10 +10,12 @@ import torch
 from models.yolo import DetectionModel
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
-from utils.train.distill import Distiller, bernoulli_kl, distribution_kl, load_teacher
+from utils.train.distill import (Distiller, bernoulli_kl, distribution_kl, head_input_channels, load_teacher,
+                                 pearson_imitation)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 AF, ANCHOR, LITE2_AF = "models/yolov5n-af.yaml", "models/yolov5n.yaml", "models/yolov5n-pconv-lite2-af.yaml"
+S_AF = "models/yolov5s-af.yaml"
 HYP = {"kd_box": 1.0, "kd_cls": 1.0, "kd_t": 2.0}
 
 
@@ -51,14 +53,14 @@ def test_student_equal_to_teacher_gets_zero_loss(tmp_path, cfg):
     distiller = Distiller(teacher, student, HYP)
     imgs = torch.rand(2, 3, 64, 64)
     loss, items = distiller(imgs, student(imgs, raw=True)[1])
-    assert items.shape == (2,)
+    assert items.shape == (3,) and float(items[2]) == 0.0  # kd_feat off
     assert float(loss) == pytest.approx(0.0, abs=1e-3)
     other = copy.deepcopy(student)
     with torch.no_grad():
         for p in other.parameters():
             p.add_(torch.randn_like(p) * 0.2)
     loss_other, items_other = distiller(imgs, other(imgs, raw=True)[1])
-    assert (items_other > 1e-3).all() and float(loss_other) > 0.01
+    assert (items_other[:2] > 1e-3).all() and float(loss_other) > 0.01
 
 
 @pytest.mark.parametrize("student_cfg,teacher_cfg", [(LITE2_AF, AF), (ANCHOR, ANCHOR)])
@@ -99,3 +101,51 @@ def test_a_non_positive_temperature_is_refused():
     student = model(AF).eval()
     with pytest.raises(UserInputError, match="kd_t"):
         Distiller(copy.deepcopy(student), student, {"kd_t": 0})
+
+
+def test_pearson_imitation_ignores_scale_and_reads_one_for_unrelated_maps():
+    torch.manual_seed(0)
+    t = torch.randn(2, 4, 8, 8)
+    scale, shift = torch.tensor([0.5, 2.0, 7.0, 0.1]).view(1, 4, 1, 1), torch.randn(1, 4, 1, 1)
+    assert float(pearson_imitation(t * scale + shift, t)) == pytest.approx(0.0, abs=1e-5)
+    assert float(pearson_imitation(torch.randn(2, 4, 8, 8), t)) == pytest.approx(1.0, abs=0.15)
+    assert float(pearson_imitation(-t, t)) == pytest.approx(2.0, abs=1e-4)
+
+
+def test_head_input_channels_leave_batchnorm_statistics_alone():
+    student = model(LITE2_AF).train()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    assert head_input_channels(student) == [64, 128, 256] and head_input_channels(model(S_AF)) == [128, 256, 512]
+    assert student.training and all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+@pytest.mark.parametrize("student_cfg,teacher_cfg", [(LITE2_AF, S_AF), (ANCHOR, ANCHOR)])
+def test_feature_imitation_alone_pulls_the_neck_toward_the_teacher(tmp_path, student_cfg, teacher_cfg):
+    """kd_feat alone: adapters map the student's head inputs onto the teacher's channels (a wider teacher here)
+    and student + adapters trained on the term bring it down; the adapters' state round-trips for --resume."""
+    student = model(student_cfg).train()
+    teacher = load_teacher(saved_teacher(tmp_path, teacher_cfg), student, torch.device("cpu"))
+    distiller = Distiller(teacher, student, {"kd_box": 0, "kd_cls": 0, "kd_feat": 1.0})
+    distiller.attach(student, lambda module: module)
+    (adapters,) = distiller.trainable_modules()
+    assert [c.out_channels for c in adapters.convs] == head_input_channels(teacher)
+    opt = torch.optim.Adam([*student.parameters(), *adapters.parameters()], lr=3e-3)
+    imgs = torch.rand(2, 3, 64, 64)
+    losses = []
+    for _ in range(15):
+        loss, items = distiller(imgs, student(imgs))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(items[2]))
+    assert 0.3 < losses[0] and losses[-1] < 0.8 * losses[0], losses
+    state = distiller.adapter_state()
+    fresh = Distiller(teacher, model(student_cfg), {"kd_feat": 1.0})
+    fresh.load_adapter_state({"distill_adapters": state})
+    assert all(torch.equal(v, fresh.adapter_state()[k]) for k, v in state.items())
+
+
+def test_a_negative_imitation_gain_is_refused():
+    student = model(AF).eval()
+    with pytest.raises(UserInputError, match="hyp kd_feat -1.0"):
+        Distiller(copy.deepcopy(student), student, {"kd_feat": -1})
