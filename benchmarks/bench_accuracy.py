@@ -31,6 +31,8 @@ coco128, which is the full 80-class set from yolov5's coco128.yaml, ../shared/ o
         --device 0  # GPU-scale
     python benchmarks/bench_accuracy.py --epochs 50 --seed 0 1 2 --models yolov5n-pconv-lite2-af \
         --teacher yolov5n-af  # each student from scratch and distilled from a teacher trained here first
+    python benchmarks/bench_accuracy.py --epochs 25 --imgsz 256 --seed 0 1 2 --models yolov5n-pconv-lite2-af \
+        --teacher best.pt --no-scratch --hyp-set kd_feat=1 --peer ''  # distilled rows only, one gain changed
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
 """
 from __future__ import annotations
