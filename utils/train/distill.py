@@ -138,8 +138,8 @@ def load_teacher(path: str | Path, student: nn.Module, device: torch.device) -> 
 
 class Distiller:
     """distiller(imgs, student_raw) -> (loss x batch size, tensor [kd_box, kd_cls, kd_feat]) to add to the task
-    loss. With kd_feat > 0 its adapters train with the student: their parameters go to the optimizer
-    (`parameters`), and `attach` must see the training model once the EMA copy exists (the copy must not carry
+    loss. With kd_feat > 0 its adapters train with the student (`trainable_modules` go to the optimizer), and
+    `attach` must see the training model once the EMA copy exists (the copy must not carry
     the hook that records the student's head inputs)."""
 
     def __init__(self, teacher: DetectionModel, student: nn.Module, hyp: dict[str, Any]):
