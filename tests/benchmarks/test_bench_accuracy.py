@@ -88,3 +88,16 @@ def test_ours_and_the_peer_are_scored_by_one_function(tmp_path):
         map50, map50_95 = bench.val_map(model, ROOT / "data/coco8.yaml", opt, tmp_path / str(peer), peer=peer)
         assert 0.0 <= map50_95 <= map50 <= 1.0
     assert "COCO matching" in bench.SCORER
+
+
+def test_hyp_set_overrides_the_recipe_and_bad_flags_are_one_line_errors(tmp_path):
+    opt = bench.parse_opt(["--teacher", "t.pt", "--no-scratch", "--hyp-set", "kd_feat=1", "kd_cls=2.5"])
+    assert opt.hyp_set == {"kd_feat": 1.0, "kd_cls": 2.5}
+    hyp = yaml.safe_load(bench.recipe_hyp("yolov5n-pconv-lite2-af", opt, tmp_path).read_text())
+    assert (hyp["kd_feat"], hyp["kd_cls"], hyp["lr0"]) == (1.0, 2.5, opt.lr0)
+    for argv, message in ((["--hyp-set", "kd_feat"], "--hyp-set kd_feat: expected KEY=NUMBER"),
+                          (["--hyp-set", "=1"], "--hyp-set =1: expected KEY=NUMBER"),
+                          (["--hyp-set", "kd_feat=x"], "--hyp-set kd_feat=x: expected KEY=NUMBER"),
+                          (["--no-scratch"], "--no-scratch trains distilled rows only: it needs --teacher")):
+        with pytest.raises(bench.UserInputError, match=message):
+            bench.parse_opt(argv)
