@@ -264,8 +264,8 @@ def setup_run(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: Dis
     compute_loss = build_loss(model, {**hyp, "label_smoothing": opt.label_smoothing}, imgsz)
     if distiller is not None:
         distiller.attach(model, lambda module: distribute(module, ctx, device))
-    if distiller is not None and ctx.is_main:
-        LOGGER.info(f"Distilling from {opt.teacher}: " + ", ".join(f"{k}={v:g}" for k, v in distiller.gains.items()))
+        if ctx.is_main:
+            LOGGER.info(f"Distilling from {opt.teacher}: " + ", ".join(f"{k}={v:g}" for k, v in distiller.gains.items()))
     nb = len(train_loader)
     nw = max(round(hyp["warmup_epochs"] * nb), MIN_WARMUP_ITERS) if hyp["warmup_epochs"] > 0 else -1
     frequency_w = class_frequency_weights(dataset.labels, len(names)) if opt.image_weights else None

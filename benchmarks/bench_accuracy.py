@@ -139,11 +139,12 @@ def parse_hyp_setting(item: str) -> tuple[str, float]:
     """One --hyp-set item, KEY=NUMBER."""
     key, _, value = item.partition("=")
     try:
-        if key:
-            return key, float(value)
+        number = float(value)
     except ValueError:
-        pass
-    raise UserInputError(f"--hyp-set {item}: expected KEY=NUMBER")
+        number = None
+    if not key or number is None:
+        raise UserInputError(f"--hyp-set {item}: expected KEY=NUMBER")
+    return key, number
 
 
 def staged_dataset(data_yaml: Path, folder: Path) -> Path:

@@ -15,7 +15,8 @@ The keys (written by utils/infer/exporters.py, read here; all values are strings
             rows x1 y1 x2 y2 conf cls (zero rows are padding) instead of the raw predictions
 Where they live: ONNX `metadata_props`; TorchScript `_extra_files={"config.txt": <JSON object>}`;
 TFLite a sidecar JSON object next to the model (`model.json` or `model.tflite.json`) or a `metadata.json`
-inside a zip appended to the .tflite; OpenVINO the IR's rt_info under `model_info`. Box outputs of every format are in input pixels, never normalised.
+inside a zip appended to the .tflite; OpenVINO the IR's rt_info under `model_info`. Box outputs of every
+format are in input pixels, never normalised.
 """
 from __future__ import annotations
 

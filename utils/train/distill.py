@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from models.yolo import DetectionModel, detection_head
 from utils.boxes import ciou_loss, xywh_to_xyxy
-from utils.weights.checkpoint import load_model
+from utils.weights.checkpoint import float_state_dict, load_model
 from utils.errors import UserInputError
 from utils.torch_utils import de_parallel
 
@@ -173,8 +173,7 @@ class Distiller:
 
     def adapter_state(self) -> dict[str, torch.Tensor] | None:
         """The adapters' weights for last.pt (None without imitation)."""
-        return None if self.adapters is None else {
-            k: v.detach().float().cpu().clone() for k, v in de_parallel(self.adapters).state_dict().items()}
+        return None if self.adapters is None else float_state_dict(de_parallel(self.adapters))
 
     def load_adapter_state(self, ckpt: dict) -> None:
         """--resume: the interrupted run's adapters (a run that had none, or a finished checkpoint, keeps new ones)."""

@@ -6,7 +6,6 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-
 import numpy as np
 
 from utils.errors import UserInputError

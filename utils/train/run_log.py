@@ -31,6 +31,7 @@ def truncate_results(csv_file: Path, last_epoch: int) -> None:
 
 
 def save_run_settings(save_dir: Path, hyp: dict, opt: argparse.Namespace) -> None:
+    """hyp.yaml and opt.yaml beside the weights: what --resume and a reader need to rerun the same training."""
     (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
     (save_dir / "opt.yaml").write_text(yaml.safe_dump(
         {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()}, sort_keys=False))
