@@ -33,6 +33,8 @@ coco128, which is the full 80-class set from yolov5's coco128.yaml, ../shared/ o
         --teacher yolov5n-af  # each student from scratch and distilled from a teacher trained here first
     python benchmarks/bench_accuracy.py --epochs 25 --imgsz 256 --seed 0 1 2 --models yolov5n-pconv-lite2-af \
         --teacher best.pt --no-scratch --hyp-set kd_feat=1 --peer ''  # distilled rows only, one gain changed
+    python benchmarks/bench_accuracy.py --epochs 25 --imgsz 256 --models yolov5n-pconv-lite2-af --teacher yolov5n-af \
+        --teacher-epochs 75 --no-scratch --peer ''  # a teacher trained 3x longer than its students
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
 """
 from __future__ import annotations
@@ -123,6 +125,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                         "each --models entry then also trains distilled from it, per seed")
     p.add_argument("--no-scratch", action="store_true",
                    help="with --teacher: train only the distilled rows (the scratch rows measured before)")
+    p.add_argument("--teacher-epochs", type=int, default=0,
+                   help="epochs of a zoo --teacher trained here (0: --epochs); a longer-trained teacher is a "
+                        "stronger one, and its cost still counts in the distilled rows' train seconds")
     p.add_argument("--hyp-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="hyp values written over the recipe for our trainings (e.g. kd_cls=2 kd_feat=1)")
     p.add_argument("--skip-train", action="store_true", help="latency only")
@@ -132,6 +137,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     opt.hyp_set = dict(parse_hyp_setting(item) for item in opt.hyp_set)
     if opt.no_scratch and not opt.teacher:
         raise UserInputError("--no-scratch trains distilled rows only: it needs --teacher")
+    if opt.teacher_epochs and (not opt.teacher or opt.teacher.endswith(".pt")):
+        raise UserInputError("--teacher-epochs sets how long a zoo --teacher trains here: it needs --teacher NAME")
+    if opt.teacher_epochs < 0:
+        raise UserInputError(f"--teacher-epochs {opt.teacher_epochs}: expected 0 or more")
     return opt
 
 
@@ -248,17 +257,19 @@ class Teacher:
 
 
 def prepare_teacher(opt: argparse.Namespace, data: Path, out: Path, n_train: int) -> tuple[Teacher, Row | None]:
-    """--teacher as a ready checkpoint, or a zoo model trained here once (first seed) with the same recipe."""
+    """--teacher as a ready checkpoint, or a zoo model trained here once (first seed) with the same recipe,
+    for --teacher-epochs when given."""
     if opt.teacher.endswith(".pt"):
         if not Path(opt.teacher).is_file():
             raise UserInputError(f"--teacher {opt.teacher}: checkpoint not found")
         return Teacher(Path(opt.teacher).name, Path(opt.teacher), 0.0), None
-    first = argparse.Namespace(**{**vars(opt), "seed": [opt.seed[0]]})
+    first = argparse.Namespace(**{**vars(opt), "seed": [opt.seed[0]], "epochs": opt.teacher_epochs or opt.epochs})
     (out / "teacher").mkdir(exist_ok=True)
     row = train_ours(opt.teacher, data, first, out / "teacher", n_train, opt.seed[0])
-    row.model = f"{opt.teacher} (teacher, seed {opt.seed[0]})"
+    row.model = f"{opt.teacher} (teacher, seed {opt.seed[0]}, {first.epochs} epochs)"
     best = out / "teacher" / file_tag(opt.teacher) / "weights/best.pt"
-    return Teacher(opt.teacher, best, row.train_s), row
+    name = f"{opt.teacher}-{opt.teacher_epochs}ep" if opt.teacher_epochs else opt.teacher
+    return Teacher(name, best, row.train_s), row
 
 
 def train_peer(data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int) -> Row:

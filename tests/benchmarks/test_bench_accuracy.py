@@ -101,3 +101,24 @@ def test_hyp_set_overrides_the_recipe_and_bad_flags_are_one_line_errors(tmp_path
                           (["--no-scratch"], "--no-scratch trains distilled rows only: it needs --teacher")):
         with pytest.raises(bench.UserInputError, match=message):
             bench.parse_opt(argv)
+
+
+def test_teacher_epochs_train_the_named_teacher_longer_and_its_cost_counts(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_train(name, data, opt, out, n_train, seed, teacher=None):
+        seen.update(name=name, epochs=opt.epochs, seed=seed)
+        return bench.Row(name, train_s=123.0)
+
+    monkeypatch.setattr(bench, "train_ours", fake_train)
+    opt = bench.parse_opt(["--epochs", "25", "--seed", "1", "2", "--teacher", "yolov5n-af", "--teacher-epochs", "75"])
+    teacher, row = bench.prepare_teacher(opt, tmp_path / "data.yaml", tmp_path, 10)
+    assert seen == {"name": "yolov5n-af", "epochs": 75, "seed": 1}
+    assert opt.epochs == 25  # the students keep the recipe's epochs
+    assert (teacher.name, teacher.train_s) == ("yolov5n-af-75ep", 123.0)
+    assert row.model == "yolov5n-af (teacher, seed 1, 75 epochs)"
+    for argv, message in ((["--teacher-epochs", "75"], "--teacher-epochs .* it needs --teacher NAME"),
+                          (["--teacher", "t.pt", "--teacher-epochs", "75"], "it needs --teacher NAME"),
+                          (["--teacher", "yolov5n-af", "--teacher-epochs", "-1"], "--teacher-epochs -1: expected 0")):
+        with pytest.raises(bench.UserInputError, match=message):
+            bench.parse_opt(argv)
