@@ -18,11 +18,11 @@ PEERS = ("yolov5nu", "yolo11n")
 SCALES = ("yolov5n", "yolov5n-faster", "yolov5s", "yolov5s-faster", "yolov5-fasternet-t0", "yolov5m", "yolov5m-faster",
           "yolov5-fasternet-t1", "yolov5-fasternet-t2", "yolov5l", "yolov5l-faster", "yolov5x", "yolov5x-faster")
 # The n-scale anchor-free candidates beside yolov5n and its plain swap: what must match PEERS[0]'s accuracy.
-ANCHOR_FREE = ("yolov5n", "yolov5n-faster", "yolov5n-faster-af", "yolov5n-pconv-lite2-af",
-               "yolov5n-pconv-lite2-shared-af")
+ANCHOR_FREE = ("yolov5n", "yolov5n-faster", "yolov5n-faster-af", "yolov5n-lite2-fasterneck-af",
+               "yolov5n-pconv-lite2-af", "yolov5n-pconv-lite2-shared-af")
 # The models worth deploying, timed in every runtime and precision.
-DEPLOY = ("yolov5n", "yolov5n-pconv-lite2", "yolov5n-af", "yolov5n-fasterneck-af", "yolov5n-pconv-lite2-af",
-          "yolov5n-pconv-lite2-shared-af", "yolov5s", "yolov5s-pconv-lite")
+DEPLOY = ("yolov5n", "yolov5n-pconv-lite2", "yolov5n-af", "yolov5n-fasterneck-af", "yolov5n-lite2-fasterneck-af",
+          "yolov5n-pconv-lite2-af", "yolov5n-pconv-lite2-shared-af", "yolov5s", "yolov5s-pconv-lite")
 # The baseline a model is compared with where its name's first part does not say it (FasterNet by size).
 BASELINE_OF = {"yolov5-fasternet-t0": "yolov5s", "yolov5-fasternet-t1": "yolov5m", "yolov5-fasternet-t2": "yolov5m"}
 

@@ -96,3 +96,23 @@ def test_every_shipped_yaml_builds_with_the_head_its_name_promises(cfg):
     assert model.anchor_free == cfg.endswith("-af.yaml")
     if "shared" in cfg:
         assert head.block == "shared"
+
+
+def test_lite2_fasterneck_af_puts_pconv_in_the_neck_on_lite2s_skeleton():
+    """The design its YAML states: PConv only in the neck's FasterNet blocks, C3 in the backbone, the dense head at 32
+    channels, and fewer FLOPs than yolov5n-fasterneck-af (same blocks, yolov5n's skeleton)."""
+    from models.common import C3
+    from models.fasternet import C3FasterBN, PConv
+
+    model = meta_model("yolov5n-lite2-fasterneck-af.yaml")
+    layers = list(model.model)
+    sppf = next(i for i, m in enumerate(layers) if type(m).__name__ == "SPPF")
+    backbone, neck, head = layers[:sppf + 1], layers[sppf + 1:-1], layers[-1]
+    assert not any(isinstance(m, PConv) for layer in backbone for m in layer.modules())
+    assert sum(type(layer) is C3 for layer in backbone) == 3
+    assert sum(isinstance(layer, C3FasterBN) for layer in neck) == 4
+    assert head.block == "conv" and not any(isinstance(m, PConv) for m in head.modules())
+    assert {conv.out_channels for branch in head.box for conv in branch.modules()
+            if isinstance(conv, torch.nn.Conv2d)} == {32, 64}  # two 3x3 convs at 32, then 4 x 16 DFL bins
+    assert layers[0].conv.kernel_size == (4, 4) and layers[0].conv.stride == (4, 4)  # the patch stem
+    assert size_of("yolov5n-lite2-fasterneck-af.yaml")[1] < 0.6 * size_of("yolov5n-fasterneck-af.yaml")[1]
