@@ -146,10 +146,17 @@ train.validate.run = lambda *a, **k: (lambda r: (r[0], np.linspace(0, 0.9, len(r
 """
 
 
-def saved_teacher(path: Path, cfg: str, nc: int = 80) -> str:
-    """A checkpoint of ours to distil from (random weights: the mechanics, not the accuracy, are under test)."""
+def coco8_names() -> list[str]:
+    return [n for _, n in sorted(yaml.safe_load(COCO8.read_text())["names"].items())]
+
+
+def saved_teacher(path: Path, cfg: str | dict, nc: int = 80, names: list[str] | None = None) -> str:
+    """A checkpoint of ours to distil from (random weights: the mechanics, not the accuracy, are under test); it
+    knows coco8's classes unless `names` says otherwise."""
     torch.manual_seed(3)
-    save_checkpoint(build_checkpoint(DetectionModel(cfg, nc=nc)), path)
+    model = DetectionModel(cfg, nc=nc)
+    model.names = names or (coco8_names() if nc == 80 else model.names)
+    save_checkpoint(build_checkpoint(model), path)
     return str(path)
 
 
@@ -448,18 +455,67 @@ def test_distilled_run_logs_kd_terms_and_saves_no_teacher(tmp_path, log_text):
     assert results_epochs(summary.save_dir) == [0]
 
 
-@pytest.mark.parametrize("teacher_cfg, nc, message", [
-    ("models/yolov5n-af.yaml", 80, "a DetectAF head cannot teach a Detect student"),
-    ("models/yolov5n.yaml", 3, "the teacher has 3 classes, the student 80"),
+def two_level_af() -> dict:
+    """yolov5n-af predicting on P3 and P4 only: a teacher on other strides."""
+    from models.yolo import load_model_yaml
+    cfg = load_model_yaml("models/yolov5n-af.yaml")
+    cfg["head"][-1] = [cfg["head"][-1][0][:2], *cfg["head"][-1][1:]]
+    return cfg
+
+
+@pytest.mark.parametrize("teacher_cfg, message", [
+    ("two-level", r"the teacher predicts at strides [8.0, 16.0], the student at [8.0, 16.0, 32.0]"),
+    ("missing", "checkpoint not found"),
 ])
-def test_a_teacher_that_does_not_fit_is_a_one_line_cli_error(tmp_path, capsys, teacher_cfg, nc, message):
-    teacher = saved_teacher(tmp_path / "teacher.pt", teacher_cfg, nc)
+def test_a_teacher_that_does_not_fit_is_a_one_line_cli_error(tmp_path, capsys, teacher_cfg, message):
+    teacher = str(tmp_path / "nope.pt") if teacher_cfg == "missing" else \
+        saved_teacher(tmp_path / "teacher.pt", two_level_af())
     argv = ["--data", str(COCO8), "--cfg", CFG, "--imgsz", "64", "--epochs", "1", "--workers", "0", "--noplots",
             "--project", str(tmp_path / "runs"), "--teacher", teacher]
     with pytest.raises(SystemExit) as exit_:
         run_cli(lambda: train.main(argv))
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and err.startswith(f"error: --teacher {teacher}: {message}") and "\n" not in err
+
+
+def test_a_teacher_of_other_classes_is_fine_tuned_on_the_data_first(tmp_path, log_text):
+    """A COCO-style teacher of other classes (here: an anchor yolov5n with numbered names) is fine-tuned on --data
+    in RUN/teacher for --teacher-epochs, then teaches the anchor-free student; the student remembers the
+    fine-tuned teacher (what its --resume reuses)."""
+    source = saved_teacher(tmp_path / "coco.pt", "models/yolov5n.yaml", names=[f"thing{i}" for i in range(80)])
+    summary = train.run(**{**TINY, "cfg": "models/yolov5n-lite2-fasterneck-af.yaml"}, teacher=source, epochs=1,
+                        teacher_epochs=2, hyp=str(ROOT / "data/hyps/hyp.scratch-af.yaml"), project=str(tmp_path / "runs"))
+    folder = summary.save_dir / "teacher"
+    best = folder / "weights/best.pt"
+    assert results_epochs(folder) == [0, 1] and results_epochs(summary.save_dir) == [0]
+    fine_tuned = load_checkpoint(best)
+    assert fine_tuned["names"] == coco8_names() and fine_tuned["opt"]["weights"] == source
+    assert fine_tuned["opt"]["hyp"].endswith("hyp.scratch-low.yaml")  # the anchor teacher's own hyp, not the student's
+    assert load_checkpoint(summary.last)["opt"]["teacher"] == str(best)
+    assert yaml.safe_load((summary.save_dir / "opt.yaml").read_text())["teacher"] == str(best)
+    text = log_text()
+    assert f"teacher: {source} knows 80 other classes; fine-tuning it on" in text
+    assert f"Distilling from {best}" in text and "teacher: fine-tuning took" in text
+
+
+def test_resume_during_the_teacher_fine_tuning_finishes_it_then_trains_the_student(tmp_path, log_text):
+    """Killed right after the teacher's first last.pt: a bare --resume finds that checkpoint, finishes the
+    teacher's epochs and then trains the student in the run's own folder, distilled from the teacher."""
+    source = saved_teacher(tmp_path / "coco.pt", "models/yolov5n.yaml", names=[f"thing{i}" for i in range(80)])
+    flags = ["--data", str(COCO8), "--cfg", "models/yolov5n-lite2-fasterneck-af.yaml", "--imgsz", "64",
+             "--batch-size", "4", "--workers", "0", "--noplots", "--epochs", "1", "--teacher-epochs", "2",
+             "--teacher", source, "--project", str(tmp_path / "runs")]
+    proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT.format(setup=""), *flags],
+                          cwd=tmp_path, env=subprocess_env(), capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs/exp"
+    assert load_checkpoint(run_dir / "teacher/weights/last.pt")["epoch"] == 0
+    assert not (run_dir / "weights/last.pt").exists()
+    summary = train.run(resume=True, project=str(tmp_path / "runs"))
+    assert summary.save_dir == run_dir and results_epochs(run_dir / "teacher") == [0, 1]
+    assert results_epochs(run_dir) == [0]
+    assert load_checkpoint(summary.last)["opt"]["teacher"] == str(run_dir / "teacher/weights/best.pt")
+    assert "teacher: resuming its fine-tuning from" in log_text()
 
 
 @pytest.mark.slow

@@ -9,6 +9,11 @@ box side is). Two terms, gains from the hyp file (`kd_box`, `kd_cls`, `kd_t`; 0 
 - anchor-head student (Detect): box KD — CIoU between the two heads' decoded boxes weighted by the teacher's
   objectness; class KD — Bernoulli KL on objectness everywhere and on class scores where the teacher sees
   objects.
+A teacher of the other head kind (an anchor yolov5n.pt teaching an anchor-free student, or the reverse), or one
+whose DFL bins or anchor count differ, shares no raw layout with the student; both still predict per grid cell of
+the same strides, so the cross-form terms compare what both decode: each cell's box (an anchor head's most
+confident anchor) by CIoU weighted by the teacher's confidence, and its per-class confidence (an anchor head's
+objectness x class score) by Bernoulli KL.
 Both KLs are zero exactly when the student's outputs equal the teacher's. Terms are normalised by the sum of
 the teacher's confidence weights, as the task loss normalises by its target scores, so the gains read alike.
 A third term, feature imitation (`kd_feat`, off at 0), asks the maps the student's head receives (its neck
@@ -16,8 +21,8 @@ outputs), through a 1x1 adapter per level onto the teacher's channels, to correl
 Pearson form (PKD), half the mean squared difference of per-channel standardised maps — 0 when perfectly
 correlated, about 1 when unrelated — so the teacher's feature scale and the channel counts do not matter. The
 adapters train with the student, are saved in last.pt for --resume and dropped from finished checkpoints.
-The teacher must predict on the student's levels (strides), classes and head kind; anything else is refused
-in one line, naming --teacher. It runs fused, in eval mode, without gradients, and is never saved.
+The teacher must predict on the student's levels (strides) and classes; anything else is refused in one line,
+naming --teacher. It runs fused, in eval mode, without gradients, and is never saved.
 """
 from __future__ import annotations
 
@@ -105,24 +110,26 @@ def head_input_channels(model: nn.Module) -> list[int]:
     return [m.shape[1] for m in seen.maps]
 
 
+def same_layout(teacher: nn.Module, student: nn.Module) -> bool:
+    """Whether the two heads' raw maps line up value by value (same kind, DFL bins, anchors per cell): then the
+    raw-form terms apply, else the cross-form terms on decoded boxes and confidences."""
+    t_head, s_head = detection_head(teacher), detection_head(student)
+    anchor_free = de_parallel(student).anchor_free
+    if de_parallel(teacher).anchor_free != anchor_free:
+        return False
+    return t_head.reg_max == s_head.reg_max if anchor_free else t_head.na == s_head.na
+
+
 def check_teacher(teacher: nn.Module, student: nn.Module, path: str) -> None:
-    """Refuse a teacher whose outputs cannot be compared point by point with the student's."""
+    """Refuse a teacher whose outputs cannot be compared cell by cell with the student's."""
     t_head, s_head = detection_head(teacher), detection_head(student)
     flag = f"--teacher {path}"
-    if type(t_head) is not type(s_head):
-        raise UserInputError(f"{flag}: a {type(t_head).__name__} head cannot teach a {type(s_head).__name__} "
-                             f"student; pick a teacher with the student's head kind")
     if t_head.nc != s_head.nc:
         raise UserInputError(f"{flag}: the teacher has {t_head.nc} classes, the student {s_head.nc}; "
                              "train the teacher on the same classes")
     t_strides, s_strides = t_head.stride.tolist(), s_head.stride.tolist()
     if t_strides != s_strides:
         raise UserInputError(f"{flag}: the teacher predicts at strides {t_strides}, the student at {s_strides}")
-    if de_parallel(student).anchor_free and t_head.reg_max != s_head.reg_max:
-        raise UserInputError(f"{flag}: the teacher's boxes have {t_head.reg_max} bins per side, "
-                             f"the student's {s_head.reg_max}")
-    if not de_parallel(student).anchor_free and t_head.na != s_head.na:
-        raise UserInputError(f"{flag}: the teacher has {t_head.na} anchors per cell, the student {s_head.na}")
 
 
 def load_teacher(path: str | Path, student: nn.Module, device: torch.device) -> DetectionModel:
@@ -144,8 +151,9 @@ class Distiller:
 
     def __init__(self, teacher: DetectionModel, student: nn.Module, hyp: dict[str, Any]):
         self.teacher = teacher
-        self.head = detection_head(student)
+        self.head, self.teacher_head = detection_head(student), detection_head(teacher)
         self.anchor_free = de_parallel(student).anchor_free
+        self.same_layout = same_layout(teacher, student)
         self.gains = {k: float(hyp.get(k, default)) for k, default in KD_HYP_DEFAULTS.items()}
         self.box_gain, self.cls_gain, self.feat_gain, self.temperature = (
             self.gains[k] for k in ("kd_box", "kd_cls", "kd_feat", "kd_t"))
@@ -187,8 +195,9 @@ class Distiller:
 
     def __call__(self, imgs: torch.Tensor, student_raw: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         teacher_raw = self.teacher_raw(imgs)
-        losses = (self.anchor_free_terms if self.anchor_free else self.anchor_terms)(
-            [s.float() for s in student_raw], [t.float() for t in teacher_raw])
+        terms = self.cross_form_terms if not self.same_layout else \
+            self.anchor_free_terms if self.anchor_free else self.anchor_terms
+        losses = terms([s.float() for s in student_raw], [t.float() for t in teacher_raw])
         lbox, lcls = losses[0] * self.box_gain, losses[1] * self.cls_gain
         lfeat = self.imitation_term() * self.feat_gain if self.adapters is not None else torch.zeros_like(lbox)
         return (lbox + lcls + lfeat) * imgs.shape[0], torch.stack((lbox, lcls, lfeat)).detach()
@@ -230,3 +239,38 @@ class Distiller:
             norm = norm + obj.sum()
         norm = norm.clamp(min=1)
         return lbox / norm, lcls / norm
+
+    def cross_form_terms(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Heads of different layouts: CIoU between each cell's decoded boxes and Bernoulli KL between its per-class
+        confidences, weighted by the teacher's best confidence in the cell."""
+        s_box, s_conf = cell_predictions(self.head, student, self.anchor_free)
+        with torch.no_grad():
+            t_box, t_conf = cell_predictions(self.teacher_head, teacher, self.teacher.anchor_free)
+        weight = t_conf.amax(-1)
+        norm = weight.sum().clamp(min=1)
+        lbox = (ciou_loss(xywh_to_xyxy(s_box), xywh_to_xyxy(t_box)) * weight).sum()
+        return lbox / norm, probability_kl(s_conf, t_conf).sum() / norm
+
+
+def probability_kl(student_prob: torch.Tensor, teacher_prob: torch.Tensor) -> torch.Tensor:
+    """bernoulli_kl for a student known by its probabilities (an anchor head's objectness x class score is a
+    product, no single logit): KL(teacher || student) elementwise, 0 where they agree."""
+    s, t = student_prob.clamp(PROB_EPS, 1 - PROB_EPS), teacher_prob.clamp(PROB_EPS, 1 - PROB_EPS)
+    return t * (t.log() - s.log()) + (1 - t) * (torch.log1p(-t) - torch.log1p(-s))
+
+
+def cell_predictions(head: nn.Module, raw: list[torch.Tensor], anchor_free: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw maps of either head kind -> one prediction per grid cell of every level, in the order DetectAF decodes
+    them: (boxes (B, N, 4) cx, cy, w, h in input pixels, per-class confidences (B, N, nc)). An anchor head's
+    cell is its most confident anchor there, with objectness x class score as the confidence."""
+    if anchor_free:  # one prediction per cell already; its objectness column is 1
+        pred = head.decode(raw)
+        return pred[..., :4], pred[..., 5:]
+    boxes, confs = [], []
+    for i, r in enumerate(raw):
+        pred = head.decode(i, r).view(r.shape[0], head.na, -1, head.no)  # (B, na, ny*nx, no)
+        conf = pred[..., 5:] * pred[..., 4:5]
+        best = conf.amax(-1, keepdim=True).argmax(1, keepdim=True)  # (B, 1, cells, 1): the cell's surest anchor
+        boxes.append(pred[..., :4].gather(1, best.expand(-1, -1, -1, 4)).squeeze(1))
+        confs.append(conf.gather(1, best.expand(-1, -1, -1, conf.shape[-1])).squeeze(1))
+    return torch.cat(boxes, 1), torch.cat(confs, 1)

@@ -10,12 +10,14 @@ import torch
 from models.yolo import DetectionModel
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
-from utils.train.distill import (Distiller, bernoulli_kl, distribution_kl, head_input_channels, load_teacher,
-                                 pearson_imitation)
+from models.yolo import detection_head, load_model_yaml
+from utils.train.distill import (Distiller, bernoulli_kl, cell_predictions, distribution_kl, head_input_channels,
+                                 load_teacher, pearson_imitation, probability_kl)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 AF, ANCHOR, LITE2_AF = "models/yolov5n-af.yaml", "models/yolov5n.yaml", "models/yolov5n-pconv-lite2-af.yaml"
 S_AF = "models/yolov5s-af.yaml"
+FAST_AF = "models/yolov5n-lite2-fasterneck-af.yaml"
 HYP = {"kd_box": 1.0, "kd_cls": 1.0, "kd_t": 2.0}
 
 
@@ -24,7 +26,15 @@ def model(cfg: str, nc: int = 3, seed: int = 0) -> DetectionModel:
     return DetectionModel(cfg, nc=nc)
 
 
+def two_level_af() -> dict:
+    """yolov5n-af predicting on P3 and P4 only: a teacher on other strides."""
+    cfg = load_model_yaml(AF)
+    cfg["head"][-1] = [cfg["head"][-1][0][:2], *cfg["head"][-1][1:]]
+    return cfg
+
+
 def saved_teacher(tmp_path, cfg: str, nc: int = 3):
+    cfg = two_level_af() if cfg == "two-level" else cfg
     path = tmp_path / "teacher.pt"
     save_checkpoint(build_checkpoint(model(cfg, nc, seed=1)), path)
     return path
@@ -89,8 +99,8 @@ def test_distilling_alone_moves_the_student_toward_the_teacher(tmp_path, student
 
 
 @pytest.mark.parametrize("teacher_cfg,nc,message", [
-    (ANCHOR, 3, "a Detect head cannot teach a DetectAF student"),
     (AF, 5, "the teacher has 5 classes, the student 3"),
+    ("two-level", 3, r"the teacher predicts at strides \[8.0, 16.0\], the student at \[8.0, 16.0, 32.0\]"),
 ])
 def test_a_teacher_that_cannot_teach_is_refused_in_one_line(tmp_path, teacher_cfg, nc, message):
     path = saved_teacher(tmp_path, teacher_cfg, nc)
@@ -148,3 +158,50 @@ def test_a_negative_imitation_gain_is_refused():
     student = model(AF).eval()
     with pytest.raises(UserInputError, match="hyp kd_feat -1.0"):
         Distiller(copy.deepcopy(student), student, {"kd_feat": -1})
+
+
+def test_probability_kl_matches_the_logit_form_and_is_zero_where_probabilities_agree():
+    logits = torch.tensor([-4.0, 0.3, 2.0])
+    t = torch.tensor([0.2, 0.5, 0.95])
+    torch.testing.assert_close(probability_kl(logits.sigmoid(), t), bernoulli_kl(logits, t), atol=1e-5, rtol=1e-4)
+    assert probability_kl(t, t).abs().max() < 1e-5
+
+
+def test_an_anchor_cell_is_its_most_confident_anchor():
+    """Hand-made raw maps of a Detect head: in cell (0, 1) of level 0 anchor 2 is sure, the others are not; the
+    cell's prediction is anchor 2's box with objectness x class score as its confidences."""
+    head = detection_head(model(ANCHOR, nc=2))
+    raw = [torch.full((1, head.na, 64 // int(s), 64 // int(s), head.no), -6.0) for s in head.stride]
+    raw[0][0, 2, 0, 1, 4] = 4.0  # objectness logit of anchor 2
+    raw[0][0, 2, 0, 1, 5:7] = torch.tensor([3.0, -1.0])
+    boxes, conf = cell_predictions(head, raw, anchor_free=False)
+    cells = sum(r.shape[2] * r.shape[3] for r in raw)
+    assert boxes.shape == (1, cells, 4) and conf.shape == (1, cells, 2)
+    expected = head.decode(0, raw[0]).view(1, head.na, -1, head.no)[0, 2, 1]
+    torch.testing.assert_close(boxes[0, 1], expected[:4])
+    torch.testing.assert_close(conf[0, 1], expected[5:7] * expected[4])
+    assert float(conf[0, 1, 0]) > 0.9 and float(conf[0, 0].max()) < 0.01
+
+
+@pytest.mark.parametrize("cfg", [AF, ANCHOR])
+def test_cross_form_terms_are_zero_when_the_cells_agree(cfg):
+    """The decoded-form terms (used across head kinds) vanish for a student predicting the teacher's cells."""
+    student = model(cfg).eval()
+    distiller = Distiller(copy.deepcopy(student).fuse().eval(), student, HYP)
+    distiller.same_layout = False
+    imgs = torch.rand(2, 3, 64, 64)
+    raw = student(imgs, raw=True)[1]
+    box, cls = distiller.cross_form_terms(raw, [r.detach() for r in raw])
+    assert float(box) == pytest.approx(0.0, abs=1e-4) and float(cls) == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("student_cfg,teacher_cfg", [(FAST_AF, ANCHOR), (ANCHOR, AF)])
+def test_a_teacher_of_the_other_head_kind_teaches(tmp_path, student_cfg, teacher_cfg):
+    """yolov5n's anchor head teaches the anchor-free fast model (and the reverse) through the decoded form."""
+    student = model(student_cfg).train()
+    teacher = load_teacher(saved_teacher(tmp_path, teacher_cfg), student, torch.device("cpu"))
+    distiller = Distiller(teacher, student, HYP)
+    assert not distiller.same_layout
+    losses = train_on_kd(distiller, student, steps=25)
+    first, last = losses[0], losses[-1]
+    assert (first[:2] > 0).all() and last[0] < 0.9 * first[0] and last[1] < 0.5 * first[1], losses
