@@ -35,6 +35,9 @@ coco128, which is the full 80-class set from yolov5's coco128.yaml, ../shared/ o
         --teacher best.pt --no-scratch --hyp-set kd_feat=1 --peer ''  # distilled rows only, one gain changed
     python benchmarks/bench_accuracy.py --epochs 25 --imgsz 256 --models yolov5n-pconv-lite2-af --teacher yolov5n-af \
         --teacher-epochs 75 --no-scratch --peer ''  # a teacher trained 3x longer than its students
+    python benchmarks/bench_accuracy.py --data ../shared/data/aquarium/data.yaml --epochs 30 --seed 0 1 2 \
+        --models yolov5n-lite2-fasterneck-af --pretrained yolov5n.pt --teacher yolov5n.pt --inherit --no-scratch \
+        --peer '' # from a pretrained file: it fine-tuned, and students distilled from (and inheriting) that run
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
 """
 from __future__ import annotations
@@ -121,8 +124,15 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-imgsz", type=int, default=640)
     p.add_argument("--latency-runs", type=int, default=20, help="timed ONNX Runtime rounds (0: no latency)")
     p.add_argument("--teacher", default="",
-                   help="distil: a zoo model name (trained first, once, on the first seed with the recipe) or our .pt; "
-                        "each --models entry then also trains distilled from it, per seed")
+                   help="distil: a zoo model name (trained first, once, on the first seed with the recipe) or a .pt "
+                        "(ours, YOLOv5's, ultralytics'); each --models entry then also trains distilled from it, per seed; "
+                        "the --pretrained file: each seed's student learns from that seed's fine-tuned run")
+    p.add_argument("--pretrained", default="",
+                   help="a pretrained .pt users start from (e.g. yolov5n.pt): a row of it fine-tuned with the recipe "
+                        "(train.py --weights FILE), per seed")
+    p.add_argument("--inherit", action="store_true",
+                   help="with --teacher: each student also trains inheriting the teacher's matching blocks "
+                        "(--weights TEACHER --cfg STUDENT) while distilled from it")
     p.add_argument("--no-scratch", action="store_true",
                    help="with --teacher: train only the distilled rows (the scratch rows measured before)")
     p.add_argument("--teacher-epochs", type=int, default=0,
@@ -137,6 +147,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     opt.hyp_set = dict(parse_hyp_setting(item) for item in opt.hyp_set)
     if opt.no_scratch and not opt.teacher:
         raise UserInputError("--no-scratch trains distilled rows only: it needs --teacher")
+    if opt.inherit and not opt.teacher.endswith(".pt"):
+        raise UserInputError("--inherit starts students from the teacher's weights: it needs --teacher FILE.pt")
     if opt.teacher_epochs and (not opt.teacher or opt.teacher.endswith(".pt")):
         raise UserInputError("--teacher-epochs sets how long a zoo --teacher trains here: it needs --teacher NAME")
     if opt.teacher_epochs < 0:
@@ -194,9 +206,9 @@ def run_child(args: list[str], log: Path, threads: int) -> tuple[float, float]:
     return child.wall_s, child.peak_mb
 
 
-def recipe_hyp(name: str, opt: argparse.Namespace, out: Path) -> Path:
-    """The model's scratch hyp file with the shared recipe written over it (saved beside the runs)."""
-    base = "hyp.scratch-af.yaml" if name.endswith("-af") else "hyp.scratch-low.yaml"
+def recipe_hyp(name: str, opt: argparse.Namespace, out: Path, anchor_free: bool) -> Path:
+    """The head kind's scratch hyp file with the shared recipe written over it (saved beside the runs)."""
+    base = "hyp.scratch-af.yaml" if anchor_free else "hyp.scratch-low.yaml"
     hyp = yaml.safe_load((ROOT / "data/hyps" / base).read_text())
     hyp.update(lr0=opt.lr0, momentum=opt.momentum, nbs=opt.nbs, warmup_bias_lr=WARMUP_BIAS_LR, **opt.hyp_set)
     path = out / f"hyp.{file_tag(name)}.yaml"
@@ -226,15 +238,22 @@ def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_di
 
 
 def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int,
-               teacher: Teacher | None = None) -> Row:
-    """One training of a zoo model with the recipe, scored by `val_map`; with `teacher`, distilled from it (the
-    row's train seconds then include the teacher's own training, its cost)."""
-    from utils.weights.checkpoint import load_model
+               teacher: Teacher | None = None, weights: str = "") -> Row:
+    """One training with the recipe, scored by `val_map`: a zoo model from scratch, or from `weights` (a pretrained
+    file fine-tuned when `name` is that file; else the zoo model inheriting its matching blocks); with `teacher`,
+    distilled from it (the row's train seconds then include the teacher's own training, its cost)."""
+    from utils.weights.checkpoint import load_checkpoint, load_model, model_from_checkpoint
     from utils.torch_utils import select_device
 
-    hyp = recipe_hyp(name, opt, out)
-    tag = run_tag(file_tag(name) + (f"-kd-{file_tag(teacher.name)}" if teacher else ""), seed, opt)
-    cmd = ["train.py", "--data", str(data), "--cfg", f"models/{name}.yaml", "--hyp", str(hyp),
+    pretrained_row = bool(weights) and name == Path(weights).name
+    anchor_free = model_from_checkpoint(load_checkpoint(weights)).anchor_free if pretrained_row else \
+        name.endswith("-af")
+    hyp = recipe_hyp(name, opt, out, anchor_free)
+    kind = "-ft" if pretrained_row else "-inherit" if weights else ""
+    tag = run_tag(file_tag(name) + kind + (f"-kd-{file_tag(teacher.name)}" if teacher else ""), seed, opt)
+    model_flags = ["--weights", weights] if pretrained_row else ["--cfg", f"models/{name}.yaml"] + \
+        (["--weights", weights] if weights else [])
+    cmd = ["train.py", "--data", str(data), *model_flags, "--hyp", str(hyp),
            "--imgsz", str(opt.imgsz), "--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size),
            "--optimizer", opt.optimizer, "--close-mosaic", str(opt.close_mosaic),
            "--workers", str(opt.workers), "--seed", str(seed), "--device", opt.device, "--noplots",
@@ -243,10 +262,24 @@ def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_trai
     wall, rss = run_child(cmd, out / f"{tag}.log", opt.threads)
     model = load_model(out / tag / "weights/best.pt", select_device(opt.device))
     map50, map50_95 = val_map(model, data, opt, out / "val" / tag)
-    row_name = f"{name} distilled from {teacher.name}" if teacher else name
+    row_name = f"{name} fine-tuned" if pretrained_row else name
+    if teacher:
+        row_name += f" {'inherited + ' if weights else ''}distilled from {teacher.name}"
     total = wall + (teacher.train_s if teacher else 0.0)
     return Row(row_name, map50, map50_95, [map50_95], tail_mean(out / tag / "results.csv"),
                total, opt.epochs * n_train / wall, rss, notes=[" ".join(cmd)])
+
+
+def fine_tune_pretrained(data: Path, opt: argparse.Namespace, out: Path, n_train: int) -> tuple[Row, dict[int, Teacher]]:
+    """--pretrained fine-tuned per seed: its row, and each seed's run as a teacher (its cost its train seconds)."""
+    name = Path(opt.pretrained).name
+    if not Path(opt.pretrained).is_file():
+        raise UserInputError(f"--pretrained {opt.pretrained}: checkpoint not found")
+    runs = [train_ours(name, data, opt, out, n_train, s, weights=opt.pretrained) for s in opt.seed]
+    tags = [run_tag(file_tag(name) + "-ft", s, opt) for s in opt.seed]
+    teachers = {s: Teacher(f"{name} fine-tuned", out / tag / "weights/best.pt", r.train_s)
+                for s, tag, r in zip(opt.seed, tags, runs)}
+    return mean_over_seeds(runs), teachers
 
 
 @dataclass
@@ -362,9 +395,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
         if not opt.skip_train:
             data = staged_dataset(Path(opt.data), tmp / "data")
             n_train = sum(1 for _ in (tmp / "data/images/train").iterdir())
-            teacher = None
-            if opt.teacher:
+            teachers = {}  # seed -> the teacher its students learn from
+            if opt.pretrained:
+                row, fine_tuned = fine_tune_pretrained(data, opt, save_dir, n_train)
+                rows[row.model] = row
+                teachers = fine_tuned if opt.teacher == opt.pretrained else {}
+            if opt.teacher and not teachers:
                 teacher, teacher_row = prepare_teacher(opt, data, save_dir, n_train)
+                teachers = {s: teacher for s in opt.seed}
                 if teacher_row is not None:
                     rows[teacher_row.model] = teacher_row
             for name in opt.models:
@@ -372,9 +410,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 if not opt.no_scratch:
                     rows[name] = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s)
                                                   for s in opt.seed])
-                if teacher is not None:
-                    distilled = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s, teacher)
-                                                 for s in opt.seed])
+                for inherit in ([False, True] if opt.inherit else [False]) if teachers else []:
+                    distilled = mean_over_seeds([
+                        train_ours(name, data, opt, save_dir, n_train, s, teachers[s],
+                                   str(teachers[s].path) if inherit else "") for s in opt.seed])
                     rows[distilled.model] = distilled
             if opt.peer:
                 LOGGER.info(f"bench_accuracy: training ultralytics {opt.peer} (seeds {opt.seed})")

@@ -93,7 +93,7 @@ def test_ours_and_the_peer_are_scored_by_one_function(tmp_path):
 def test_hyp_set_overrides_the_recipe_and_bad_flags_are_one_line_errors(tmp_path):
     opt = bench.parse_opt(["--teacher", "t.pt", "--no-scratch", "--hyp-set", "kd_feat=1", "kd_cls=2.5"])
     assert opt.hyp_set == {"kd_feat": 1.0, "kd_cls": 2.5}
-    hyp = yaml.safe_load(bench.recipe_hyp("yolov5n-pconv-lite2-af", opt, tmp_path).read_text())
+    hyp = yaml.safe_load(bench.recipe_hyp("yolov5n-pconv-lite2-af", opt, tmp_path, anchor_free=True).read_text())
     assert (hyp["kd_feat"], hyp["kd_cls"], hyp["lr0"]) == (1.0, 2.5, opt.lr0)
     for argv, message in ((["--hyp-set", "kd_feat"], "--hyp-set kd_feat: expected KEY=NUMBER"),
                           (["--hyp-set", "=1"], "--hyp-set =1: expected KEY=NUMBER"),
@@ -122,3 +122,35 @@ def test_teacher_epochs_train_the_named_teacher_longer_and_its_cost_counts(tmp_p
                           (["--teacher", "yolov5n-af", "--teacher-epochs", "-1"], "--teacher-epochs -1: expected 0")):
         with pytest.raises(bench.UserInputError, match=message):
             bench.parse_opt(argv)
+
+
+def test_pretrained_rows_fine_tune_the_file_and_its_runs_teach_and_seed_the_students(tmp_path, monkeypatch):
+    """--pretrained FILE trains `--weights FILE` with its head kind's hyp, per seed; with --teacher FILE each
+    seed's students learn from that seed's fine-tuned run (its cost added to theirs), and --inherit also starts
+    them from its weights."""
+    from models.yolo import DetectionModel
+    from utils.weights.checkpoint import build_checkpoint, save_checkpoint
+    pretrained = tmp_path / "yolov5n.pt"
+    save_checkpoint(build_checkpoint(DetectionModel("models/yolov5n.yaml", nc=80)), pretrained)
+    commands = []
+    monkeypatch.setattr(bench, "run_child", lambda cmd, log, threads: commands.append(cmd) or (100.0, 500.0))
+    monkeypatch.setattr("utils.weights.checkpoint.load_model", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "val_map", lambda *a, **k: (0.5, 0.3))
+    monkeypatch.setattr(bench, "tail_mean", lambda path: 0.25)
+    opt = bench.parse_opt(["--seed", "0", "1", "--pretrained", str(pretrained), "--teacher", str(pretrained),
+                           "--inherit", "--models", "yolov5n-lite2-fasterneck-af"])
+    row, teachers = bench.fine_tune_pretrained(tmp_path / "data.yaml", opt, tmp_path, 10)
+    assert row.model == "yolov5n.pt fine-tuned" and row.map50_95_seeds == [0.3, 0.3]
+    assert commands[0][commands[0].index("--weights") + 1] == str(pretrained) and "--cfg" not in commands[0]
+    assert commands[0][commands[0].index("--hyp") + 1].endswith("hyp.yolov5n.pt.yaml")
+    assert "hyp.scratch-low.yaml" in (tmp_path / "hyp.yolov5n.pt.yaml").read_text()  # an anchor file's hyp
+    assert teachers[1].path == tmp_path / "yolov5n.pt-ft-seed1/weights/best.pt" and teachers[1].train_s == 100.0
+    student = bench.train_ours("yolov5n-lite2-fasterneck-af", tmp_path / "data.yaml", opt, tmp_path, 10, 1,
+                               teachers[1], str(teachers[1].path))
+    cmd = commands[-1]
+    assert cmd[cmd.index("--cfg") + 1] == "models/yolov5n-lite2-fasterneck-af.yaml"
+    assert cmd[cmd.index("--weights") + 1] == cmd[cmd.index("--teacher") + 1] == str(teachers[1].path)
+    assert student.model == "yolov5n-lite2-fasterneck-af inherited + distilled from yolov5n.pt fine-tuned"
+    assert student.train_s == 200.0  # the student's 100 s and its teacher's
+    with pytest.raises(bench.UserInputError, match="--inherit starts students from the teacher's weights"):
+        bench.parse_opt(["--inherit", "--teacher", "yolov5n-af"])
