@@ -36,10 +36,11 @@ from models.yolo import DetectionModel  # noqa: E402
 from utils.train.anchors import check_anchors  # noqa: E402
 from utils.data.augment import multi_scale_size, resize_batch  # noqa: E402
 from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.weights.checkpoint import load_model, model_from_checkpoint  # noqa: E402
-from utils.yaml_io import read_yaml_mapping  # noqa: E402
+from utils.weights.checkpoint import load_model  # noqa: E402
+from utils.train.recipe import (interrupted_stage_run, pretrain_on_images, student_options,  # noqa: E402
+                                teacher_for_data)
 from utils.cli import run_cli  # noqa: E402
-from utils.data.dataset import check_dataset, set_loader_epoch, single_cls_names  # noqa: E402
+from utils.data.dataset import check_dataset, set_loader_epoch  # noqa: E402
 from utils.train.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
                                lost_peer_cause, main_process_first)
 from utils.errors import UserInputError  # noqa: E402
@@ -61,7 +62,6 @@ from utils.torch_utils import MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_s
 
 DEFAULT_HYP = ROOT / "data/hyps/hyp.scratch-low.yaml"
 DEFAULT_HYP_AF = ROOT / "data/hyps/hyp.scratch-af.yaml"  # anchor-free heads' loss gains
-TEACHER_RUN = "teacher"  # the folder inside a run where a teacher that did not know the data's classes is fine-tuned
 MIN_WARMUP_ITERS = 100
 GRAD_CLIP_NORM = 10.0
 PLOTTED_TRAIN_BATCHES = 3
@@ -123,6 +123,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                         help="epochs of that fine-tuning (0: --epochs)")
     parser.add_argument("--teacher-hyp", type=str, default="",
                         help="hyperparameters of that fine-tuning (default: the scratch hyp of the teacher's head kind)")
+    parser.add_argument("--pretrain-images", type=str, default="",
+                        help="with --teacher: first train the student on the teacher's own outputs on these unlabeled "
+                             "images (a folder or .txt list; RUN/pretrain), then on --data from there")
+    parser.add_argument("--pretrain-epochs", type=int, default=10, help="epochs of that pretraining")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by torch.distributed (env LOCAL_RANK wins)")
     return parser.parse_args(argv)
 
@@ -138,13 +142,12 @@ def latest_last_checkpoint(search_dir: Path) -> Path:
 
 def resume_options(opt: argparse.Namespace, whole_recipe: bool = True) -> tuple[argparse.Namespace, dict | None]:
     """Options of the interrupted run, restored from its last.pt, so the same schedule continues. With
-    `whole_recipe`, a teacher's fine-tuning inside a distillation run resumes as that whole run (no checkpoint:
-    the teacher finishes, then the student starts)."""
+    `whole_recipe`, a stage cut inside a distillation run (utils.train.recipe) resumes as that whole run (no
+    checkpoint: the stage finishes, then the student starts)."""
     last = Path(opt.resume) if isinstance(opt.resume, str) else latest_last_checkpoint(Path(opt.project))
-    student_run = last.parent.parent.parent
-    if whole_recipe and last.parent.parent.name == TEACHER_RUN and (student_run / "opt.yaml").is_file() \
-            and not (student_run / "weights/last.pt").exists():
-        return student_options(opt, student_run), None  # the teacher's fine-tuning resumes first (teacher_for_data)
+    student_run = interrupted_stage_run(last) if whole_recipe else None
+    if student_run is not None:
+        return student_options(opt, student_run), None  # its stages resume first (utils.train.recipe)
     ckpt = load_checkpoint(last)
     if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:
         raise UserInputError(f"--resume {last}: this run already finished all its epochs, nothing to resume; "
@@ -159,59 +162,6 @@ def resume_options(opt: argparse.Namespace, whole_recipe: bool = True) -> tuple[
     # each node of a multi-node job may keep its data elsewhere: a --data given again names this node's copy
     restored.data = saved.get("data", opt.data) if opt.data == DEFAULT_DATA else opt.data
     return restored, ckpt
-
-
-def student_options(opt: argparse.Namespace, student_run: Path) -> argparse.Namespace:
-    """A run interrupted while its teacher was being fine-tuned: its own options from its opt.yaml, not resuming
-    (its epochs have not begun), in its folder."""
-    saved = read_yaml_mapping(student_run / "opt.yaml", f"--resume {student_run}", "expected the run's options")
-    restored = argparse.Namespace(**{**vars(opt), **saved})
-    restored.resume, restored.save_dir, restored.hyp = False, str(student_run), str(student_run / "hyp.yaml")
-    restored.device = opt.device or saved.get("device", "")
-    return restored
-
-
-def teacher_for_data(opt: argparse.Namespace, hyp: dict, ctx: DistContext) -> None:
-    """A --teacher that does not know --data's classes (the COCO yolov5n.pt a user downloaded, for their own set)
-    is fine-tuned on --data first, as a run of its own in RUN/teacher: resumable like any run, its cost logged.
-    The student then distils from that run's best.pt, which opt.teacher names from here on (opt.yaml and last.pt
-    keep it, so a --resume of the student reuses it)."""
-    if not opt.teacher or opt.resume:
-        return
-    if not Path(opt.teacher).is_file():
-        raise UserInputError(f"--teacher {opt.teacher}: checkpoint not found")
-    data = check_dataset(opt.data)
-    names = single_cls_names(data["names"]) if opt.single_cls else list(data["names"])
-    ckpt = load_checkpoint(opt.teacher)
-    if list(ckpt.get("names") or []) == names:
-        return
-    if ctx.distributed:
-        raise UserInputError(f"--teacher {opt.teacher}: it does not know --data's classes; under torchrun fine-tune it "
-                             f"first (python train.py --weights {opt.teacher} --data {opt.data}) and pass its best.pt")
-    student_run = Path(opt.save_dir)
-    folder = student_run / TEACHER_RUN
-    last, best = folder / "weights/last.pt", folder / "weights/best.pt"
-    student_run.mkdir(parents=True, exist_ok=True)
-    save_run_settings(student_run, hyp, opt)  # what a --resume during the fine-tuning continues with
-    t0, stage = time.time(), "new" if not last.exists() else "done" if load_checkpoint(last)["epoch"] < 0 else "cut"
-    if stage == "done":
-        LOGGER.info(f"teacher: already fine-tuned on {opt.data}: {best}")
-    elif stage == "cut":
-        LOGGER.info(f"teacher: resuming its fine-tuning from {last}")
-        main_with_options(argparse.Namespace(**{**vars(parse_opt([])), "resume": str(last), "device": opt.device}),
-                          whole_recipe=False)
-    else:
-        teacher_hyp = opt.teacher_hyp or (DEFAULT_HYP_AF if model_from_checkpoint(ckpt, opt.teacher).anchor_free
-                                          else DEFAULT_HYP)
-        LOGGER.info(f"teacher: {opt.teacher} knows {len(ckpt.get('names') or [])} other classes; fine-tuning it on "
-                    f"{opt.data} ({len(names)} classes) in {folder}, then distilling from it")
-        main_with_options(argparse.Namespace(**{
-            **vars(opt), "weights": opt.teacher, "cfg": "", "teacher": "", "hyp": str(teacher_hyp),
-            "epochs": opt.teacher_epochs or opt.epochs, "project": str(student_run), "name": TEACHER_RUN,
-            "exist_ok": True, "resume": False, "evolve": None}))
-    LOGGER.info(f"teacher: fine-tuning took {(time.time() - t0) / 60:.1f} min in this process (its epochs: "
-                f"{folder / 'results.csv'}); distilling from {best}")
-    opt.teacher = str(best)
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -613,6 +563,8 @@ def main_with_options(opt: argparse.Namespace, whole_recipe: bool = True) -> Tra
             raise UserInputError(f"--weights {opt.weights}: checkpoint file not found")
         if opt.epochs < 1:
             raise UserInputError(f"--epochs {opt.epochs}: must be at least 1")
+        if opt.pretrain_epochs < 1:
+            raise UserInputError(f"--pretrain-epochs {opt.pretrain_epochs}: must be at least 1")
         if opt.teacher_epochs < 0:
             raise UserInputError(f"--teacher-epochs {opt.teacher_epochs}: must be 0 (as --epochs) or more")
         if opt.batch_size < 1:
@@ -627,7 +579,8 @@ def main_with_options(opt: argparse.Namespace, whole_recipe: bool = True) -> Tra
         opt.save_dir = str(increment_path(project / opt.name, exist_ok=opt.exist_ok)) if ctx.is_main else ""
         LOGGER.info(f"{task}: " + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
     hyp = load_hyp(resume_ckpt["hyp"] if resume_ckpt is not None else opt.hyp)
-    teacher_for_data(opt, hyp, ctx)
+    pretrain_on_images(opt, hyp, run_stage)
+    teacher_for_data(opt, hyp, ctx, run_stage, DEFAULT_HYP, DEFAULT_HYP_AF)
     device = init_distributed(ctx, opt)
     try:
         if opt.evolve:
@@ -643,6 +596,11 @@ def main_with_options(opt: argparse.Namespace, whole_recipe: bool = True) -> Tra
     finally:
         if ctx.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def run_stage(options: dict[str, Any]) -> TrainSummary | Path:
+    """A stage of a distillation run (utils.train.recipe): a run of its own, other options at their defaults."""
+    return main_with_options(argparse.Namespace(**{**vars(parse_opt([])), **options}), whole_recipe=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -495,7 +495,7 @@ def test_a_teacher_of_other_classes_is_fine_tuned_on_the_data_first(tmp_path, lo
     assert yaml.safe_load((summary.save_dir / "opt.yaml").read_text())["teacher"] == str(best)
     text = log_text()
     assert f"teacher: {source} knows 80 other classes; fine-tuning it on" in text
-    assert f"Distilling from {best}" in text and "teacher: fine-tuning took" in text
+    assert f"Distilling from {best}" in text and "teacher: took" in text
 
 
 def test_resume_during_the_teacher_fine_tuning_finishes_it_then_trains_the_student(tmp_path, log_text):
@@ -515,7 +515,33 @@ def test_resume_during_the_teacher_fine_tuning_finishes_it_then_trains_the_stude
     assert summary.save_dir == run_dir and results_epochs(run_dir / "teacher") == [0, 1]
     assert results_epochs(run_dir) == [0]
     assert load_checkpoint(summary.last)["opt"]["teacher"] == str(run_dir / "teacher/weights/best.pt")
-    assert "teacher: resuming its fine-tuning from" in log_text()
+    assert "teacher: resuming from" in log_text()
+
+
+def test_pretraining_on_unlabeled_images_learns_the_teacher_alone_then_seeds_the_student(tmp_path, log_text):
+    """--pretrain-images: the student with the teacher's 80 classes learns its outputs on a folder of images without
+    labels (task gains 0, no validation), then the student's run starts from that run's weights, distilled from
+    the teacher fine-tuned on --data."""
+    source = saved_teacher(tmp_path / "coco.pt", "models/yolov5n.yaml", names=[f"thing{i}" for i in range(80)])
+    images = tmp_path / "unlabeled"
+    images.mkdir()
+    for f in (ROOT / "data/coco8/images/train").iterdir():
+        (images / f.name).write_bytes(f.read_bytes())
+    summary = train.run(**{**TINY, "cfg": "models/yolov5n-lite2-fasterneck-af.yaml"}, teacher=source, epochs=1,
+                        teacher_epochs=1, pretrain_images=str(images), pretrain_epochs=2,
+                        hyp=str(ROOT / "data/hyps/hyp.scratch-af.yaml"), project=str(tmp_path / "runs"))
+    run_dir = summary.save_dir
+    assert results_epochs(run_dir / "pretrain") == [0, 1] and results_epochs(run_dir / "teacher") == [0]
+    data = yaml.safe_load((run_dir / "pretrain-data.yaml").read_text())
+    assert data["train"] == str(images) and data["names"][79] == "thing79"
+    gains = yaml.safe_load((run_dir / "pretrain-hyp.yaml").read_text())
+    assert (gains["box"], gains["cls"], gains["dfl"], gains["kd_cls"] if "kd_cls" in gains else 1.0) == (0, 0, 0, 1.0)
+    pretrained = load_checkpoint(run_dir / "pretrain/weights/last.pt")
+    assert pretrained["names"][0] == "thing0" and pretrained["opt"]["teacher"] == source
+    opt = load_checkpoint(summary.last)["opt"]
+    assert opt["weights"] == str(run_dir / "pretrain/weights/last.pt")
+    assert opt["teacher"] == str(run_dir / "teacher/weights/best.pt")
+    assert "pretrain: learning" in log_text()
 
 
 @pytest.mark.slow

@@ -1,0 +1,131 @@
+"""The stages a distillation run may go through before its student's own epochs, each a training run of its own
+inside the student's run folder, so that one command (and one --resume) takes a user from a pretrained file to
+the fast model:
+- RUN/pretrain (`--pretrain-images DIR`): the student, with the teacher's classes, learns the pretrained teacher's
+  outputs on a folder of unlabeled images (task losses off, distillation alone), so what the teacher knows about
+  its own classes reaches the student before the user's labels do; the student then starts from it (--weights);
+- RUN/teacher: a teacher that does not know --data's classes (the COCO yolov5n.pt a user downloaded) is
+  fine-tuned on --data, and the student distils from that run's best.pt.
+Each stage is resumable like any run; one finished is reused, never trained again; each logs what it cost.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from utils.data.dataset import check_dataset, single_cls_names
+from utils.errors import UserInputError
+from utils.log import LOGGER
+from utils.train.distributed import DistContext
+from utils.train.run_log import save_run_settings
+from utils.weights.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.yaml_io import read_yaml_mapping
+
+PRETRAIN_RUN, TEACHER_RUN = "pretrain", "teacher"  # stage folders inside the student's run, in the order they run
+TASK_GAINS = ("box", "obj", "cls", "dfl")  # the label losses' gains: 0 while pretraining on unlabeled images
+RunStage = Callable[[dict[str, Any]], Any]  # train.py's run on these options (unset ones at their defaults)
+
+
+def interrupted_stage_run(last: Path) -> Path | None:
+    """The student's run folder when `last` is a stage's checkpoint and the student's own epochs have not begun:
+    resuming it means resuming the whole recipe."""
+    run = last.parent.parent.parent
+    if last.parent.parent.name in (PRETRAIN_RUN, TEACHER_RUN) and (run / "opt.yaml").is_file() \
+            and not (run / "weights/last.pt").exists():
+        return run
+    return None
+
+
+def student_options(opt: argparse.Namespace, student_run: Path) -> argparse.Namespace:
+    """A run cut during one of its stages: its own options from its opt.yaml, not resuming (its epochs have not
+    begun), in its folder; the stages then resume or skip by what their folders hold."""
+    saved = read_yaml_mapping(student_run / "opt.yaml", f"--resume {student_run}", "expected the run's options")
+    restored = argparse.Namespace(**{**vars(opt), **saved})
+    restored.resume, restored.save_dir, restored.hyp = False, str(student_run), str(student_run / "hyp.yaml")
+    restored.device = opt.device or saved.get("device", "")
+    return restored
+
+
+def run_stage(opt: argparse.Namespace, hyp: dict, name: str, options: dict[str, Any], run: RunStage,
+              what: str) -> Path:
+    """Stage `name` of the student run `opt`: trained with `options` when new, resumed when cut, skipped when
+    finished. Returns the stage's weights folder."""
+    student_run = Path(opt.save_dir)
+    weights = student_run / name / "weights"
+    student_run.mkdir(parents=True, exist_ok=True)
+    save_run_settings(student_run, hyp, opt)  # what a --resume during the stage continues with
+    last, t0 = weights / "last.pt", time.time()
+    if last.exists() and load_checkpoint(last)["epoch"] < 0:
+        LOGGER.info(f"{name}: already done, reusing {weights}")
+        return weights
+    if last.exists():
+        LOGGER.info(f"{name}: resuming from {last}")
+        run({"resume": str(last), "device": opt.device})
+    else:
+        LOGGER.info(f"{name}: {what}, in {student_run / name}")
+        run({**vars(opt), **options, "project": str(student_run), "name": name, "exist_ok": True, "resume": False,
+             "evolve": None})
+    LOGGER.info(f"{name}: took {(time.time() - t0) / 60:.1f} min in this process (its epochs: "
+                f"{student_run / name / 'results.csv'})")
+    return weights
+
+
+def teacher_names(path: str) -> tuple[dict, list[str]]:
+    """A --teacher file's checkpoint and class names; a missing file is named."""
+    if not Path(path).is_file():
+        raise UserInputError(f"--teacher {path}: checkpoint not found")
+    ckpt = load_checkpoint(path)
+    return ckpt, list(ckpt.get("names") or [])
+
+
+def pretrain_on_images(opt: argparse.Namespace, hyp: dict, run: RunStage) -> None:
+    """--pretrain-images: the student (the teacher's classes) learns the teacher's outputs alone on those images
+    for --pretrain-epochs; the student's own run then starts from it (opt.weights)."""
+    if not opt.pretrain_images or opt.resume:
+        return
+    if not opt.teacher or not opt.cfg:
+        raise UserInputError("--pretrain-images: the student learns a --teacher's outputs there; give --teacher and --cfg")
+    if not Path(opt.pretrain_images).exists():
+        raise UserInputError(f"--pretrain-images {opt.pretrain_images}: no such folder or list of images")
+    _, names = teacher_names(opt.teacher)
+    folder = Path(opt.save_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = str(Path(opt.pretrain_images).resolve())
+    data = folder / f"{PRETRAIN_RUN}-data.yaml"
+    data.write_text(yaml.safe_dump({"train": images, "val": images, "names": dict(enumerate(names))}, sort_keys=False))
+    gains = folder / f"{PRETRAIN_RUN}-hyp.yaml"
+    gains.write_text(yaml.safe_dump({**hyp, **{k: 0.0 for k in TASK_GAINS if k in hyp}}, sort_keys=False))
+    weights = run_stage(opt, hyp, PRETRAIN_RUN, {
+        "data": str(data), "hyp": str(gains), "epochs": opt.pretrain_epochs, "noval": True, "single_cls": False,
+        "pretrain_images": ""}, run, f"learning {opt.teacher}'s {len(names)}-class outputs on {images}, no labels")
+    opt.weights = str(weights / "last.pt")
+
+
+def teacher_for_data(opt: argparse.Namespace, hyp: dict, ctx: DistContext, run: RunStage, default_hyp: Path,
+                     default_hyp_af: Path) -> None:
+    """A --teacher whose class names differ from --data's is fine-tuned on --data (RUN/teacher: --teacher-epochs,
+    --teacher-hyp or the scratch hyp of its head kind); opt.teacher names its best.pt from here on (opt.yaml and
+    last.pt keep it, so a --resume of the student reuses it)."""
+    if not opt.teacher or opt.resume:
+        return
+    ckpt, known = teacher_names(opt.teacher)
+    data = check_dataset(opt.data)
+    names = single_cls_names(data["names"]) if opt.single_cls else list(data["names"])
+    if known == names:
+        return
+    if ctx.distributed:
+        raise UserInputError(f"--teacher {opt.teacher}: it does not know --data's classes; under torchrun fine-tune it "
+                             f"first (python train.py --weights {opt.teacher} --data {opt.data}) and pass its best.pt")
+    teacher_hyp = opt.teacher_hyp or (default_hyp_af if model_from_checkpoint(ckpt, opt.teacher).anchor_free
+                                      else default_hyp)
+    weights = run_stage(opt, hyp, TEACHER_RUN, {
+        "weights": opt.teacher, "cfg": "", "teacher": "", "hyp": str(teacher_hyp), "pretrain_images": "",
+        "epochs": opt.teacher_epochs or opt.epochs}, run,
+        f"{opt.teacher} knows {len(known)} other classes; fine-tuning it on {opt.data} ({len(names)} classes), "
+        f"then distilling from it")
+    opt.teacher = str(weights / "best.pt")
+    LOGGER.info(f"Distilling from the fine-tuned teacher {opt.teacher}")
