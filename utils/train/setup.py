@@ -22,6 +22,7 @@ from utils.train.distributed import DistContext
 from utils.train.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch
 from utils.train.run_log import truncate_results
 from utils.weights.checkpoint import load_checkpoint
+from utils.weights.inherit import inherit_from_checkpoint
 
 
 def intersect_state_dicts(src: dict, dst: dict, exclude: tuple[str, ...] = ()) -> dict:
@@ -31,14 +32,20 @@ def intersect_state_dicts(src: dict, dst: dict, exclude: tuple[str, ...] = ()) -
 
 
 def build_model(opt: argparse.Namespace, hyp: dict, nc: int, ckpt: dict | None) -> DetectionModel:
-    """From --cfg (scratch), --weights (transfer, matching names+shapes) or a resume checkpoint."""
+    """From --cfg (scratch), --cfg with --weights (layers inherited by stage and block), --weights alone (same
+    architecture: names + shapes) or a resume checkpoint."""
     if ckpt is None:
         return DetectionModel(opt.cfg, ch=3, nc=nc, anchors=hyp.get("anchors"))
     resuming = bool(opt.resume)
     cfg = opt.cfg or ckpt["model_yaml"]
     model = DetectionModel(cfg, ch=3, nc=nc, anchors=None if resuming else hyp.get("anchors"))
+    if opt.cfg and not resuming:  # --cfg's anchors (or hyp's) win over the file's
+        report = inherit_from_checkpoint(model, ckpt, str(opt.weights), exclude=("anchor",))
+        LOGGER.info(report.summary())
+        LOGGER.info(report.inherited())
+        return model
     src = ckpt["model"] if resuming else (ckpt.get("ema") or ckpt["model"])
-    exclude = ("anchor",) if (opt.cfg or hyp.get("anchors")) and not resuming else ()
+    exclude = ("anchor",) if hyp.get("anchors") and not resuming else ()
     state = intersect_state_dicts(src, model.state_dict(), exclude)
     model.load_state_dict(state, strict=False)
     LOGGER.info(f"Transferred {len(state)}/{len(model.state_dict())} items from {opt.weights}")

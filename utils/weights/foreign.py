@@ -28,7 +28,7 @@ import pickle
 import pickletools
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch.nn as nn
 from models.yolo import DetectionModel, load_model_yaml
 from utils.errors import UserInputError
 from utils.log import LOGGER
+from utils.weights.transfer import TransferReport, fillable_keys, take_whole_modules
 
 FOREIGN_PREFIXES = ("ultralytics.", "models.yolo.")  # class paths of ultralytics' and YOLOv5's models
 STAND_IN_PREFIXES = ("ultralytics.", "models.", "utils.", "torch.nn.", "numpy.")  # model code and its data
@@ -50,7 +51,6 @@ STORAGE_DTYPES = {
     "UntypedStorage": torch.uint8,
 }
 TORCH_DTYPES = {name: v for name, v in vars(torch).items() if isinstance(v, torch.dtype)}  # 'torch.float16' ...
-BUILT_BY_ARCHITECTURE = ("stride", "bins")  # head buffers our builder computes; no file carries them
 MAPPED_ARCHITECTURES = ("ultralytics YOLOv5u (yolov5nu.pt, yolov5su.pt, ...) onto models/yolov5n-af.yaml scaled, "
                         "YOLOv5 P5 (yolov5n.pt ... yolov5x.pt) onto models/yolov5n.yaml scaled")
 
@@ -327,38 +327,6 @@ def read_foreign_checkpoint(path: str | Path) -> ForeignCheckpoint:
         names=class_names(model.state.get("names"), nc), imgsz=training_imgsz(ckpt))
 
 
-@dataclass
-class TransferReport:
-    """Which of our tensors came from the file; the rest keep their initial (random) values."""
-
-    source: str
-    keys: list[str]  # our tensors a file could fill, in state_dict order
-    transferred: set[str] = field(default_factory=set)
-
-    @property
-    def random(self) -> list[str]:
-        return [k for k in self.keys if k not in self.transferred]
-
-    def random_layers(self) -> list[str]:
-        """Our modules left random, each named by its coarsest prefix ('model.2', 'model.24.cls') left wholly so."""
-        random = set(self.random)
-
-        def coarsest(key: str) -> str:
-            parts = key.split(".")
-            for n in range(2, len(parts)):
-                prefix = ".".join(parts[:n])
-                if all(k in random for k in self.keys if k.startswith(prefix + ".")):
-                    return prefix
-            return key.rsplit(".", 1)[0]
-
-        return list(dict.fromkeys(coarsest(k) for k in self.random))
-
-    def summary(self) -> str:
-        line = f"transferred {len(self.transferred)}/{len(self.keys)} tensors from {self.source}"
-        left = self.random_layers()
-        return f"{line}; stayed random: {', '.join(left)}" if left else line
-
-
 def our_key(key: str, foreign: ForeignCheckpoint, model: nn.Module) -> str | None:
     """Our state_dict key for one of the file's, when its layer maps onto ours (same block kind), else None."""
     match = re.fullmatch(r"model\.(\d+)\.(.+)", key)
@@ -378,23 +346,14 @@ def our_key(key: str, foreign: ForeignCheckpoint, model: nn.Module) -> str | Non
 
 
 def transfer_state(foreign: ForeignCheckpoint, model: nn.Module) -> tuple[dict[str, torch.Tensor], TransferReport]:
-    """`model`'s state_dict with the file's tensors put in, module by module: a module (a conv, a BatchNorm)
-    takes the file's tensors when its layer maps and every one of its tensors is there with the same shape,
-    so none is left half loaded (a BatchNorm's weights without its statistics).
+    """`model`'s state_dict with the file's tensors put in where its layer maps, whole modules only (a conv block,
+    a BatchNorm: utils.weights.transfer's rule), so none is left half loaded.
 
     Returns the full state dict (load it strictly) and the report of what came from the file.
     """
-    ours = model.state_dict()
-    head = f"model.{len(model.model) - 1}."
-    built = {head + name for name in BUILT_BY_ARCHITECTURE}
-    report = TransferReport(str(foreign.path), [k for k in ours if k not in built])
-    theirs = {mine: tensor for mine, tensor in ((our_key(k, foreign, model), t) for k, t in foreign.state.items())
-              if mine in ours and ours[mine].shape == tensor.shape}
-    owners: dict[str, list[str]] = collections.defaultdict(list)
-    for key in report.keys:
-        owners[key.rsplit(".", 1)[0]].append(key)
-    report.transferred = {k for keys in owners.values() if all(k in theirs for k in keys) for k in keys}
-    state = {k: (theirs[k].to(v.dtype) if k in report.transferred else v).detach().clone() for k, v in ours.items()}
+    report = TransferReport(str(foreign.path), fillable_keys(model))
+    theirs = {mine: t for mine, t in ((our_key(k, foreign, model), t) for k, t in foreign.state.items()) if mine}
+    state = take_whole_modules(model, theirs, report)
     return state, report
 
 
