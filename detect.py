@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # allow `python /path/to/detect.py` from anywhere
     sys.path.append(str(ROOT))
 
-from deploy.cli import add_detect_flags, run_cli  # noqa: E402  (torch-free pieces shared with the edge runner)
+from deploy.cli import add_detect_flags, checked_line_thickness, run_cli  # noqa: E402  (torch-free pieces shared with the edge runner)
 from deploy.outputs import ResultWriter, Viewer  # noqa: E402
 from deploy.sources import open_source  # noqa: E402
 from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
@@ -54,6 +54,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def detect(opt: argparse.Namespace) -> Path:
     """Run the whole detection job described by `opt`; return the run folder."""
+    opt.line_thickness = checked_line_thickness(opt.line_thickness)
     if not opt.weights:
         raise UserInputError("--weights: give a model file (.pt, .torchscript, .onnx or .tflite)")
     detector = Detector(opt.weights, device=opt.device, imgsz=opt.imgsz, conf=opt.conf_thres, iou=opt.iou_thres,

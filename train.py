@@ -55,7 +55,7 @@ from utils.train.setup import (Progress, build_optimization, build_train_loader,
                                load_optimization_state, prepare_model, resumed_progress, start_checkpoint,
                                distribute, wrap_distributed)
 from deploy.cli import add_run_folder_flags  # noqa: E402
-from deploy.outputs import increment_path  # noqa: E402
+from deploy.outputs import increment_path, make_run_folder  # noqa: E402
 from utils.data.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
 from utils.train.tensorboard_log import TensorBoardLogger  # noqa: E402
 from utils.torch_utils import MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_seed, init_seeds  # noqa: E402
@@ -257,7 +257,7 @@ def setup_run(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: Dis
         batch_size = len(dataset)
     val_loader = None
     if ctx.is_main:  # inputs checked: only now does the run folder appear
-        (Path(opt.save_dir) / "weights").mkdir(parents=True, exist_ok=True)
+        make_run_folder(Path(opt.save_dir) / "weights")
         save_run_settings(Path(opt.save_dir), hyp, opt)
         val_loader = build_val_loader(data, imgsz, batch_size, gs, hyp, opt)
         if not opt.resume:
@@ -502,7 +502,7 @@ def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCo
     the fittest hyps are written to hyp_evolve.yaml.
     """
     save_dir = Path(opt.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
+    make_run_folder(save_dir)
     evolve_csv, rng = save_dir / "evolve.csv", np.random.default_rng(opt.seed)
     keys = list(hyp)
     rows: list[tuple[float, dict, tuple]] = []

@@ -35,7 +35,7 @@ from utils.metrics.ap import (IOU_THRESHOLDS, MATCHING_NOTES, MATCHING_RULES, AP
                            score_image)
 from utils.infer.predictor import default_imgsz
 from deploy.cli import add_label_flags, add_run_folder_flags, add_threshold_flags
-from deploy.outputs import increment_path
+from deploy.outputs import increment_path, make_run_folder
 from utils.torch_utils import select_device
 from utils.infer.tta import predict_augmented
 
@@ -270,7 +270,7 @@ def _open_run_folder(t: _Target, task: str, batch_size: int, workers: int, save_
                                      workers=workers, single_cls=t.single_cls, prefix=f"{task}: ",
                                      nc=len(t.names))[0]
     t.save_dir = save_dir
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    make_run_folder(save_dir / "labels" if save_txt else save_dir)
     if t.device.type != "cpu":
         t.model.warmup((t.imgsz, t.imgsz))
 
@@ -400,7 +400,7 @@ def run(
         was_training = model.training
         t = _live_target(model, data, single_cls, half, dataloader, Path(save_dir))
         if plots or save_json:
-            t.save_dir.mkdir(parents=True, exist_ok=True)
+            make_run_folder(t.save_dir)
     else:
         t = _file_target(weights, data, task, device, batch_size, half, imgsz, augment, single_cls)
     annotations = _coco_annotations(data, coco_json) if save_json else None

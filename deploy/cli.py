@@ -55,9 +55,17 @@ def add_detect_flags(p: argparse.ArgumentParser, project: str, line_thickness: i
     p.add_argument("--nosave", action="store_true", help="do not save images/videos")
     add_run_folder_flags(p, project)
     p.add_argument("--line-thickness", type=int, default=line_thickness,
-                   help="box thickness in pixels" + (" (default: by image size)" if line_thickness is None else ""))
+                   help="box thickness in pixels, 0: by image size" + (" (the default)" if line_thickness is None else ""))
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     p.add_argument("--allow-local-streams", action="store_true",
                    help="allow stream URLs on private/loopback/link-local addresses (off: no SSRF)")
+
+
+def checked_line_thickness(value: int | None) -> int | None:
+    """--line-thickness in pixels; 0 (or unset) picks it by image size, as yolov5 does. Below 0 OpenCV would fill
+    every box over its object and mirror the labels, so it is refused before anything runs."""
+    if value is not None and value < 0:
+        raise UserInputError(f"--line-thickness {value}: must be 1 or more pixels (0: by image size)")
+    return value or None

@@ -50,12 +50,18 @@ def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False
         while Path(f"{stem}{n}{suffix}").exists():
             n += 1
         path = Path(f"{stem}{n}{suffix}")
-    if mkdir:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserInputError(f"--project {path.parent}: cannot create the run folder {path} "
-                                 f"({e.strerror or e})") from None
+    return make_run_folder(path) if mkdir else path
+
+
+def make_run_folder(path: str | Path) -> Path:
+    """Create a run folder (or one inside it) with its parents: the one rule of every door, so one that cannot be
+    made (a file in the way, no permission, /proc) is a one-line error naming it, never a traceback."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f"--project {path.parent}: cannot create the run folder {path} "
+                             f"({e.strerror or e})") from None
     return path
 
 

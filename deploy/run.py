@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from .cli import add_detect_flags, run_cli
+from .cli import add_detect_flags, checked_line_thickness, run_cli
 from .detector import Detector, Options
 from .log import LOGGER
 from .outputs import ResultWriter, Viewer, increment_path
@@ -38,6 +38,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def detect(opt: argparse.Namespace) -> Path:
     """Run the whole job described by `opt`; return the run folder."""
+    opt.line_thickness = checked_line_thickness(opt.line_thickness)
     detector = Detector(opt.model, Options(opt.conf_thres, opt.iou_thres, opt.max_det, opt.classes,
                                            opt.agnostic_nms, opt.imgsz, opt.threads, opt.half))
     info = detector.info

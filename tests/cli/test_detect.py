@@ -210,6 +210,16 @@ def test_bad_input(weights, tmp_path):
         run(weights, tmp_path, conf_thresh=0.3)
 
 
+def test_line_thickness_below_zero_is_refused_and_zero_means_by_image_size(weights, tmp_path):
+    with pytest.raises(UserInputError, match=r"--line-thickness -3: must be 1 or more pixels \(0: by image size\)"):
+        run(weights, tmp_path, line_thickness=-3)
+    assert not (tmp_path / "runs").exists()  # refused before anything was made
+    bus = str(ROOT / "data/images/bus.jpg")
+    auto = cv2.imread(str(run(weights, tmp_path, source=bus, line_thickness=0, name="zero") / "bus.jpg"))
+    default = cv2.imread(str(run(weights, tmp_path, source=bus, line_thickness=None, name="none") / "bus.jpg"))
+    assert np.array_equal(auto, default)
+
+
 def test_cli_prints_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "detect.py"), "--weights", str(tmp_path / "x.pt"),
                            "--source", str(ROOT / "data/images")], capture_output=True, text=True, timeout=120)

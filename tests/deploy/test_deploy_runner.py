@@ -277,6 +277,14 @@ def test_half_is_for_openvino_only(exported, caplog, monkeypatch):
     assert "WARNING: --half has no effect on .onnx files (precision is fixed at export)" in caplog.text
 
 
+def test_negative_line_thickness_exits_2_with_one_line(exported, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "deploy.run", "--model", str(exported["onnx"]), "--source",
+                           str(ROOT / "data/images/bus.jpg"), "--line-thickness", "-3", "--project",
+                           str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and not (tmp_path / "runs").exists()
+    assert proc.stderr.strip() == "error: --line-thickness -3: must be 1 or more pixels (0: by image size)"
+
+
 def test_bad_sources_exit_2_with_one_line(exported, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (tmp_path / "broken.mp4").write_bytes(b"not a video")

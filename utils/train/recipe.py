@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
+from deploy.outputs import make_run_folder
 from utils.data.dataset import check_dataset, single_cls_names
 from utils.errors import UserInputError
 from utils.log import LOGGER
@@ -56,7 +57,7 @@ def run_stage(opt: argparse.Namespace, hyp: dict, name: str, options: dict[str, 
     finished. Returns the stage's weights folder."""
     student_run = Path(opt.save_dir)
     weights = student_run / name / "weights"
-    student_run.mkdir(parents=True, exist_ok=True)
+    make_run_folder(student_run)
     save_run_settings(student_run, hyp, opt)  # what a --resume during the stage continues with
     last, t0 = weights / "last.pt", time.time()
     if last.exists() and load_checkpoint(last)["epoch"] < 0:
@@ -93,7 +94,7 @@ def pretrain_on_images(opt: argparse.Namespace, hyp: dict, run: RunStage) -> Non
         raise UserInputError(f"--pretrain-images {opt.pretrain_images}: no such folder or list of images")
     _, names = teacher_names(opt.teacher)
     folder = Path(opt.save_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_run_folder(folder)
     images = str(Path(opt.pretrain_images).resolve())
     data = folder / f"{PRETRAIN_RUN}-data.yaml"
     data.write_text(yaml.safe_dump({"train": images, "val": images, "names": dict(enumerate(names))}, sort_keys=False))
