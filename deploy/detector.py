@@ -10,7 +10,7 @@ import numpy as np
 from .draw import draw_detections
 from .engines import Engine, load_engine
 from .errors import UserInputError
-from .imgsz import check_imgsz as imgsz_rule
+from .imgsz import check_imgsz as imgsz_rule, warn_far_from_trained
 from .postprocess import (as_rows, end_to_end_detections, nms_xyxy, raw_candidates, scale_boxes_to_image,
                           xyxy_to_xywhn)
 from .preprocess import letterbox, to_input
@@ -83,7 +83,9 @@ def check_imgsz(imgsz: list[int] | None, engine: Engine) -> tuple[int, int]:
     """The network input size. A dynamic file runs at --imgsz (else its export size) under the one --imgsz rule;
     a fixed-size file runs at its own size only, so another --imgsz is an error rather than a silent resize."""
     if engine.dynamic:
-        return imgsz_rule(engine.info.imgsz if imgsz is None else imgsz, engine.info.stride)
+        hw = imgsz_rule(engine.info.imgsz if imgsz is None else imgsz, engine.info.stride)
+        warn_far_from_trained(hw, engine.info.imgsz)
+        return hw
     if imgsz is not None and imgsz_rule(imgsz, 1) != engine.input_hw:  # stride 1: checked, never rounded
         h, w = engine.input_hw
         raise UserInputError(f"--imgsz {' '.join(map(str, imgsz))}: {engine.path.name} takes a fixed {h}x{w} input; "

@@ -26,3 +26,17 @@ def check_imgsz(imgsz: int | Iterable[int], stride: int, flag: str = "--imgsz") 
     h = round_to_stride(sizes[0], stride, flag)
     w = h if sizes[-1] == sizes[0] else round_to_stride(sizes[-1], stride, flag)  # a square size warns once
     return h, w
+
+
+SURPRISING_SCALE = 4  # an --imgsz this many times the model's own size is more likely a typo than a wish
+
+
+def warn_far_from_trained(hw: tuple[int, int], own: int | Iterable[int], flag: str = "--imgsz") -> None:
+    """Warn when the input is far above the size the model was trained (or exported) at: the cost grows with the
+    square (8192 px takes seconds per image on a CPU, which looks like a hang) and the model never saw objects
+    that large in pixels."""
+    own_side = max([own] if isinstance(own, (int, float)) else list(own))
+    if own_side and max(hw) > SURPRISING_SCALE * own_side:
+        LOGGER.warning(f"WARNING: {flag} {max(hw)} is {max(hw) / own_side:.0f}x the {own_side} px the model was trained "
+                       f"at: each image costs about {(max(hw) / own_side) ** 2:.0f}x more; "
+                       f"omit {flag} to run at the model's own size")

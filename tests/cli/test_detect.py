@@ -262,3 +262,14 @@ def test_output_names_one_per_input(weights, tmp_path):
     save_dir = run(weights, tmp_path, source=str(listing), save_txt=True)
     assert sorted(p.name for p in save_dir.glob("*.jpg")) == ["bus.jpg", "bus_2.jpg", "bus_3.jpg"]
     assert sorted(p.name for p in (save_dir / "labels").iterdir()) == ["bus.txt", "bus_2.txt", "bus_3.txt"]
+
+
+def test_an_imgsz_far_above_the_trained_size_warns(tmp_path, log_lines):
+    """A checkpoint trained at 32 px asked to run at 160: the user hears the cost before the long wait."""
+    from utils.infer.predictor import Detector
+    model = DetectionModel(load_model_yaml("models/yolov5n.yaml"), nc=3)
+    path = save_checkpoint(build_checkpoint(model, opt={"imgsz": 32}), tmp_path / "small.pt")
+    Detector(path, device="cpu", imgsz=64, warmup=False)
+    assert not any("the model was trained at" in line for line in log_lines())
+    Detector(path, device="cpu", imgsz=160, warmup=False)
+    assert any(line.startswith("WARNING: --imgsz 160 is 5x the 32 px the model was trained at") for line in log_lines())

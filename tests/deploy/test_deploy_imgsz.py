@@ -70,3 +70,18 @@ def test_runner_detector_rounds_for_dynamic_files_and_keeps_a_fixed_size(warning
         detector_imgsz([100], fake_engine(False))
     with pytest.raises(UserInputError, match="--imgsz 0: must be a positive"):
         detector_imgsz([0], fake_engine(False))
+
+
+def test_a_size_far_above_the_models_own_warns_once_with_the_cost(warnings):
+    from deploy.imgsz import warn_far_from_trained
+    warn_far_from_trained((1280, 1280), 320)  # 4x: large but plausible
+    assert not warnings()
+    warn_far_from_trained((8192, 8192), (320, 320))
+    (line,) = warnings()
+    assert line.startswith("WARNING: --imgsz 8192 is 26x the 320 px the model was trained at") and "655x more" in line
+
+
+def test_the_runner_warns_for_a_dynamic_file_asked_far_above_its_export_size(warnings):
+    engine = SimpleNamespace(dynamic=True, info=SimpleNamespace(imgsz=(320, 320), stride=32))
+    assert detector_imgsz([4096], engine) == (4096, 4096)
+    assert any("--imgsz 4096 is 13x the 320 px" in w for w in warnings())

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from deploy.imgsz import check_imgsz
+from deploy.imgsz import check_imgsz, warn_far_from_trained
 from utils.data.augment import letterbox
 from utils.infer.backends import Backend, check_class_ids, load_backend
 from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
@@ -173,6 +173,7 @@ class Detector:
             return fixed or check_imgsz(default_imgsz(self.backend), self.backend.stride)
         requested = check_imgsz(imgsz, self.backend.stride)
         if fixed is None:
+            warn_far_from_trained(requested, default_imgsz(self.backend))
             return requested
         if requested != fixed:
             LOGGER.info(f"{self.backend.path.name} was exported at {list(fixed)}; using that size "
