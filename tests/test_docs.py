@@ -42,7 +42,7 @@ TOP_LEVEL = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")} - {"r
 USER_FILES = {"best.pt", "a.pt", "b.pt", "best.onnx", "best.tflite", "best-int8.tflite", "best_openvino_model/",
               "my.yaml", "my-data.yaml", "data.yaml", "data/your.yaml", "my_hyp.yaml", "clip.mp4", "images/",
               "shots/*.jpg", "list.txt", "cams.streams", "my-video.mp4",
-              "yolov5nu.pt"}  # a checkpoint the reader has from ultralytics
+              "yolov5nu.pt", "yolov5n.pt"}  # checkpoints the reader has from ultralytics and YOLOv5
 NEVER_RUN = {"pip", "pytest", "tensorboard", "torchrun"}
 # script: [(flag, values)] set on the command (replacing the doc's values, or appended)
 SHORTEN = {
@@ -218,3 +218,14 @@ def test_shipped_doc_commands_run(tmp_path, capsys):
         print(f"\ndocs: {len(ran)} command(s) ran:\n  " + "\n  ".join(ran))
         print(f"docs: {len(skipped)} not run:\n  " + "\n  ".join(skipped))
     assert len(ran) >= 8, "fewer doc commands ran than the docs had runnable ones"
+
+
+def test_the_project_ships_its_license_and_says_so():
+    """AGPL-3.0, as YOLOv5 and the ultralytics library it imports: the full text at the top, named by the README,
+    and the demo model's provenance and terms beside it."""
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("GNU AFFERO GENERAL PUBLIC LICENSE") and "Version 3, 19 November 2007" in text
+    assert len(text.splitlines()) == 661  # the whole text, not a pointer to it
+    assert "GNU Affero General Public License v3.0** ([LICENSE](LICENSE))" in (ROOT / "README.md").read_text()
+    demo = (ROOT / "data/demo/README.md").read_text()
+    assert "## Provenance and terms" in demo and "AGPL-3.0" in demo
