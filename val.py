@@ -416,7 +416,7 @@ def run(
     _save_outputs(t, scorer, result, plots, save_json, annotations, matching)
     if t.training:
         model.train(was_training)
-    else:
+    elif plots or save_txt or save_json:  # a run that wrote nothing (export's mAP column) points at no folder
         saved = f"\n{len(list((t.save_dir / 'labels').glob('*.txt')))} labels saved to {t.save_dir / 'labels'}" \
             if save_txt else ""
         LOGGER.info(f"Results saved to {t.save_dir}{saved}")

@@ -76,8 +76,9 @@ def detect(opt: argparse.Namespace) -> Path:
                     f"inference, {totals['postprocess'] / seen:.1f}ms NMS per image at shape "
                     f"(1, 3, {detector.imgsz[0]}, {detector.imgsz[1]})")
         LOGGER.info(f"FPS: {seen / elapsed:.1f} end-to-end ({seen} frames in {elapsed:.2f}s: read, detect, draw, save)")
-    saved = f", {writer.labels_written} labels saved to {save_dir / 'labels'}" if opt.save_txt else ""
-    LOGGER.info(f"Results saved to {save_dir}{saved}")
+    shown = save_dir.resolve()  # absolute, as detect.py says it: the user may not know where runs/ went
+    saved = f", {writer.labels_written} labels saved to {shown / 'labels'}" if opt.save_txt else ""
+    LOGGER.info(f"Results saved to {shown}{saved}")
     return save_dir
 
 

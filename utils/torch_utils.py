@@ -132,8 +132,13 @@ def model_info(model: nn.Module, imgsz: int | tuple[int, int] = 640, verbose: bo
     }
     if verbose:
         LOGGER.info(f"{type(model).__name__} summary: {info['layers']} layers, {info['params']:,} parameters, "
-                    f"{info['gradients']:,} gradients, {info['gflops']:.1f} GFLOPs at {imgsz}")
+                    f"{info['gradients']:,} gradients, {gflops_text(info['gflops'])} GFLOPs at {imgsz}")
     return info
+
+
+def gflops_text(gflops: float) -> str:
+    """yolov5's one decimal, with enough digits below 0.1 that a small input never reads '0.0 GFLOPs'."""
+    return f"{gflops:.1f}" if gflops >= 0.1 else f"{gflops:.2g}"
 
 
 def copy_attr(dst: object, src: object, include: tuple = (), exclude: tuple = ()) -> None:

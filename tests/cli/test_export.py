@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,12 @@ def test_every_format_written_with_metadata(exported):
         "tiny.torchscript", "tiny.onnx", "tiny-int8.onnx", "tiny.tflite", "tiny-fp16.tflite", "tiny-int8.tflite",
         "tiny_openvino_model/tiny.xml", "tiny_int8_openvino_model/tiny.xml"]
     for label in ("tflite", "tflite fp16", "tflite int8"):
-        meta = json.loads(files[label].with_suffix(".json").read_text())
-        assert json.loads(meta["imgsz"]) == [IMGSZ, IMGSZ] and meta["stride"] == "32"
-        assert len(json.loads(meta["names"])) == 80 and meta["layout"] in ("NCHW", "NHWC")
+        meta = json.loads(files[label].with_suffix(".json").read_text())  # plain JSON values, no JSON in strings
+        assert meta["imgsz"] == [IMGSZ, IMGSZ] and meta["stride"] == 32 and meta["nms"] is False
+        assert len(meta["names"]) == 80 and meta["names"][0] == "person" and meta["layout"] in ("NCHW", "NHWC")
         assert meta["precision"] == label.split()[-1].replace("tflite", "fp32")
+        with zipfile.ZipFile(files[label]) as archive:  # the same metadata inside the file: one file is enough
+            assert json.loads(archive.read("metadata.json")) == meta
     for label in ("openvino", "openvino int8"):  # metadata in the IR itself, as the backends read it
         backend = load_backend(files[label].parent)  # the *_openvino_model folder stands for its .xml
         assert (backend.kind, backend.imgsz, backend.stride, len(backend.names)) == ("openvino", (IMGSZ, IMGSZ), 32, 80)
@@ -267,3 +270,10 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: --weights {tmp_path / 'nope.pt'}: file not found"
     assert "Traceback" not in proc.stderr
+
+
+def test_a_tflite_copied_alone_still_knows_its_classes_and_size(exported, tmp_path):
+    alone = tmp_path / "device.tflite"
+    alone.write_bytes(_files(exported)["tflite int8"].read_bytes())
+    backend = load_backend(alone)
+    assert (backend.imgsz, backend.stride, len(backend.names), backend.names[0]) == ((IMGSZ, IMGSZ), 32, 80, "person")

@@ -162,6 +162,16 @@ def checkpoint(tmp_path_factory):
 
 
 
+def test_a_run_that_writes_nothing_names_no_results_folder(checkpoint, tmp_path, log_text):
+    """export.py scores each file in a temporary folder without plots or files: val must not point the user at it."""
+    val.run(weights=str(checkpoint), data=COCO8, imgsz=32, batch_size=4, workers=0, plots=False,
+            project=tmp_path, name="quiet")
+    assert "Results saved to" not in log_text.text
+    val.run(weights=str(checkpoint), data=COCO8, imgsz=32, batch_size=4, workers=0, plots=True,
+            project=tmp_path, name="loud")
+    assert f"Results saved to {tmp_path / 'loud'}" in log_text.text
+
+
 def test_run_and_cli_default_to_the_same_data():
     """val.run() without data validates what `python val.py` without --data does: the demo's data."""
     assert inspect.signature(val.run).parameters["data"].default == Path(val.parse_opt([]).data) == DEMO_DATA

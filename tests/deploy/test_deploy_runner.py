@@ -5,10 +5,12 @@ conventions, and bad models, sizes, sources and a missing runtime get one-line e
 import functools
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -168,12 +170,13 @@ def test_outputs_follow_detect_conventions(exported, source_dir, tmp_path):
 
 def test_runs_alone_without_torch(exported, source_dir, tmp_path):
     """deploy/ copied alone to a 'device' folder, torch/torchvision/ultralytics and the project poisoned and the
-    network refused: ONNX, TFLite int8 and the OpenVINO folder run, OpenVINO with the ONNX file's boxes."""
+    network refused: ONNX, TFLite int8 (the .tflite alone, its metadata inside) and the OpenVINO folder run,
+    OpenVINO with the ONNX file's boxes."""
     device = tmp_path / "device"
     shutil.copytree(ROOT / "deploy", device / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
     for label in ("onnx", "tflite int8"):
         shutil.copy(exported[label], device / exported[label].name)
-    shutil.copy(exported["tflite int8"].with_suffix(".json"), device)
+    assert not (device / exported["tflite int8"].with_suffix(".json").name).exists()  # the .tflite alone
     openvino_dir = shutil.copytree(exported["openvino"].parent, device / exported["openvino"].parent.name)
     script = f"""
 import os, sys
@@ -214,7 +217,9 @@ def test_bad_model_messages(exported, tmp_path):
     onnx.save(stripped, str(tmp_path / "no_meta.onnx"))
     stripped.metadata_props.extend(kept)
     onnx.save(stripped, str(tmp_path / "no_names.onnx"))
-    shutil.copy(exported["tflite"], tmp_path / "alone.tflite")
+    with zipfile.ZipFile(exported["tflite"]) as archive:  # the file as older exports wrote it: no metadata inside
+        flatbuffer = exported["tflite"].read_bytes()[:archive.infolist()[0].header_offset]
+    (tmp_path / "old.tflite").write_bytes(flatbuffer)
     shutil.copy(exported["tflite"], tmp_path / "resized.tflite")
     meta = json.loads(exported["tflite"].with_suffix(".json").read_text())
     (tmp_path / "resized.json").write_text(json.dumps({**meta, "imgsz": "[128, 128]"}))
@@ -222,8 +227,8 @@ def test_bad_model_messages(exported, tmp_path):
     cases = [
         (["--model", str(tmp_path / "no_meta.onnx")], "missing PConv-YOLO metadata names, stride, imgsz in its ONNX"),
         (["--model", str(tmp_path / "no_names.onnx")], "missing PConv-YOLO metadata names in its ONNX metadata_props"),
-        (["--model", str(tmp_path / "alone.tflite")],
-         "missing PConv-YOLO metadata names, stride, imgsz in alone.json / alone.tflite.json (no such file"),
+        (["--model", str(tmp_path / "old.tflite")],
+         "missing PConv-YOLO metadata names, stride, imgsz in old.json / old.tflite.json (no such file"),
         (["--model", str(tmp_path / "resized.tflite")], "input tensor is 64x64 but its metadata says imgsz 128x128"),
         (["--model", str(exported["onnx"]), "--imgsz", "320"], "takes a fixed 64x64 input"),
         (["--model", str(tmp_path / "garbage.onnx")], "not a readable ONNX model"),
@@ -283,6 +288,15 @@ def test_negative_line_thickness_exits_2_with_one_line(exported, tmp_path):
                            str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and not (tmp_path / "runs").exists()
     assert proc.stderr.strip() == "error: --line-thickness -3: must be 1 or more pixels (0: by image size)"
+
+
+def test_results_folder_is_said_as_an_absolute_path(exported, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "deploy.run", "--model", str(exported["onnx"]), "--source",
+                           str(ROOT / "data/images/bus.jpg"), "--project", "rel", "--save-txt"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-1000:]
+    assert f"Results saved to {tmp_path / 'rel/exp'}, 1 labels saved to {tmp_path / 'rel/exp/labels'}" in out
 
 
 def test_bad_sources_exit_2_with_one_line(exported, tmp_path):

@@ -15,9 +15,10 @@ import logging
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
@@ -149,6 +150,26 @@ def check_writable_dir(folder: Path, flag: str = "--project", hint: str = "") ->
         raise UserInputError(f"{flag} {folder}: output folder is not writable ({e.strerror or e})"
                              f"{'; ' + hint if hint else ''}") from None
     return folder
+
+
+def json_metadata(meta: dict[str, str]) -> dict[str, Any]:
+    """The string-valued metadata (what ONNX and OpenVINO can store) as a JSON object of real values: names a
+    list, sizes numbers, nms a boolean — never JSON text inside JSON. Both metadata readers take either form."""
+    out: dict[str, Any] = dict(meta)
+    for key in ("names", "imgsz", "nms"):
+        if key in out:
+            out[key] = json.loads(out[key])
+    for key in ("stride", "batch"):
+        if key in out:
+            out[key] = int(out[key])
+    return out
+
+
+def embed_tflite_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Append metadata.json to the .tflite as a zip, as ultralytics does: the flatbuffer ignores bytes after it, so
+    the one file carries its classes and size to a device (the sidecar is written too, for older readers)."""
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metadata.json", json.dumps(json_metadata(meta)))
 
 
 def tflite_sidecar(path: Path) -> Path:
@@ -300,7 +321,8 @@ def export_tflite(model: nn.Module, im: torch.Tensor, outputs: dict[str, Path], 
             else:
                 quantize_tflite(float_file, path, precision, calibration)
             meta = {**metadata, "precision": precision, "layout": layout}
-            tflite_sidecar(path).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            embed_tflite_metadata(path, meta)
+            tflite_sidecar(path).write_text(json.dumps(json_metadata(meta), indent=2), encoding="utf-8")
     return outputs
 
 
