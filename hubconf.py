@@ -3,8 +3,8 @@
     import torch
     model = torch.hub.load("path/to/pconv-yolo", "custom", path="runs/train/exp/weights/best.pt", source="local")
     model = torch.hub.load("path/to/pconv-yolo", "yolov5n_faster", pretrained=False, classes=3, source="local")
-    results = model("data/images/bus.jpg")        # list of utils.infer.predictor.Detections, one per image
-    model.conf, model.iou, model.classes = 0.4, 0.5, [0]   # yolov5's after-load settings work too
+    results = model("data/images/bus.jpg", size=640)   # YOLOv5's results: .print() .save() .crop() .pandas() .xyxy
+    model.conf, model.iou, model.classes = 0.4, 0.5, [0]   # yolov5's after-load settings work too (checked when set)
 
 Every zoo model (models.zoo.NAMES: one per YAML in models/) gets a constructor named after it ('-' → '_'). No
 pretrained weights are published (PConv-YOLO models are trained from scratch), so `pretrained=True` needs
@@ -42,6 +42,7 @@ import utils.infer.backends  # noqa: E402
 import utils.errors  # noqa: E402
 import utils.weights.checkpoint  # noqa: E402
 import utils.infer.predictor  # noqa: E402
+import utils.infer.hub  # noqa: E402
 
 
 def custom(path: str, autoshape: bool = True, device: str | None = None, **detector_options):
@@ -57,7 +58,7 @@ def custom(path: str, autoshape: bool = True, device: str | None = None, **detec
             raise utils.errors.UserInputError(f"custom(path={path!r}, autoshape=False): the bare DetectionModel "
                                               f"needs a .pt checkpoint, not an exported {kind} model")
         return utils.weights.checkpoint.load_model(path, device or "cpu")
-    return utils.infer.predictor.Detector(path, device=device or "", **detector_options)
+    return utils.infer.hub.HubDetector(path, device=device or "", **detector_options)
 
 
 def _create(cfg: pathlib.Path, pretrained: bool, classes: int | None, channels: int, autoshape: bool,
@@ -72,6 +73,9 @@ def _create(cfg: pathlib.Path, pretrained: bool, classes: int | None, channels: 
         if classes is not None and classes != len(loaded.names):
             raise utils.errors.UserInputError(f"{entry}(classes={classes}): {path} has {len(loaded.names)} classes")
         return loaded
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        raise utils.errors.UserInputError(f"{entry}(classes={classes!r}): the number of classes the model predicts, "
+                                          f"1 or more")
     nc = classes or models.yolo.load_model_yaml(cfg)["nc"]
     model_names = _names_for(nc, names, entry)  # checked before the (slower) model build
     model = models.yolo.DetectionModel(cfg, ch=channels, nc=nc)
@@ -80,7 +84,7 @@ def _create(cfg: pathlib.Path, pretrained: bool, classes: int | None, channels: 
         return model.to(utils.infer.predictor.select_device(device or ""))
     backend = utils.infer.backends.ModelBackend(model, utils.infer.predictor.select_device(device or ""),
                                           detector_options.pop("half", False))
-    return utils.infer.predictor.Detector(backend, device=device or "", **detector_options)
+    return utils.infer.hub.HubDetector(backend, device=device or "", **detector_options)
 
 
 def _names_for(nc: int, names: list[str] | None, entry: str) -> list[str]:

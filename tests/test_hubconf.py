@@ -55,10 +55,10 @@ def test_hub_load_from_local_clone_in_a_fresh_process(tmp_path):
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["custom"][:2] == ["Detector", 1] and out["custom"][2] > 0, "detections from the checkpoint"
+    assert out["custom"][:2] == ["HubDetector", 1] and out["custom"][2] > 0, "detections from the checkpoint"
     assert out["custom"][3] == ["blob", "bus"] and out["custom"][4] == [1080, 810], "boxes on the original image"
     assert out["custom_boxes_in_image"]
-    assert out["named"][:3] == ["Detector", 80, "person"] and out["named"][3] == 1
+    assert out["named"][:3] == ["HubDetector", 80, "person"] and out["named"][3] == 1
     assert out["pretrained"][0] == "UserInputError"
     assert "no pretrained weights are published" in out["pretrained"][1] and "path=" in out["pretrained"][1]
     assert not out["repo_left_on_path"]
@@ -131,3 +131,68 @@ def test_custom_loads_an_openvino_folder(tmp_path):
     with pytest.raises(UserInputError, match=r"autoshape=False\): the bare DetectionModel needs a \.pt checkpoint, "
                                              r"not an exported openvino model"):
         hubconf.custom(str(folder), autoshape=False)
+
+
+# A script written for YOLOv5's torch.hub (its README's calls), run unchanged against this repo
+YOLOV5_SCRIPT = """
+import json, sys, torch, cv2
+torch.set_num_threads(1)
+repo, weights, bus, zidane = sys.argv[1:5]
+model = torch.hub.load(repo, "custom", path=weights, source="local")
+model.conf = 0.01
+model.max_det = 5
+imgs = [bus, cv2.imread(zidane)[..., ::-1]]  # a file and an OpenCV image as RGB, as YOLOv5's docs say
+results = model(imgs, size=320)
+results.print()
+results.show()
+results.save()
+crops = results.crop(save=True)
+df = results.pandas().xyxy[0]
+out = {"n": len(results), "xyxy0": list(results.xyxy[0].shape), "xywhn_max": float(results.xywhn[1][:, :4].max()),
+       "columns": list(df.columns), "names": sorted(set(df["name"])), "files": results.files, "crops": len(crops),
+       "crop_keys": sorted(crops[0]), "shape": list(results.s), "small": list(model(bus, size=160).s),
+       "str": str(results).splitlines()[0], "tolist": len(results.tolist())}
+try:
+    model.conf = 5
+except Exception as e:
+    out["conf"] = [type(e).__name__, str(e), model.conf]
+try:
+    torch.hub.load(repo, "yolov5n_faster", classes=0, source="local")
+except Exception as e:
+    out["classes0"] = str(e)
+out["classes1"] = len(torch.hub.load(repo, "yolov5n_faster", classes=1, source="local").names)
+print(json.dumps(out))
+"""
+
+
+def test_a_yolov5_hub_script_runs_unchanged(tmp_path):
+    """YOLOv5's results API: size= per call, print/show/save/crop/pandas/xyxy/xywhn/tolist; model.conf checked
+    when set; classes=N honoured at load (0 refused)."""
+    torch.manual_seed(0)
+    cfg = load_model_yaml(ROOT / "models/yolov5n-faster.yaml")
+    cfg["width_multiple"] = 0.0625
+    model = DetectionModel(cfg, nc=2)
+    model.names = ["blob", "bus"]
+    with torch.no_grad():  # confident everywhere: boxes to print, save and crop
+        for conv in model.model[-1].m:
+            conv.bias.view(model.model[-1].na, -1)[:, 4] = 6.0
+    weights = save_checkpoint(build_checkpoint(model, opt={"imgsz": 64}), tmp_path / "best.pt")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DISPLAY")}
+    argv = [sys.executable, "-c", YOLOV5_SCRIPT, str(ROOT), str(weights), str(ROOT / "data/images/bus.jpg"),
+            str(ROOT / "data/images/zidane.jpg")]
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["n"] == 2 and out["xyxy0"] == [5, 6] and 0 < out["xywhn_max"] <= 1.0001
+    assert out["columns"] == ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
+    assert set(out["names"]) <= {"blob", "bus"} and out["files"] == ["bus.jpg", "image1.jpg"]
+    assert out["crops"] == 10 and out["crop_keys"] == ["box", "cls", "conf", "im", "label"]
+    assert out["shape"] == [1, 3, 320, 256] and out["small"] == [1, 3, 160, 128]  # size= per call, letterboxed
+    assert out["str"].startswith("image 1/2: 1080x810 ") and out["tolist"] == 2
+    assert out["conf"][0] == "UserInputError" and "5: must be between 0 and 1" in out["conf"][1]
+    assert out["conf"][2] == 0.01  # the bad value never took
+    assert "yolov5n_faster(classes=0)" in out["classes0"] and out["classes1"] == 1
+    saved = tmp_path / "runs/detect/exp"
+    assert sorted(p.name for p in saved.iterdir()) == ["bus.jpg", "image1.jpg"]
+    assert len(list((tmp_path / "runs/detect/exp2/crops").rglob("*.jpg"))) == 10
+    assert "image 2/2: 720x1280" in proc.stderr + proc.stdout

@@ -76,6 +76,13 @@ class Detections(RunnerDetections):
         return self.image[y1:y2, x1:x2].copy()
 
 
+def fraction(flag: str, value: float) -> float:
+    """A threshold between 0 and 1 (model.conf = 5 is refused where it is set)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UserInputError(f"{flag} {value}: must be between 0 and 1")
+    return float(value)
+
+
 def names_from_data_yaml(path: str | Path) -> list[str]:
     """Class names of a data YAML (list or {id: name}); only `names` is read, split paths need not exist."""
     path = Path(path)
@@ -129,9 +136,6 @@ class Detector:
                  conf: float = 0.25, iou: float = 0.45, classes: list[int] | None = None, agnostic: bool = False,
                  max_det: int = 1000, half: bool = False, augment: bool = False, data: str | Path | None = None,
                  warmup: bool = True):
-        for flag, value in (("--conf-thres", conf), ("--iou-thres", iou)):
-            if not 0 <= value <= 1:
-                raise UserInputError(f"{flag} {value}: must be between 0 and 1")
         if max_det < 1:
             raise UserInputError(f"--max-det {max_det}: must be 1 or more")
         self.device = select_device(device)
@@ -143,6 +147,25 @@ class Detector:
         self.augment = augment and self._tta_possible()
         if warmup:
             self.backend.warmup(self.imgsz)
+
+    @property
+    def conf(self) -> float:
+        """The confidence threshold; checked on every assignment (hub users set `model.conf` after loading), so a
+        bad value fails where it is set, not at the next call."""
+        return self._conf
+
+    @conf.setter
+    def conf(self, value: float) -> None:
+        self._conf = fraction("--conf-thres", value)
+
+    @property
+    def iou(self) -> float:
+        """The NMS IoU threshold; checked on every assignment, as `conf`."""
+        return self._iou
+
+    @iou.setter
+    def iou(self, value: float) -> None:
+        self._iou = fraction("--iou-thres", value)
 
     @property
     def classes(self) -> list[int] | None:
