@@ -498,24 +498,31 @@ def test_a_teacher_of_other_classes_is_fine_tuned_on_the_data_first(tmp_path, lo
     assert f"Distilling from {best}" in text and "teacher: took" in text
 
 
-def test_resume_during_the_teacher_fine_tuning_finishes_it_then_trains_the_student(tmp_path, log_text):
-    """Killed right after the teacher's first last.pt: a bare --resume finds that checkpoint, finishes the
-    teacher's epochs and then trains the student in the run's own folder, distilled from the teacher."""
+@pytest.mark.parametrize("stage", ["teacher", "pretrain"])
+def test_resume_during_a_stage_finishes_it_then_trains_the_student(tmp_path, log_text, stage):
+    """Killed right after a stage's first last.pt (the teacher's fine-tuning, or the pretraining on unlabeled
+    images): a bare --resume finds that checkpoint, finishes the stage's epochs, runs the stages after it and
+    then trains the student in the run's own folder, distilled from the fine-tuned teacher."""
     source = saved_teacher(tmp_path / "coco.pt", "models/yolov5n.yaml", names=[f"thing{i}" for i in range(80)])
     flags = ["--data", str(COCO8), "--cfg", "models/yolov5n-lite2-fasterneck-af.yaml", "--imgsz", "64",
              "--batch-size", "4", "--workers", "0", "--noplots", "--epochs", "1", "--teacher-epochs", "2",
              "--teacher", source, "--project", str(tmp_path / "runs")]
+    if stage == "pretrain":
+        flags += ["--pretrain-images", str(ROOT / "data/coco8/images/val"), "--pretrain-epochs", "2"]
     proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT.format(setup=""), *flags],
                           cwd=tmp_path, env=subprocess_env(), capture_output=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     run_dir = tmp_path / "runs/exp"
-    assert load_checkpoint(run_dir / "teacher/weights/last.pt")["epoch"] == 0
+    assert load_checkpoint(run_dir / stage / "weights/last.pt")["epoch"] == 0
     assert not (run_dir / "weights/last.pt").exists()
     summary = train.run(resume=True, project=str(tmp_path / "runs"))
-    assert summary.save_dir == run_dir and results_epochs(run_dir / "teacher") == [0, 1]
-    assert results_epochs(run_dir) == [0]
-    assert load_checkpoint(summary.last)["opt"]["teacher"] == str(run_dir / "teacher/weights/best.pt")
-    assert "teacher: resuming from" in log_text()
+    assert summary.save_dir == run_dir and results_epochs(run_dir / stage) == [0, 1]
+    assert results_epochs(run_dir / "teacher") == [0, 1] and results_epochs(run_dir) == [0]
+    opt = load_checkpoint(summary.last)["opt"]
+    assert opt["teacher"] == str(run_dir / "teacher/weights/best.pt")
+    if stage == "pretrain":
+        assert opt["weights"] == str(run_dir / "pretrain/weights/last.pt")
+    assert f"{stage}: resuming from" in log_text()
 
 
 def test_pretraining_on_unlabeled_images_learns_the_teacher_alone_then_seeds_the_student(tmp_path, log_text):
