@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from utils.train.anchors import check_anchors  # noqa: E402
 from utils.data.augment import multi_scale_size, resize_batch  # noqa: E402
 from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from utils.weights.checkpoint import load_model  # noqa: E402
-from utils.train.recipe import (interrupted_stage_run, pretrain_on_images, student_options,  # noqa: E402
-                                teacher_for_data)
+from utils.train.recipe import pretrain_on_images, teacher_for_data  # noqa: E402
+from utils.train.resume import restored_options  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.data.dataset import check_dataset, set_loader_epoch  # noqa: E402
 from utils.train.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
@@ -131,37 +130,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def latest_last_checkpoint(search_dir: Path) -> Path:
-    """The most recently written last*.pt under search_dir (what a bare --resume continues)."""
-    candidates = sorted(search_dir.glob("**/last*.pt"), key=os.path.getmtime) if search_dir.is_dir() else []
-    if not candidates:
-        raise UserInputError(f"--resume: no last.pt found under {search_dir} to resume; "
-                             f"give a checkpoint path or start a new run")
-    return candidates[-1]
-
-
 def resume_options(opt: argparse.Namespace, whole_recipe: bool = True) -> tuple[argparse.Namespace, dict | None]:
-    """Options of the interrupted run, restored from its last.pt, so the same schedule continues. With
-    `whole_recipe`, a stage cut inside a distillation run (utils.train.recipe) resumes as that whole run (no
-    checkpoint: the stage finishes, then the student starts)."""
-    last = Path(opt.resume) if isinstance(opt.resume, str) else latest_last_checkpoint(Path(opt.project))
-    student_run = interrupted_stage_run(last) if whole_recipe else None
-    if student_run is not None:
-        return student_options(opt, student_run), None  # its stages resume first (utils.train.recipe)
-    ckpt = load_checkpoint(last)
-    if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:
-        raise UserInputError(f"--resume {last}: this run already finished all its epochs, nothing to resume; "
-                             f"start a new run with --weights {last} to train further")
-    saved = ckpt.get("opt") or {}
-    restored = argparse.Namespace(**{**vars(opt), **saved})
-    restored.resume, restored.weights, restored.cfg = str(last), str(last), ""
-    restored.save_dir = str(last.parent.parent)
-    restored.device = opt.device or saved.get("device", "")  # the machine may have changed
-    # the loader's worker count shapes the augmentation streams: keep the run's, unless another is asked for
-    restored.workers = saved.get("workers", opt.workers) if opt.workers == DEFAULT_WORKERS else opt.workers
-    # each node of a multi-node job may keep its data elsewhere: a --data given again names this node's copy
-    restored.data = saved.get("data", opt.data) if opt.data == DEFAULT_DATA else opt.data
-    return restored, ckpt
+    """--resume's options and checkpoint (utils.train.resume), against this CLI's defaults."""
+    return restored_options(opt, parse_opt([]), whole_recipe)
 
 
 # --------------------------------------------------------------------------------------------- model

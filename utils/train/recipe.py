@@ -24,31 +24,10 @@ from utils.log import LOGGER
 from utils.train.distributed import DistContext
 from utils.train.run_log import save_run_settings
 from utils.weights.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.yaml_io import read_yaml_mapping
 
 PRETRAIN_RUN, TEACHER_RUN = "pretrain", "teacher"  # stage folders inside the student's run, in the order they run
 TASK_GAINS = ("box", "obj", "cls", "dfl")  # the label losses' gains: 0 while pretraining on unlabeled images
 RunStage = Callable[[dict[str, Any]], Any]  # train.py's run on these options (unset ones at their defaults)
-
-
-def interrupted_stage_run(last: Path) -> Path | None:
-    """The student's run folder when `last` is a stage's checkpoint and the student's own epochs have not begun:
-    resuming it means resuming the whole recipe."""
-    run = last.parent.parent.parent
-    if last.parent.parent.name in (PRETRAIN_RUN, TEACHER_RUN) and (run / "opt.yaml").is_file() \
-            and not (run / "weights/last.pt").exists():
-        return run
-    return None
-
-
-def student_options(opt: argparse.Namespace, student_run: Path) -> argparse.Namespace:
-    """A run cut during one of its stages: its own options from its opt.yaml, not resuming (its epochs have not
-    begun), in its folder; the stages then resume or skip by what their folders hold."""
-    saved = read_yaml_mapping(student_run / "opt.yaml", f"--resume {student_run}", "expected the run's options")
-    restored = argparse.Namespace(**{**vars(opt), **saved})
-    restored.resume, restored.save_dir, restored.hyp = False, str(student_run), str(student_run / "hyp.yaml")
-    restored.device = opt.device or saved.get("device", "")
-    return restored
 
 
 def run_stage(opt: argparse.Namespace, hyp: dict, name: str, options: dict[str, Any], run: RunStage,
