@@ -62,13 +62,16 @@ def teacher_names(path: str) -> tuple[dict, list[str]]:
     return ckpt, list(ckpt.get("names") or [])
 
 
-def pretrain_on_images(opt: argparse.Namespace, hyp: dict, run: RunStage) -> None:
+def pretrain_on_images(opt: argparse.Namespace, hyp: dict, ctx: DistContext, run: RunStage) -> None:
     """--pretrain-images: the student (the teacher's classes) learns the teacher's outputs alone on those images
     for --pretrain-epochs; the student's own run then starts from it (opt.weights)."""
     if not opt.pretrain_images or opt.resume:
         return
     if not opt.teacher or not opt.cfg:
         raise UserInputError("--pretrain-images: the student learns a --teacher's outputs there; give --teacher and --cfg")
+    if ctx.distributed:
+        raise UserInputError("--pretrain-images: the pretraining stage runs on one process; run this command without "
+                             "torchrun (or pretrain first and pass --weights RUN/pretrain/weights/last.pt)")
     if not Path(opt.pretrain_images).exists():
         raise UserInputError(f"--pretrain-images {opt.pretrain_images}: no such folder or list of images")
     _, names = teacher_names(opt.teacher)
