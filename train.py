@@ -550,8 +550,8 @@ def main_with_options(opt: argparse.Namespace, whole_recipe: bool = True) -> Tra
         opt.save_dir = str(increment_path(project / opt.name, exist_ok=opt.exist_ok)) if ctx.is_main else ""
         LOGGER.info(f"{task}: " + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
     hyp = load_hyp(resume_ckpt["hyp"] if resume_ckpt is not None else opt.hyp)
-    pretrain_on_images(opt, hyp, ctx, run_stage)
-    teacher_for_data(opt, hyp, ctx, run_stage, DEFAULT_HYP, DEFAULT_HYP_AF)
+    pretrain_on_images(opt, hyp, ctx, train_stage)
+    teacher_for_data(opt, hyp, ctx, train_stage, DEFAULT_HYP, DEFAULT_HYP_AF)
     device = init_distributed(ctx, opt)
     try:
         if opt.evolve:
@@ -569,7 +569,7 @@ def main_with_options(opt: argparse.Namespace, whole_recipe: bool = True) -> Tra
             dist.destroy_process_group()
 
 
-def run_stage(options: dict[str, Any]) -> TrainSummary | Path:
+def train_stage(options: dict[str, Any]) -> TrainSummary | Path:
     """A stage of a distillation run (utils.train.recipe): a run of its own, other options at their defaults."""
     return main_with_options(argparse.Namespace(**{**vars(parse_opt([])), **options}), whole_recipe=False)
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from deploy.outputs import Viewer, increment_path, make_run_folder
+from utils.boxes import xyxy_to_xywh
 from utils.errors import UserInputError
 from utils.infer.predictor import Detections, Detector
 from utils.log import LOGGER
@@ -38,7 +39,7 @@ class Results:
         self.xyxy = [torch.from_numpy(np.concatenate((d.xyxy, d.conf[:, None], d.cls[:, None]), 1).astype(np.float32))
                      for d in detections]
         self.pred = self.xyxy
-        self.xywh = [_xyxy_to_xywh(x) for x in self.xyxy]
+        self.xywh = [xyxy_to_xywh(x) for x in self.xyxy]  # the first four columns; conf and cls kept
         gains = [torch.tensor([w, h, w, h, 1.0, 1.0]) for h, w in (d.image.shape[:2] for d in detections)]
         self.xyxyn = [x / g for x, g in zip(self.xyxy, gains)]
         self.xywhn = [x / g for x, g in zip(self.xywh, gains)]
@@ -88,7 +89,7 @@ class Results:
     def crop(self, save: bool = True, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False) -> list[dict]:
         """Every box cut out of its image: YOLOv5's list of {'box', 'conf', 'cls', 'label', 'im'} (im BGR, as
         YOLOv5's); with save, written to save_dir/crops/<class>/<file>."""
-        folder = increment_path(save_dir, exist_ok=exist_ok, mkdir=save) if save else None
+        folder = increment_path(save_dir, exist_ok=exist_ok, mkdir=True) if save else None
         crops = []
         for name, d, boxes in zip(self.files, self.detections, self.xyxy):
             for i in range(len(d)):
@@ -125,19 +126,13 @@ class Results:
         return [Results([d], self.s) for d in self.detections]
 
 
-def _xyxy_to_xywh(rows: torch.Tensor) -> torch.Tensor:
-    out = rows.clone()
-    out[:, 0], out[:, 1] = (rows[:, 0] + rows[:, 2]) / 2, (rows[:, 1] + rows[:, 3]) / 2
-    out[:, 2], out[:, 3] = rows[:, 2] - rows[:, 0], rows[:, 3] - rows[:, 1]
-    return out
-
-
 class HubDetector(Detector):
     """The Detector with YOLOv5's hub call: `model(ims, size=640, augment=False)` -> Results; numpy images are
     RGB there (YOLOv5's rule), paths, folders and PIL images as everywhere."""
 
     def __call__(self, ims: object, size: int | tuple[int, int] | None = None, augment: bool | None = None,
                  profile: bool = False) -> Results:
+        """`profile` is accepted so YOLOv5 scripts passing it run; the stage times are always in `Results.t`."""
         items = list(ims) if isinstance(ims, (list, tuple)) else [ims]
         items = [np.ascontiguousarray(im[..., ::-1]) if isinstance(im, np.ndarray) and im.ndim == 3 else im
                  for im in items]
