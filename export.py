@@ -204,7 +204,7 @@ def square_val_map(opt: argparse.Namespace, model: torch.nn.Module, data: dict) 
 
     loader = create_dataloader(data["val"], opt.imgsz[0], opt.batch_size, int(max(model.stride)), pad=0.0,
                                rect=False, workers=2, prefix="val: ", nc=int(data["nc"]))[0]
-    return float(val.run(data=data, model=model, dataloader=loader, plots=False)[0][3])
+    return val.run(data=data, model=model, dataloader=loader, plots=False).map50_95
 
 
 def file_map(opt: argparse.Namespace, path: Path, data: dict, half: bool = False) -> float:
@@ -213,9 +213,8 @@ def file_map(opt: argparse.Namespace, path: Path, data: dict, half: bool = False
     import val
 
     with tempfile.TemporaryDirectory(prefix="export-val-") as tmp:
-        results = val.run(data=data, weights=str(path), imgsz=opt.imgsz[0], batch_size=opt.batch_size,
-                          device=opt.device, workers=2, half=half, plots=False, project=tmp, name=path.name)
-    return float(results[0][3])
+        return val.run(data=data, weights=str(path), imgsz=opt.imgsz[0], batch_size=opt.batch_size,
+                       device=opt.device, workers=2, half=half, plots=False, project=tmp, name=path.name).map50_95
 
 
 def map_data(opt: argparse.Namespace, data: dict | None) -> dict | None:

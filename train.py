@@ -48,7 +48,7 @@ from utils.train.run_log import RESULTS_COLUMNS, save_run_settings, write_result
 from utils.train.distill import ADAPTERS_KEY, Distiller, load_teacher  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.train.loss import build_loss  # noqa: E402
-from utils.metrics.ap import fitness  # noqa: E402
+from utils.metrics.val_result import CSV_COLUMNS, ValResult  # noqa: E402
 from utils.train.optim import warmup  # noqa: E402
 from utils.train.setup import (Progress, build_optimization, build_train_loader, build_val_loader,  # noqa: E402
                                load_optimization_state, prepare_model, resumed_progress, start_checkpoint,
@@ -75,7 +75,7 @@ class TrainSummary:
     save_dir: Path
     last: Path
     best: Path
-    results: tuple[float, ...]  # P, R, mAP50, mAP50-95, val box, obj, cls loss (of best.pt)
+    results: ValResult  # the final validation (of best.pt)
     epochs_run: int
 
 
@@ -360,11 +360,12 @@ def validate_epoch(run: TrainRun, progress: Progress, epoch: int) -> float:
     opt = run.opt
     run.ema.update_attr(run.model, include=("yaml", "names", "stride"))
     if not opt.noval or epoch + 1 == opt.epochs:
-        progress.results, progress.maps, _ = validate.run(
+        progress.results = validate.run(
             data=run.data, batch_size=run.batch_size * 2, imgsz=run.imgsz, half=run.cuda, model=run.ema.ema,
             single_cls=opt.single_cls, dataloader=run.val_loader, save_dir=run.save_dir, plots=False,
             compute_loss=run.compute_loss)
-    fi = float(fitness(np.array(progress.results).reshape(1, -1))[0])
+        progress.maps = progress.results.maps
+    fi = progress.results.fitness()
     if fi >= progress.best_fitness:  # ties count as progress for early stopping, as yolov5's EarlyStopping
         progress.best_epoch = epoch
     progress.best_fitness = max(progress.best_fitness, fi)
@@ -390,7 +391,7 @@ def end_epoch(run: TrainRun, progress: Progress, epoch: int, mloss: torch.Tensor
     """Rank 0 after each epoch: validate, log results.csv and TensorBoard, save checkpoints, stop early."""
     opt = run.opt
     fi = validate_epoch(run, progress, epoch)
-    row = [*mloss.tolist(), *progress.results, *lrs]
+    row = [*mloss.tolist(), *progress.results.csv_row(), *lrs]
     write_results_row(run.save_dir / "results.csv", epoch, row)
     run.tb.log_scalars(RESULTS_COLUMNS[1:], row, epoch)
     if epoch == progress.start_epoch:
@@ -423,16 +424,16 @@ def finish_run(run: TrainRun, progress: Progress, epoch: int, t0: float) -> Trai
                 finalize_checkpoint(f)
         if run.best.exists() and not run.opt.evolve:  # evolve scores each generation by its last epoch
             LOGGER.info(f"\nValidating {run.best}...")
-            final_results, _, _ = validate.run(data=run.data, batch_size=run.batch_size * 2, imgsz=run.imgsz,
-                                               model=load_model(run.best, run.device), single_cls=run.opt.single_cls,
-                                               dataloader=run.val_loader, save_dir=run.save_dir, verbose=True,
-                                               plots=run.plotting is not None, compute_loss=run.compute_loss)
+            final_results = validate.run(data=run.data, batch_size=run.batch_size * 2, imgsz=run.imgsz,
+                                         model=load_model(run.best, run.device), single_cls=run.opt.single_cls,
+                                         dataloader=run.val_loader, save_dir=run.save_dir, verbose=True,
+                                         plots=run.plotting is not None, compute_loss=run.compute_loss)
         if run.plotting is not None:
             plot_safely(run.plotting.plot_results, run.save_dir / "results.csv")
         run.tb.log_new_images(epoch)  # results.png
         run.tb.close()
         LOGGER.info(f"Results saved to {run.save_dir}")
-    return TrainSummary(run.save_dir, run.last, run.best, tuple(float(x) for x in final_results), epochs_run)
+    return TrainSummary(run.save_dir, run.last, run.best, final_results, epochs_run)
 
 
 def train(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistContext,
@@ -476,7 +477,7 @@ def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCo
     make_run_folder(save_dir)
     evolve_csv, rng = save_dir / "evolve.csv", np.random.default_rng(opt.seed)
     keys = list(hyp)
-    rows: list[tuple[float, dict, tuple]] = []
+    rows: list[tuple[float, dict, ValResult]] = []
     for gen in range(opt.evolve):
         if rows:
             top = sorted(rows, key=lambda r: -r[0])[:5]
@@ -489,19 +490,19 @@ def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: DistCo
                                         "nosave": True, "noplots": True})
         LOGGER.info(f"\nevolve: generation {gen + 1}/{opt.evolve}")
         summary = train(child, gen_opt, device, ctx)
-        fi = float(fitness(np.array(summary.results).reshape(1, -1))[0])
+        fi = summary.results.fitness()
         rows.append((fi, child, summary.results))
         new = not evolve_csv.exists()
         with open(evolve_csv, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow([*RESULTS_COLUMNS[4:11], "fitness", *keys])  # P, R, mAPs, val losses
-            writer.writerow([f"{x:.5g}" for x in (*summary.results, fi)] + [child[k] for k in keys])
+                writer.writerow([*CSV_COLUMNS, "fitness", *keys])
+            writer.writerow([f"{x:.5g}" for x in (*summary.results.csv_row(), fi)] + [child[k] for k in keys])
     best_fi, best_hyp, best_results = max(rows, key=lambda r: r[0])
     out = save_dir / "hyp_evolve.yaml"
     header = (f"# PConv-YOLO hyperparameter evolution: best of {len(rows)} generations, fitness {best_fi:.5f}\n"
               f"# results (P, R, mAP50, mAP50-95, val box/obj/cls): "
-              f"{', '.join(f'{x:.4g}' for x in best_results)}\n")
+              f"{', '.join(f'{x:.4g}' for x in best_results.csv_row())}\n")
     out.write_text(header + yaml.safe_dump(best_hyp, sort_keys=False))
     LOGGER.info(f"Hyperparameter evolution finished {len(rows)} generations\nResults saved to {save_dir}\n"
                 f"Usage example: $ python train.py --hyp {out}")

@@ -5,8 +5,8 @@ Usage (yolov5's flags):
     python val.py --weights yolov5n.onnx --data coco128.yaml --save-json --verbose
 
 Also called by train.py once per epoch with the live EMA model: `run(data=data_dict, model=ema,
-dataloader=val_loader, compute_loss=loss, save_dir=..., plots=...)`, which returns yolov5's triple
-((mp, mr, map50, map, box_loss, obj_loss, cls_loss), per-class mAP50-95, (pre, inference, NMS) ms).
+dataloader=val_loader, compute_loss=loss, save_dir=..., plots=...)`, which returns a ValResult
+(utils.metrics.val_result: P, R, mAP50, mAP50-95, val losses, per-class mAP50-95, ms per stage, fitness).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from utils.log import LOGGER
 from utils.metrics.curves import plot_ap_curves, plot_confusion_matrix
 from utils.metrics.ap import (IOU_THRESHOLDS, MATCHING_NOTES, MATCHING_RULES, APResult, ConfusionMatrix, ap_per_class,
                            score_image)
+from utils.metrics.val_result import ValResult
 from utils.infer.predictor import default_imgsz
 from deploy.cli import add_label_flags, add_run_folder_flags, add_threshold_flags
 from deploy.outputs import increment_path, make_run_folder
@@ -383,11 +384,10 @@ def run(
     plots: bool = True,
     compute_loss: Any = None,
     matching: str = "coco",
-) -> tuple[tuple[float, ...], np.ndarray, tuple[float, float, float]]:
-    """Validate `weights` (CLI) or a live `model` (training) and return yolov5's (results, maps, times).
+) -> ValResult:
+    """Validate `weights` (CLI) or a live `model` (training); the metrics come back by name, with the fitness
+    train.py picks best.pt by (ValResult: P, R, mAP50, mAP50-95, val losses, per-class mAP50-95, ms per stage).
 
-    results = (mp, mr, map50, map50-95, box_loss, obj_loss, cls_loss); maps = per-class mAP50-95 (the
-    overall mAP for classes without labels); times = ms per image for pre-process, inference, NMS.
     matching picks which detections are TPs: "coco" (pycocotools' rule, its mAP) or "yolo" (yolov5's, to compare).
     """
     _check_numbers(task, conf_thres, iou_thres, max_det, batch_size, matching)
@@ -420,10 +420,8 @@ def run(
         saved = f"\n{len(list((t.save_dir / 'labels').glob('*.txt')))} labels saved to {t.save_dir / 'labels'}" \
             if save_txt else ""
         LOGGER.info(f"Results saved to {t.save_dir}{saved}")
-    maps = np.zeros(len(t.names)) + result.map
-    maps[result.classes] = result.ap50_95
     n_batches = max(len(t.dataloader), 1)
-    return (result.mp, result.mr, result.map50, result.map, *(loss.cpu() / n_batches).tolist()), maps, times
+    return ValResult.from_ap(result, len(t.names), tuple((loss.cpu() / n_batches).tolist()), times)
 
 
 def _write_and_check_json(rows: list[dict], path: Path, annotations: Path | None,

@@ -231,10 +231,10 @@ def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_di
 
     device = select_device(opt.device)
     backend = peer_backend(model, device) if peer else ModelBackend(model, device)
-    results, _, _ = val.run(data=str(data), weights=backend, imgsz=opt.imgsz, batch_size=opt.batch_size,
-                            workers=opt.workers, plots=False, project=save_dir.parent, name=save_dir.name,
-                            exist_ok=True, matching="coco")
-    return float(results[2]), float(results[3])
+    result = val.run(data=str(data), weights=backend, imgsz=opt.imgsz, batch_size=opt.batch_size,
+                     workers=opt.workers, plots=False, project=save_dir.parent, name=save_dir.name,
+                     exist_ok=True, matching="coco")
+    return result.map50, result.map50_95
 
 
 def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_train: int, seed: int,

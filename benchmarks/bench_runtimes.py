@@ -169,9 +169,8 @@ def file_map(cell: str, path: Path, peer: bool, val_data: Path, size: int) -> fl
     if peer:
         backend = peer_backend(backend)
     with tempfile.TemporaryDirectory() as tmp:
-        results = val.run(data=str(val_data), weights=backend, imgsz=size, batch_size=1, workers=0, plots=False,
-                          project=tmp, half=cell == "ov default")
-    return float(results[0][3])
+        return val.run(data=str(val_data), weights=backend, imgsz=size, batch_size=1, workers=0, plots=False,
+                       project=tmp, half=cell == "ov default").map50_95
 
 
 # ------------------------------------------------------------------------------------------------ report

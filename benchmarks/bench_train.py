@@ -79,7 +79,7 @@ def run_ours(opt: argparse.Namespace, data: Path, project: Path) -> dict:
     wall = time.perf_counter() - t0
     loader = timed[0]
     return {"trainer": f"ours ({Path(opt.cfg).stem})", "wall_s": wall, "train_s": loader.seconds,
-            "train_images": loader.images, "map50": summary.results[2], "map50_95": summary.results[3],
+            "train_images": loader.images, "map50": summary.results.map50, "map50_95": summary.results.map50_95,
             "peak_rss_mb": peak_rss_mb(), "run_dir": str(summary.save_dir)}
 
 

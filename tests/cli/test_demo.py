@@ -66,6 +66,6 @@ def documented_scores() -> dict[str, tuple[int, float, float]]:
 def test_demo_scores_what_its_readme_says(tmp_path, matching):
     imgsz, map50, map50_95 = documented_scores()[matching]
     batch = val.parse_opt([]).batch_size  # as `python val.py` runs: rect batches' padding depends on the batch size
-    (_, _, got50, got50_95, *_), _, _ = val.run(data=DEMO_DATA, weights=DEMO_WEIGHTS, imgsz=imgsz, batch_size=batch,
-                                                workers=0, plots=False, project=tmp_path, matching=matching)
-    assert got50 == pytest.approx(map50, abs=0.002) and got50_95 == pytest.approx(map50_95, abs=0.002)
+    got = val.run(data=DEMO_DATA, weights=DEMO_WEIGHTS, imgsz=imgsz, batch_size=batch, workers=0, plots=False,
+                  project=tmp_path, matching=matching)
+    assert got.map50 == pytest.approx(map50, abs=0.002) and got.map50_95 == pytest.approx(map50_95, abs=0.002)

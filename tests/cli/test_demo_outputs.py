@@ -53,11 +53,12 @@ def label_line(line: str) -> str:
 def val_metrics(tmp: Path) -> dict[str, Any]:
     """`python val.py`'s P, R, mAP50, mAP50-95 and per-class mAP50-95 (plots and loader workers do not move them)."""
     opts = {**vars(val.parse_opt([])), "project": str(tmp / "val"), "workers": 0, "plots": False}
-    (p, r, map50, map50_95, *_), maps, _ = val.run(**opts)
+    r = val.run(**opts)
     names = yaml.safe_load(Path(opts["data"]).read_text())["names"]
     names = list(names.values()) if isinstance(names, dict) else names
-    return {"all": {"P": round(p, 4), "R": round(r, 4), "mAP50": round(map50, 4), "mAP50-95": round(map50_95, 4)},
-            "mAP50-95 per class": {name: round(float(m), 4) for name, m in zip(names, maps)}}
+    return {"all": {"P": round(r.precision, 4), "R": round(r.recall, 4), "mAP50": round(r.map50, 4),
+                    "mAP50-95": round(r.map50_95, 4)},
+            "mAP50-95 per class": {name: round(float(m), 4) for name, m in zip(names, r.maps)}}
 
 
 @contextmanager

@@ -198,15 +198,15 @@ def test_detect_runs_int8_file(exported, tmp_path, label):
 
 def _val_rows(weights: Path, project: Path) -> tuple[float, dict[str, np.ndarray]]:
     """val --task speed: square letterbox for the .pt too (the input a fixed-size export takes), conf 0.25."""
-    results = val.run(data=str(COCO8), weights=str(weights), imgsz=IMGSZ, batch_size=4, workers=0, task="speed",
-                      max_det=100000, save_txt=True, save_conf=True, plots=False, project=str(project),
-                      name=weights.name)
+    result = val.run(data=str(COCO8), weights=str(weights), imgsz=IMGSZ, batch_size=4, workers=0, task="speed",
+                     max_det=100000, save_txt=True, save_conf=True, plots=False, project=str(project),
+                     name=weights.name)
     rows = {}
     for p in sorted((project / weights.name / "labels").glob("*.txt")):
         v = np.loadtxt(p, ndmin=2)
         v = v[v[:, 5] > 0.26]  # away from the 0.25 threshold, where a 1e-6 difference may flip a row
         rows[p.stem] = v
-    return results[0][3], rows
+    return result.map50_95, rows
 
 
 def test_val_accepts_each_file_with_the_pt_boxes(exported, checkpoint, tmp_path):

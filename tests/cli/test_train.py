@@ -141,8 +141,9 @@ train.run_cli(train.main)
 # per-class mAPs stay 0 for a while from scratch: validation reports uneven ones, so they weigh the
 # --image-weights draw (and must survive the kill)
 UNEVEN_MAPS = """
+from dataclasses import replace
 score = train.validate.run
-train.validate.run = lambda *a, **k: (lambda r: (r[0], np.linspace(0, 0.9, len(r[1])), r[2]))(score(*a, **k))
+train.validate.run = lambda *a, **k: (lambda r: replace(r, maps=np.linspace(0, 0.9, len(r.maps))))(score(*a, **k))
 """
 
 
@@ -274,7 +275,7 @@ def test_yolov5n_faster_overfits_coco8_from_scratch(tmp_path):
     rows = results_rows(summary.save_dir)
     first, last = rows[0][1:4], rows[-1][1:4]
     assert all(b < 0.5 * a for a, b in zip(first, last)), (first, last)  # box, obj and cls loss all fell
-    assert summary.results[2] > 0.5, summary.results
+    assert summary.results.map50 > 0.5, summary.results.csv_row()
 
 
 def test_image_weights_trains_and_reweights_every_epoch(tmp_path, monkeypatch):
@@ -563,4 +564,5 @@ def test_distilled_student_overfits_coco8(tmp_path):
     teacher = train.run(**recipe, cfg="models/yolov5n-af.yaml", project=str(tmp_path / "teacher"))
     student = train.run(**recipe, cfg="models/yolov5n-pconv-lite2-af.yaml", teacher=str(teacher.best),
                         project=str(tmp_path / "student"))
-    assert teacher.results[2] > 0.3 and student.results[2] > 0.4, (teacher.results, student.results)
+    assert teacher.results.map50 > 0.3 and student.results.map50 > 0.4, (teacher.results.csv_row(),
+                                                                          student.results.csv_row())

@@ -32,6 +32,11 @@ def blobs(blob_data, tmp_path_factory):
 
 
 
+def _table_numbers(r: val.ValResult) -> tuple[float, float, float, float]:
+    """What val's 'all' row prints: P, R, mAP50, mAP50-95."""
+    return r.precision, r.recall, r.map50, r.map50_95
+
+
 def _all_row(messages: list[str]) -> list[float]:
     """P, R, mAP50, mAP50-95 of the last 'all' row of val's table."""
     rows = [line.split() for m in messages for line in m.splitlines() if line.split()[:1] == ["all"]]
@@ -42,9 +47,9 @@ def test_val_with_augment_reports_a_different_map(blobs, tmp_path, log_text):
     data, weights = blobs
     common = ["--weights", str(weights), "--data", str(data), "--imgsz", "128", "--batch-size", "4",
               "--workers", "0", "--project", str(tmp_path)]
-    plain = val.run(**vars(val.parse_opt(common)), plots=False)[0][:4]
+    plain = _table_numbers(val.run(**vars(val.parse_opt(common)), plots=False))
     plain_row = _all_row(log_text.messages)
-    augmented = val.run(**vars(val.parse_opt(common + ["--augment"])), plots=False)[0][:4]
+    augmented = _table_numbers(val.run(**vars(val.parse_opt(common + ["--augment"])), plots=False))
     augmented_row = _all_row(log_text.messages)
     assert plain[2] > 0 and augmented[2] > 0, "both runs find the blobs"
     assert plain != augmented, "TTA adds boxes from scaled/flipped views, so the mAP must change"

@@ -109,20 +109,22 @@ def _oracle_run(tmp_path, rng=None, **kw):
 
 
 def test_oracle_detections_score_exactly_one(tmp_path):
-    (mp, mr, map50, map50_95, *losses), maps, times = _oracle_run(tmp_path)
-    assert (mp, mr, map50, map50_95) == pytest.approx((1.0, 1.0, 1.0, 1.0))
-    assert losses == [0.0, 0.0, 0.0] and len(times) == 3
-    assert maps.shape == (80,) and maps[73] == pytest.approx(1.0)
-    (mp, mr, map50, map50_95, *_), maps, _ = _oracle_run(tmp_path, single_cls=True)
-    assert (mp, mr, map50, map50_95) == pytest.approx((1.0, 1.0, 1.0, 1.0)) and maps.shape == (1,)
+    r = _oracle_run(tmp_path)
+    assert (r.precision, r.recall, r.map50, r.map50_95) == pytest.approx((1.0, 1.0, 1.0, 1.0))
+    assert r.losses == (0.0, 0.0, 0.0) and len(r.times) == 3
+    assert r.maps.shape == (80,) and r.maps[73] == pytest.approx(1.0)
+    assert r.fitness() == pytest.approx(1.0) and r.csv_row() == pytest.approx((1.0,) * 4 + (0.0,) * 3)
+    r = _oracle_run(tmp_path, single_cls=True)
+    assert (r.precision, r.recall, r.map50, r.map50_95) == pytest.approx((1.0, 1.0, 1.0, 1.0))
+    assert r.maps.shape == (1,)
 
 
 def test_val_map_matches_pycocotools_on_saved_json(tmp_path):
     data = check_dataset(COCO8)
     coco_json = tmp_path / "instances_val.json"
     coco_json.write_text(json.dumps(_coco8_gt_json(data)))
-    (_, _, map50, map50_95, *_), _, _ = _oracle_run(tmp_path, rng=np.random.default_rng(1), save_json=True,
-                                                    coco_json=str(coco_json))
+    r = _oracle_run(tmp_path, rng=np.random.default_rng(1), save_json=True, coco_json=str(coco_json))
+    map50, map50_95 = r.map50, r.map50_95
     rows = json.loads((tmp_path / "last_predictions.json").read_text())
     assert {r["image_id"] for r in rows} <= {139, 285, 632, 724}
     assert {r["category_id"] for r in rows} & {90, 84}, "COCO datasets use the 80→91 category ids"
@@ -141,11 +143,11 @@ def test_training_call_computes_losses_with_a_real_model(tmp_path):
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
     loader, _ = create_dataloader(data["val"], 64, 4, 32, pad=0.5, rect=True, workers=0, nc=80)
     model.train()
-    (mp, mr, map50, map50_95, box, obj, cls), maps, _ = val.run(
-        data=data, model=model, dataloader=loader, compute_loss=ComputeLoss(model, hyp, 64), plots=False,
-        save_dir=tmp_path)
+    r = val.run(data=data, model=model, dataloader=loader, compute_loss=ComputeLoss(model, hyp, 64), plots=False,
+                save_dir=tmp_path)
+    box, obj, cls = r.losses
     assert box > 0 and obj > 0 and cls > 0
-    assert 0.0 <= map50_95 <= map50 <= 1.0
+    assert 0.0 <= r.map50_95 <= r.map50 <= 1.0
     assert model.training, "val must hand the model back in the mode it got it"
     assert next(model.parameters()).dtype == torch.float32
 
@@ -209,10 +211,9 @@ def test_cli_writes_run_folder_table_and_files(checkpoint, tmp_path, log_text, m
 
 
 def test_augment_runs_through_tta(checkpoint, tmp_path):
-    (mp, mr, map50, map50_95, *_), maps, times = val.run(
-        data=COCO8, weights=checkpoint, imgsz=64, batch_size=4, workers=0, augment=True, plots=False,
-        project=tmp_path)
-    assert 0.0 <= map50_95 <= map50 <= 1.0 and times[1] > 0
+    r = val.run(data=COCO8, weights=checkpoint, imgsz=64, batch_size=4, workers=0, augment=True, plots=False,
+                project=tmp_path)
+    assert 0.0 <= r.map50_95 <= r.map50 <= 1.0 and r.times[1] > 0
 
 
 def _cli_error(argv, capsys):
@@ -280,9 +281,9 @@ def test_onnx_model_validates_at_its_export_size(checkpoint, tmp_path, log_text)
     model = prepare_for_export(load_model(checkpoint))
     onnx_path = export_onnx(model, torch.zeros(1, 3, 32, 32), tmp_path / "v5n.onnx",
                             export_metadata(model, (32, 32), 1, "fp32", nms=False))
-    (mp, mr, map50, map50_95, *_), maps, _ = val.run(data=COCO8, weights=onnx_path, imgsz=64, batch_size=2,
-                                                     conf_thres=0.0, workers=0, project=tmp_path, plots=False)
-    assert 0.0 <= map50_95 <= map50 <= 1.0 and maps.shape == (80,)
+    r = val.run(data=COCO8, weights=onnx_path, imgsz=64, batch_size=2, conf_thres=0.0, workers=0, project=tmp_path,
+                plots=False)
+    assert 0.0 <= r.map50_95 <= r.map50 <= 1.0 and r.maps.shape == (80,)
     assert "--imgsz 64: v5n.onnx takes 32 only, using that" in log_text.text
     assert "per image at shape (2, 3, 32, 32)" in log_text.text
 
@@ -298,7 +299,8 @@ def test_demo_model_map_is_pycocotools_map_by_default(tmp_path, log_text):
     # `python val.py --save-json` with its defaults: the shipped demo model on coco128-person val
     opt = val.parse_opt(["--save-json", "--project", str(tmp_path), "--workers", "0"])
     assert (opt.weights, opt.data, opt.matching) == ([str(DEMO_WEIGHTS)], str(DEMO_DATA), "coco")
-    (_, _, map50, map50_95, *_), _, _ = val.run(**vars(opt), plots=False)
+    r = val.run(**vars(opt), plots=False)
+    map50, map50_95 = r.map50, r.map50_95
     assert "mAP matching: coco (COCO rule" in log_text.text
     data = check_dataset(DEMO_DATA)
     gt = yolo_ground_truth(data["val"], data["nc"])

@@ -1,4 +1,4 @@
-"""Detection metrics: prediction/label matching, COCO-style AP, confusion matrix, fitness.
+"""Detection metrics: prediction/label matching, COCO-style AP, confusion matrix.
 
 AP is COCO's: the precision envelope (best precision at any recall ≥ r) read at 101 recall points
 r = 0, 0.01, ..., 1 and averaged, so hand-built cases have exact answers. Two matching rules decide which
@@ -192,12 +192,6 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
     return APResult(classes=classes.astype(int), p=p_curve[:, best], r=r_curve[:, best], f1=f1_curve[:, best],
                     ap=ap, best_conf=float(CONF_GRID[best]), p_curve=p_curve, r_curve=r_curve,
                     f1_curve=f1_curve, pr_curve=pr_curve)
-
-
-def fitness(results: np.ndarray | list) -> np.ndarray:
-    """Model fitness for best.pt selection: 0.1·mAP50 + 0.9·mAP50-95 from rows [P, R, mAP50, mAP50-95, ...]."""
-    x = np.asarray(results, dtype=float)
-    return 0.1 * x[..., 2] + 0.9 * x[..., 3]
 
 
 class ConfusionMatrix:

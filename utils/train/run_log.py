@@ -7,9 +7,10 @@ from pathlib import Path
 
 import yaml
 
-RESULTS_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision",
-                   "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
-                   "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
+from utils.metrics.val_result import CSV_COLUMNS
+
+RESULTS_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", *CSV_COLUMNS,
+                   "x/lr0", "x/lr1", "x/lr2")
 
 
 def write_results_row(csv_file: Path, epoch: int, values: list[float]) -> None:

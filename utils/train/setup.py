@@ -3,7 +3,7 @@ and schedule, the state --resume restores, and the DDP wrapper. train.py runs th
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +17,7 @@ from models.yolo import DetectionModel
 from utils.data.dataset import create_dataloader, single_cls_names
 from utils.errors import UserInputError
 from utils.log import LOGGER
+from utils.metrics.val_result import ValResult
 from utils.torch_utils import ModelEMA, model_info
 from utils.train.distributed import DistContext
 from utils.train.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch
@@ -85,7 +86,7 @@ class Progress:
     best_epoch: int
     last_opt_step: int  # the batch of the last optimizer step: the next one comes `accumulate` batches later
     maps: np.ndarray  # per-class mAP50-95 of the last validation (--image-weights draws by it)
-    results: tuple[float, ...] = (0.0,) * 7  # P, R, mAP50, mAP50-95, val box, obj, cls loss of the last validation
+    results: ValResult = field(default_factory=ValResult.zeros)  # the last validation
     stop: bool = False  # --patience ran out
 
 

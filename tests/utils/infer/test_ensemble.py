@@ -69,6 +69,11 @@ def test_members_must_agree_on_classes_stride_and_raw_output():
         Ensemble([blob, EndToEndBackend(["blob"])])
 
 
+def _table_numbers(r: val.ValResult) -> tuple[float, float, float, float]:
+    """What val's 'all' row prints: P, R, mAP50, mAP50-95."""
+    return r.precision, r.recall, r.map50, r.map50_95
+
+
 def test_val_ensemble_reports_its_map(blobs, tmp_path, caplog):
     data, a, b = blobs
     logger = logging.getLogger(LOGGER_NAME)
@@ -76,11 +81,11 @@ def test_val_ensemble_reports_its_map(blobs, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER_NAME)
     try:
         opts = dict(data=data, imgsz=128, batch_size=4, workers=0, plots=False, project=tmp_path)
-        single_a = val.run(weights=a, **opts)[0][:4]
+        single_a = _table_numbers(val.run(weights=a, **opts))
         argv = ["--weights", str(a), str(b), "--data", str(data), "--imgsz", "128", "--batch-size", "4",
                 "--workers", "0", "--project", str(tmp_path), "--save-json"]
-        both = val.run(**vars(val.parse_opt(argv)), plots=False)[0][:4]
-        self_pair = val.run(weights=[a, a], **opts)[0][:4]
+        both = _table_numbers(val.run(**vars(val.parse_opt(argv)), plots=False))
+        self_pair = _table_numbers(val.run(weights=[a, a], **opts))
     finally:
         logger.propagate = False
     text = caplog.text

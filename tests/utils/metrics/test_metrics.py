@@ -9,7 +9,8 @@ import torch
 from utils.metrics.coco_eval import (COCO80_TO_91, category_ids, detections_to_coco, evaluate_coco, image_id,
                              labels_to_coco_gt)
 from utils.metrics.curves import plot_ap_curves, plot_confusion_matrix
-from utils.metrics.ap import ConfusionMatrix, ap_per_class, fitness, match_predictions, score_image
+from utils.metrics.ap import ConfusionMatrix, ap_per_class, match_predictions, score_image
+from utils.metrics.val_result import CSV_COLUMNS, ValResult
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -178,9 +179,32 @@ def test_confusion_matrix_ignores_low_confidence_and_counts_fp_fn():
     assert cm.matrix.tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
 
 
+def _val_result(map50: float, map50_95: float) -> ValResult:
+    return ValResult(0.5, 0.4, map50, map50_95, (0.1, 0.2, 0.3), np.zeros(2), (1.0, 2.0, 3.0))
+
+
 def test_fitness_weights_map50_and_map():
-    assert fitness([0.5, 0.4, 0.6, 0.3]) == pytest.approx(0.1 * 0.6 + 0.9 * 0.3)
-    np.testing.assert_allclose(fitness(np.array([[0, 0, 1.0, 0.0], [0, 0, 0.0, 1.0]])), [0.1, 0.9])
+    assert _val_result(0.6, 0.3).fitness() == pytest.approx(0.1 * 0.6 + 0.9 * 0.3)
+    assert (_val_result(1.0, 0.0).fitness(), _val_result(0.0, 1.0).fitness()) == pytest.approx((0.1, 0.9))
+    assert ValResult.zeros().fitness() == 0.0
+
+
+def test_csv_row_is_results_csv_metric_columns_in_order():
+    row = _val_result(0.6, 0.3).csv_row()
+    assert len(row) == len(CSV_COLUMNS)
+    assert dict(zip(CSV_COLUMNS, row)) == {"metrics/precision": 0.5, "metrics/recall": 0.4, "metrics/mAP_0.5": 0.6,
+                                           "metrics/mAP_0.5:0.95": 0.3, "val/box_loss": 0.1, "val/obj_loss": 0.2,
+                                           "val/cls_loss": 0.3}
+    assert ValResult.zeros().csv_row() == (0.0,) * 7
+
+
+def test_from_ap_gives_classes_without_labels_the_overall_map():
+    # class 0 found exactly (AP 1), class 1 missed (AP 0), class 2 has no labels: it gets the overall 0.5
+    ap = _evaluate([([*BOX_A, 0.9, 0], [[0, *BOX_A], [1, *BOX_B]])])
+    r = ValResult.from_ap(ap, 3, (0.1, 0.2, 0.3), (1.0, 2.0, 3.0))
+    assert (r.map50, r.map50_95) == pytest.approx((0.5, 0.5))
+    assert r.maps.tolist() == pytest.approx([1.0, 0.0, 0.5])
+    assert (r.losses, r.times) == ((0.1, 0.2, 0.3), (1.0, 2.0, 3.0))
 
 
 def test_plots_are_written(tmp_path):

@@ -148,4 +148,4 @@ def test_anchor_free_model_overfits_coco8(tmp_path):
     summary = train.run(data=str(data_file), cfg="yolov5n-af.yaml", hyp=hyp, imgsz=128, batch_size=64, epochs=100,
                         optimizer="AdamW", workers=0, cache="ram", noval=True, nosave=True, noplots=True,
                         project=str(tmp_path))
-    assert summary.results[2] > 0.5, summary.results
+    assert summary.results.map50 > 0.5, summary.results.csv_row()
