@@ -2,7 +2,7 @@
 
 Outputs follow docs/ARCHITECTURE.md: training → list of raw maps (B, na, ny, nx, 5+nc);
 eval → (decoded (B, N, 5+nc) in input pixels with sigmoid scores, raw list);
-`export = True` → the decoded tensor alone, so exporters see a single output.
+`export = True` → the decoded tensor alone, so exporters see a single output (DetectAF's channels first, (B, 5+nc, N)).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class Detect(nn.Module):
     """
 
     anchor_free = False  # what DetectionModel.anchor_free reports: ask the model, not the head
+    export_channels_first = False  # export mode returns (B, N, 5 + nc) rows
 
     def __init__(self, nc: int = 80, anchors: list[list[float]] = (), ch: list[int] = ()):
         super().__init__()
@@ -131,6 +132,7 @@ class DetectAF(nn.Module):
     """
 
     anchor_free = True  # what DetectionModel.anchor_free reports: ask the model, not the head
+    export_channels_first = True  # export mode returns (B, 5 + nc, N); Detect's is (B, N, 5 + nc)
     BLOCKS = ("conv", "pconv", "pconv_lite", "shared", "conv_shared", "conv_dwcls", "conv_pconv")
 
     def __init__(self, ch: list[int], nc: int = 80, reg_max: int = 16, block: str = "conv",
@@ -194,11 +196,30 @@ class DetectAF(nn.Module):
 
     def forward(self, xs: list[torch.Tensor]):
         stems = [self.stem[i](x) for i, x in enumerate(xs)]
-        raw = [torch.cat((self.box[i](s), self.cls[i](s)), 1).permute(0, 2, 3, 1) for i, s in enumerate(stems)]
-        if self.training and not self.export:
-            return raw
-        pred = self.decode(raw)
-        return pred if self.export else (pred, raw)
+        boxes = [self.box[i](s) for i, s in enumerate(stems)]
+        logits = [self.cls[i](s) for i, s in enumerate(stems)]
+        if self.export:
+            return self.decode_channels_first(boxes, logits)
+        raw = [torch.cat((b, c), 1).permute(0, 2, 3, 1) for b, c in zip(boxes, logits)]
+        return raw if self.training else (self.decode(raw), raw)
+
+    def decode_channels_first(self, boxes: list[torch.Tensor], logits: list[torch.Tensor]) -> torch.Tensor:
+        """decode()'s result from the branch outputs as they leave the convs, in the form exported graphs run
+        cheapest: the levels joined along the cell axis with channels first (no per-level permute, no split), the
+        DFL as a softmax over the bin axis and a fixed 1x1 conv with the bin values, and the result left channels
+        first, (B, 5 + nc, N), as ultralytics' exports leave theirs: every reader of exported files takes either
+        layout, and the transpose to rows cost OpenVINO as much as the rest of the decode (docs/speed.md)."""
+        bs = boxes[0].shape[0]
+        points, strides = self.anchor_points([b.shape[2:] for b in boxes], boxes[0].device, boxes[0].dtype,
+                                             channels_first=True)  # (2, N), (1, N)
+        dist = torch.cat([b.reshape(bs, 4 * self.reg_max, -1) for b in boxes], 2)
+        dist = dist.view(bs, 4, self.reg_max, -1).transpose(1, 2).softmax(1)  # (B, reg_max, 4, N)
+        bins = self.bins.to(dist.dtype).view(1, self.reg_max, 1, 1)
+        ltrb = nn.functional.conv2d(dist, bins).view(bs, 4, -1) * strides  # (B, 4, N) pixels
+        lt, rb = ltrb.split((2, 2), 1)
+        centre = points * strides + (rb - lt) * 0.5
+        scores = torch.cat([c.reshape(bs, self.nc, -1) for c in logits], 2).sigmoid()
+        return torch.cat((centre, lt + rb, torch.ones_like(scores[:, :1]), scores), 1)
 
     def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
         """Raw maps → (B, N, 5 + nc): cx, cy, w, h pixels, 1.0, sigmoid class scores."""
@@ -212,19 +233,22 @@ class DetectAF(nn.Module):
         scores = logits.sigmoid()
         return torch.cat((centre, lt + rb, torch.ones_like(scores[..., :1]), scores), 2)
 
-    def anchor_points(self, shapes: list, device: torch.device, dtype: torch.dtype):
-        """(cell centres (N, 2) in grid units of their level, strides (N, 1)) for maps of `shapes` [(ny, nx)].
+    def anchor_points(self, shapes: list, device: torch.device, dtype: torch.dtype, channels_first: bool = False):
+        """(cell centres (N, 2) in grid units of their level, strides (N, 1)) for maps of `shapes` [(ny, nx)];
+        `channels_first`: shaped (2, N) and (1, N), as the exported decode reads them.
 
-        Cached per size (so a fixed-size trace records constants); `utils.infer.exporters.clear_traced_grid_cache`
-        empties `_grids` when a dynamic-size export must record how they are built.
+        Cached per size and layout (so a fixed-size trace records constants, not transposes of them);
+        `utils.infer.exporters.clear_traced_grid_cache` empties `_grids` when a dynamic-size export must record how
+        they are built.
         """
-        key = (tuple((int(h), int(w)) for h, w in shapes), device, dtype)
+        key = (tuple((int(h), int(w)) for h, w in shapes), device, dtype, channels_first)
         if key not in self._grids:
             points, strides = [], []
             for i, (ny, nx) in enumerate(shapes):
                 points.append(cell_grid(ny, nx, 0.5, device, dtype).view(-1, 2))
                 strides.append(self.stride[i].to(device, dtype).view(1, 1).expand(ny * nx, 1))
-            self._grids[key] = (torch.cat(points), torch.cat(strides))
+            points, strides = torch.cat(points), torch.cat(strides)
+            self._grids[key] = (points.T.contiguous(), strides.T.contiguous()) if channels_first else (points, strides)
         return self._grids[key]
 
     def initialize_biases(self, strides: list[float]) -> None:

@@ -64,12 +64,16 @@ class FixedSizeNMS(nn.Module):
     and runtime handles it; it can drop slightly more boxes than greedy NMS. One class per box (its best).
     """
 
-    def __init__(self, model: nn.Module, max_det: int = 300, conf_thres: float = 0.25, iou_thres: float = 0.45):
+    def __init__(self, model: nn.Module, max_det: int = 300, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                 channels_first: bool = False):
         super().__init__()
         self.model, self.max_det, self.conf_thres, self.iou_thres = model, max_det, conf_thres, iou_thres
+        self.channels_first = channels_first  # the model returns (B, 5 + nc, N), not rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pred = self.model(x)
+        if self.channels_first:
+            pred = pred.transpose(1, 2)  # rows (B, N, 5 + nc)
         k = min(NMS_PRE_TOPK, pred.shape[1])
         scores, cls = (pred[..., 5:] * pred[..., 4:5]).max(2)
         scores, order = scores.topk(k, dim=1)
@@ -111,7 +115,10 @@ def prepare_for_export(model: nn.Module, nms: bool = False, max_det: int = 300, 
     model.set_export_mode(True)
     for p in model.parameters():
         p.requires_grad_(False)
-    return FixedSizeNMS(model, max_det, conf_thres, iou_thres).eval() if nms else model
+    if not nms:
+        return model
+    channels_first = model.model[-1].export_channels_first
+    return FixedSizeNMS(model, max_det, conf_thres, iou_thres, channels_first).eval()
 
 
 def clear_traced_grid_cache(model: nn.Module) -> None:
@@ -195,7 +202,7 @@ def head_float_ops(model: nn.Module) -> tuple[str, bool]:
     """(scope tag of the Detect head, whether NMS wraps it) for keeping the decode float in int8 files.
 
     Exporters name an op after the module path that ran it: the head's own ops (sigmoid, DFL softmax and
-    matmul, grid and anchor arithmetic, the final concat) sit directly under `model.<i>/`, its convs deeper.
+    its fixed bin conv, grid and anchor arithmetic, the final concat) sit directly under `model.<i>/`, its convs deeper.
     One int8 scale over a tensor that holds both pixel boxes and 0-1 scores would round every score to zero,
     so these stay float while every conv, the head's included, runs int8.
     """
