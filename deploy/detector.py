@@ -125,7 +125,7 @@ class Detector:
     def predict(self, image: np.ndarray) -> Detections:
         """Detect objects in one BGR uint8 image; `speed` holds the ms spent in each stage."""
         t0 = time.perf_counter()
-        boxed, box = letterbox(image, self.imgsz, auto=self.engine.dynamic, stride=self.info.stride)
+        boxed, box = letterbox(image, self.imgsz)
         x = to_input(boxed, self.engine.layout, self.engine.input_spec)
         t1 = time.perf_counter()
         output = self.engine(x)

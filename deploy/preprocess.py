@@ -25,15 +25,13 @@ class Letterbox:
     pad_top: int
 
 
-def letterbox(image: np.ndarray, new_shape: tuple[int, int], auto: bool = False,
-              stride: int = 32) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping the aspect ratio, then pad to `new_shape` (h, w); `auto` pads only to a stride multiple."""
+def letterbox(image: np.ndarray, new_shape: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio, then pad to `new_shape` (h, w) whole: every model file, the .pt and a
+    dynamic ONNX included, sees the same input for the same image, so they find the same boxes."""
     h0, w0 = image.shape[:2]
     r = min(new_shape[0] / h0, new_shape[1] / w0)
     new_w, new_h = int(round(w0 * r)), int(round(h0 * r))
     dw, dh = new_shape[1] - new_w, new_shape[0] - new_h
-    if auto:
-        dw, dh = dw % stride, dh % stride
     dw, dh = dw / 2, dh / 2
     if (w0, h0) != (new_w, new_h):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)

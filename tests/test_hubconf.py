@@ -187,7 +187,7 @@ def test_a_yolov5_hub_script_runs_unchanged(tmp_path):
     assert out["columns"] == ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
     assert set(out["names"]) <= {"blob", "bus"} and out["files"] == ["bus.jpg", "image1.jpg"]
     assert out["crops"] == 10 and out["crop_keys"] == ["box", "cls", "conf", "im", "label"]
-    assert out["shape"] == [1, 3, 320, 256] and out["small"] == [1, 3, 160, 128]  # size= per call, letterboxed
+    assert out["shape"] == [1, 3, 320, 320] and out["small"] == [1, 3, 160, 160]  # size= per call, letterboxed
     assert out["str"].startswith("image 1/2: 1080x810 ") and out["tolist"] == 2
     assert out["conf"][0] == "UserInputError" and "5: must be between 0 and 1" in out["conf"][1]
     assert out["conf"][2] == 0.01  # the bad value never took

@@ -220,7 +220,7 @@ class Detector:
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple]:
         """BGR image → (1, 3, H, W) float RGB [0, 1] letterboxed tensor, and ((ry, rx), (padw, padh))."""
-        boxed, (rx, ry), pad = letterbox(image, self.imgsz, auto=self.backend.dynamic, stride=self.backend.stride)
+        boxed, (rx, ry), pad = letterbox(image, self.imgsz, auto=False)  # the whole imgsz, as exported files take it (deploy.preprocess)
         chw = np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))
         im = torch.from_numpy(chw).to(self.device)
         im = (im.half() if self.backend.fp16 else im.float()) / 255

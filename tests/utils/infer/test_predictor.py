@@ -60,10 +60,11 @@ def bright_spot_image(h=64, w=128, x=90, y=8) -> np.ndarray:
 
 
 def test_boxes_map_back_to_original_pixels(scripted):
-    # 100x200 image at imgsz 64 → 32x64 input (gain 0.32, no padding with a dynamic model)
-    backend = ScriptedBackend([[16, 8, 48, 24, 0.9, 0.2, 0.8]])
+    # 100x200 image at imgsz 64 → the whole 64x64 input (gain 0.32, 16 px padding top and bottom), even for a
+    # model that takes any size: the .pt sees what its fixed-size export sees
+    backend = ScriptedBackend([[16, 24, 48, 40, 0.9, 0.2, 0.8]])
     result = scripted(backend, imgsz=64)(np.zeros((100, 200, 3), np.uint8))[0]
-    assert backend.calls[-1] == (1, 3, 32, 64) and result.input_shape == (1, 3, 32, 64)
+    assert backend.calls[-1] == (1, 3, 64, 64) and result.input_shape == (1, 3, 64, 64)
     np.testing.assert_allclose(result.xyxy, [[50, 25, 150, 75]], atol=1e-3)
     np.testing.assert_allclose(result.conf, [0.72], atol=1e-6)
     assert result.cls.tolist() == [1] and result.summary() == "1 bright"
@@ -151,7 +152,7 @@ def test_names_from_data_when_the_model_has_none(scripted, tmp_path):
 
 
 def test_plot_draws_exactly_around_the_boxes(scripted):
-    image = np.full((128, 160, 3), 40, np.uint8)  # a stride multiple: no padding
+    image = np.full((160, 160, 3), 40, np.uint8)  # the input size: no padding
     result = scripted(ScriptedBackend([[40, 50, 100, 110, 0.9, 0.9, 0.1]]), imgsz=160)(image)[0]
     drawn = result.plot(line_width=2)
     assert drawn.shape == image.shape and np.array_equal(result.image, image)  # original untouched
@@ -165,7 +166,7 @@ def test_plot_draws_exactly_around_the_boxes(scripted):
 
 
 def test_crop_is_the_box_with_a_margin(scripted):
-    image = np.random.default_rng(0).integers(0, 255, (128, 160, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
     result = scripted(ScriptedBackend([[40, 50, 100, 110, 0.9, 0.9, 0.1]]), imgsz=160)(image)[0]
     crop = result.crop(0)
     assert crop.shape == (71, 71, 3)  # 60 px * 1.02 + 10 around the same centre
@@ -178,9 +179,9 @@ def test_augment_maps_scaled_and_flipped_predictions_back(scripted):
     image = bright_spot_image()
     im, _ = detector.preprocess(image)
     pred = detector.infer(im)
-    assert pred.shape == (1, 3, 7) and backend.calls[-3:] == [(1, 3, 64, 128), (1, 3, 64, 128), (1, 3, 64, 96)]
+    assert pred.shape == (1, 3, 7) and backend.calls[-3:] == [(1, 3, 128, 128), (1, 3, 128, 128), (1, 3, 96, 96)]
     np.testing.assert_allclose(pred[0, :, 0], [92] * 3, atol=2.5)  # flipped copy unflipped, scales undone
-    np.testing.assert_allclose(pred[0, :, 1], [10] * 3, atol=2.5)
+    np.testing.assert_allclose(pred[0, :, 1], [10 + 32] * 3, atol=2.5)  # 32 px of letterbox padding above
     fixed = scripted(ScriptedBackend(dynamic=False, imgsz=(64, 64)), augment=True)
     assert fixed.augment is False
 
@@ -209,7 +210,7 @@ def test_real_checkpoint_on_shipped_images(tmp_path):
         assert (r.xyxy[:, [0, 2]] >= 0).all() and (r.xyxy[:, [0, 2]] <= w).all() and (r.xyxy[:, 3] <= h).all()
         assert (r.conf >= 0.1).all() and set(r.cls.tolist()) <= {0, 1, 2}
         assert list(r.conf) == sorted(r.conf, reverse=True)
-    assert results[1].input_shape == (1, 3, 64, 96)  # 720x1280 → minimal stride-32 rectangle
+    assert results[1].input_shape == (1, 3, 96, 96)  # 720x1280 → the whole --imgsz, as an export takes it
 
 
 def test_model_with_nms_inside(scripted, log_lines):
