@@ -34,6 +34,23 @@ def test_dfl_decode_of_known_distributions():
     assert torch.allclose(dfl_expectation(logits.view(1, 64), bins), torch.tensor([[3.0, 3.5, 7.5, 15.0]]))
 
 
+def test_exported_decode_equals_decode_for_extreme_and_known_distributions():
+    """The exported form (exp of logits minus their max, one conv for both moments) must not overflow where a
+    softmax would not: logits of +-1e4 and 80 (exp overflows float32 past 88) give decode()'s boxes."""
+    head = DetectAF(nc=2, reg_max=16, ch=[8, 8]).eval()
+    head.stride.copy_(torch.tensor([8.0, 16.0]))
+    torch.manual_seed(0)
+    boxes = [torch.randn(1, 64, 2, 3) * 3, torch.full((1, 64, 1, 2), -1e4)]
+    boxes[1][:, 3::16] = 1e4  # every side on bin 3
+    boxes[0][:, 0, 0, 0] = 80.0
+    logits = [torch.randn(1, 2, 2, 3), torch.randn(1, 2, 1, 2)]
+    exported = head.decode_channels_first(boxes, logits)
+    expected = head.decode([torch.cat((b, c), 1).permute(0, 2, 3, 1) for b, c in zip(boxes, logits)])
+    assert exported.shape == (1, 7, 8) and torch.isfinite(exported).all()
+    assert torch.allclose(exported.transpose(1, 2), expected, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(exported[0, 2:4, 6:], torch.full((2, 2), 6 * 16.0))  # l + r = t + b = 3 + 3 bins
+
+
 def test_decode_turns_distances_into_pixel_boxes_with_unit_objectness():
     head = DetectAF(nc=2, reg_max=4, ch=[8]).eval()
     head.stride.fill_(8.0)
@@ -176,16 +193,14 @@ def test_checkpoint_weights_only_and_onnx_export_parity(af_model, tmp_path):
     assert got.shape == expected.shape == (1, 5 + NC, 84)
     assert np.abs(got - expected).max() < 1e-3
     assert all(row["max_abs"] < 1e-3 for row in result["rows"])  # export.py's own self-check
-    # the decode in the form OpenVINO runs cheapest: the DFL a softmax over the bin axis (1) then one fixed 1x1
-    # conv holding the bin values, no MatMul
+    # the decode in the form every runtime runs cheapest: the DFL expectation through one fixed 1x1 conv whose two
+    # filters are the bin values and ones (sum(bin * e), sum(e)); no Softmax (slow over a middle axis), no MatMul
     graph = onnx.load(str(onnx_file)).graph
     consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     consts.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node
                    if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR})
-    dfl = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in consts and
-           consts[n.input[1]].shape == (1, 16, 1, 1)]
-    assert len(dfl) == 1 and np.array_equal(consts[dfl[0].input[1]].ravel(), np.arange(16))
-    softmax = [n for n in graph.node if n.op_type == "Softmax"]
-    assert len(softmax) == 1 and onnx.helper.get_attribute_value(softmax[0].attribute[0]) == 1
-    assert not [n for n in graph.node if n.op_type == "MatMul"]
+    dfl = [consts[n.input[1]] for n in graph.node if n.op_type == "Conv" and n.input[1] in consts and
+           consts[n.input[1]].shape == (2, 16, 1, 1)]
+    assert len(dfl) == 1 and np.array_equal(dfl[0][:, :, 0, 0], np.stack((np.arange(16), np.ones(16))))
+    assert not [n for n in graph.node if n.op_type in ("Softmax", "MatMul")]
 
