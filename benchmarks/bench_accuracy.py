@@ -60,7 +60,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.common import export_onnx, ort_session, peer_backend, peer_model, run_measured, zoo_model  # noqa: E402
+from benchmarks.common import export_onnx, peer_backend, peer_model, run_measured, zoo_model  # noqa: E402
+from deploy.engines import OnnxEngine  # noqa: E402
 from models.zoo import ANCHOR_FREE, PEERS  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.data.labels import image_to_label_path  # noqa: E402
@@ -353,18 +354,18 @@ def onnx_files(models: list[str], peer: str, imgsz: int, folder: Path) -> dict[s
 
 def time_onnx(files: dict[str, Path], imgsz: int, threads: int, runs: int) -> dict[str, float]:
     """Median ms per image, rounds interleaved (order alternating) so background load hits all alike; the
-    sessions share this process, so idle ones sleep (common.ort_session)."""
-    sessions = {k: ort_session(p, threads) for k, p in files.items()}
-    feed = {"images": np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)}
+    engines share this process, so idle threads sleep (spinning=False)."""
+    sessions = {k: OnnxEngine(p, threads, spinning=False) for k, p in files.items()}
+    feed = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
     times = {k: [] for k in sessions}
     for s in sessions.values():
         for _ in range(3):
-            s.run(None, feed)
+            s.run(feed)
     order = list(sessions)
     for r in range(runs):
         for k in order if r % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
-            sessions[k].run(None, feed)
+            sessions[k].run(feed)
             times[k].append((time.perf_counter() - t0) * 1e3)
     return {k: float(np.median(v)) for k, v in times.items()}
 

@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_runtimes.py` puts only
     sys.path.insert(0, str(ROOT))
 
 # torch-free, as the timing child must be
-from benchmarks.common import ort_session, peer_backend  # noqa: E402
-from deploy.engines import openvino_xml_in  # noqa: E402
+from benchmarks.common import peer_backend  # noqa: E402
+from deploy.engines import Engine, OnnxEngine, OpenVINOEngine, TFLiteEngine, openvino_xml_in  # noqa: E402
 from models.zoo import DEPLOY, PEERS  # noqa: E402
 from utils.system import cpu_flags, cpu_name, peak_rss_mb  # noqa: E402
 
@@ -104,47 +104,33 @@ def export_peer(name: str, weights: Path | None, size: int, calib: Path, folder:
 
 
 # ------------------------------------------------------------------------------------------------ timing
+def cell_engine(cell: str, path: Path, threads: int) -> Engine:
+    """The runner's engine for one cell's file: ONNX Runtime alone in its process (spinning, its default), OpenVINO
+    with the latency hint and f32 forced only in "ov f32", TFLite as it comes."""
+    if cell.startswith("ort"):
+        return OnnxEngine(path, threads)
+    if cell.startswith("ov"):
+        return OpenVINOEngine(openvino_xml_in(path), threads, precision="f32" if cell == "ov f32" else None,
+                              latency=True)
+    return TFLiteEngine(path, threads)
+
+
 def time_file(cell: str, path: Path, runs: int, warmup: int, threads: int) -> dict:
     """Child process: open `path` in the cell's runtime (numpy + that runtime only), time batch-1 inference."""
     import numpy as np
 
     t0 = time.perf_counter()
-    if cell.startswith("ort"):
-        session = ort_session(path, threads, spinning=True)  # alone in its process: ONNX Runtime's default
-        inp = session.get_inputs()[0]
-        x = np.random.rand(*inp.shape).astype(np.float16 if "16" in inp.type else np.float32)
-        run = lambda: session.run(None, {inp.name: x})  # noqa: E731
-        precision = cell.split()[1]
-    elif cell.startswith("ov"):
-        import openvino as ov
-
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        if cell == "ov f32":
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = ov.Core().compile_model(str(openvino_xml_in(path)), "CPU", config)
-        x = np.random.rand(*compiled.input(0).get_shape()).astype(np.float32)
-        request = compiled.create_infer_request()
-        run = lambda: request.infer({0: x})  # noqa: E731
-        floats = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        precision = f"int8 + {floats}" if cell == "ov int8" else floats  # the ops left float run in `floats`
-    else:
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-        inp = interpreter.get_input_details()[0]
-        x = np.random.rand(*inp["shape"]).astype(inp["dtype"])
-
-        def run():
-            interpreter.set_tensor(inp["index"], x)
-            interpreter.invoke()
-        precision = cell.split()[1]
+    engine = cell_engine(cell, path, threads)
+    x = np.random.rand(*engine.input_shape).astype(engine.input_spec.dtype)
+    precision = cell.split()[1]
+    if engine.compute:  # OpenVINO's own choice: the ops left float run in it
+        precision = f"int8 + {engine.compute}" if cell == "ov int8" else engine.compute
     for _ in range(warmup):
-        run()
+        engine.run(x)
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        run()
+        engine.run(x)
         times.append((time.perf_counter() - t) * 1e3)
     return {"median_ms": float(np.median(times)), "wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
             "compute": precision}

@@ -40,7 +40,8 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import (add_timing_args, check_timing_args, export_onnx, onnx_max_diff,  # noqa: E402
-                               ort_session, peer_model, zoo_model)
+                               peer_model, zoo_model)
+from deploy.engines import OnnxEngine  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from models.zoo import PEERS  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
@@ -66,8 +67,8 @@ class Candidate:
     onnx_path: Path
     row_parts: list[str]  # per YAML row: which part of the network it is (for the profile)
     max_diff: float
-    wall_session: ort.InferenceSession | None = None
-    cpu_session: ort.InferenceSession | None = None
+    wall_session: OnnxEngine | None = None
+    cpu_session: OnnxEngine | None = None
     wall_ms: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
     session_mb: float = 0.0  # resident memory its two sessions added, warmed up
@@ -101,7 +102,7 @@ def prepare_zoo_model(name: str, role: str, scale: str, imgsz: int, threads: int
     model = zoo_model(name, flag="--designs/--scales")
     path = export_onnx(model, imgsz, tmp / f"{name}.onnx")
     return Candidate(name, role, scale, count_params(model), model_flops(model, imgsz), path, row_parts(model),
-                     onnx_max_diff(model, ort_session(path, threads), imgsz))
+                     onnx_max_diff(model, OnnxEngine(path, threads, spinning=False), imgsz))
 
 
 def prepare_ultralytics_peer(name: str, imgsz: int, threads: int, tmp: Path) -> Candidate | None:
@@ -113,37 +114,37 @@ def prepare_ultralytics_peer(name: str, imgsz: int, threads: int, tmp: Path) -> 
         return None
     path = export_onnx(model, imgsz, tmp / f"{name}.onnx")
     return Candidate(name, "peer", "n", count_params(model), model_flops(model, imgsz), path, [],
-                     onnx_max_diff(model, ort_session(path, threads), imgsz))
+                     onnx_max_diff(model, OnnxEngine(path, threads, spinning=False), imgsz))
 
 
 def time_models(candidates: list[Candidate], imgsz: int, threads: int, warmup: int, runs: int) -> None:
     """Interleave the models round by round (order alternating) so background load hits all alike."""
-    feed = {"images": np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)}
+    feed = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
     for c in candidates:
         before = current_rss_mb()
-        c.wall_session = ort_session(c.onnx_path, threads, spinning=True)
-        c.cpu_session = ort_session(c.onnx_path, threads)
+        c.wall_session = OnnxEngine(c.onnx_path, threads)
+        c.cpu_session = OnnxEngine(c.onnx_path, threads, spinning=False)
         for _ in range(warmup):
-            c.wall_session.run(None, feed)
-            c.cpu_session.run(None, feed)
+            c.wall_session.run(feed)
+            c.cpu_session.run(feed)
         c.session_mb = current_rss_mb() - before
     for r in range(runs):
         for c in candidates if r % 2 == 0 else reversed(candidates):
             t0 = time.perf_counter()
-            c.wall_session.run(None, feed)
+            c.wall_session.run(feed)
             c.wall_ms.append((time.perf_counter() - t0) * 1e3)
             c0 = time.process_time()
-            c.cpu_session.run(None, feed)
+            c.cpu_session.run(feed)
             c.cpu_ms.append((time.process_time() - c0) * 1e3)
 
 
 def node_profile(c: Candidate, imgsz: int, threads: int, runs: int) -> tuple[dict[str, float], dict[str, float]]:
     """ONNX Runtime's per-node kernel times (ms per run), summed by network part and by operator kind."""
-    session = ort_session(c.onnx_path, threads, profile=True)
-    feed = {"images": np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)}
+    engine = OnnxEngine(c.onnx_path, threads, spinning=False, profile=True)
+    feed = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
     for _ in range(runs):
-        session.run(None, feed)
-    trace = Path(session.end_profiling())
+        engine.run(feed)
+    trace = Path(engine.session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
     by_part, by_op = defaultdict(float), defaultdict(float)

@@ -21,15 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_zoo.py` puts only benchmarks/ on the path
     sys.path.insert(0, str(ROOT))
 # Idle OpenMP threads must sleep, not spin: on a shared CPU spinning 2-thread PyTorch ran 5-30x slower
-# (yolov5n 1-4 s instead of 0.3 s under load 12); ONNX Runtime's sessions sleep too (common.ort_session).
+# (yolov5n 1-4 s instead of 0.3 s under load 12); ONNX Runtime's threads sleep too (OnnxEngine spinning=False).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import (add_timing_args, check_timing_args, export_onnx, onnx_max_diff,  # noqa: E402
-                               ort_session, zoo_model)
+from benchmarks.common import add_timing_args, check_timing_args, export_onnx, onnx_max_diff, zoo_model  # noqa: E402
+from deploy.engines import OnnxEngine  # noqa: E402
 from models.zoo import SCALES, baseline_of  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -44,7 +44,7 @@ class Entry:
 
     name: str
     model: torch.nn.Module
-    session: ort.InferenceSession
+    engine: OnnxEngine
     params: int
     gflops: float
     ort_max_diff: float
@@ -56,9 +56,9 @@ def prepare(name: str, imgsz: int, threads: int, device: torch.device, tmp: Path
     """Build, fuse and export one zoo model; check ONNX Runtime agrees with PyTorch."""
     model = zoo_model(name)
     onnx_path = export_onnx(model, imgsz, tmp / f"{name.replace('/', '-')}.onnx")  # 'ablations/x': models/ablations/
-    session = ort_session(onnx_path, threads)
-    max_diff = onnx_max_diff(model, session, imgsz)
-    return Entry(name, model.to(device), session, count_params(model), model_flops(model, imgsz), max_diff)
+    engine = OnnxEngine(onnx_path, threads, spinning=False)
+    max_diff = onnx_max_diff(model, engine, imgsz)
+    return Entry(name, model.to(device), engine, count_params(model), model_flops(model, imgsz), max_diff)
 
 
 def time_once(entry: Entry, x_torch: torch.Tensor, x_numpy: np.ndarray, record: bool) -> None:
@@ -68,7 +68,7 @@ def time_once(entry: Entry, x_torch: torch.Tensor, x_numpy: np.ndarray, record: 
         if x_torch.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-    entry.session.run(None, {"images": x_numpy})
+    entry.engine.run(x_numpy)
     t2 = time.perf_counter()
     if record:
         entry.torch_times.append(t1 - t0)

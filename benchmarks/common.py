@@ -1,6 +1,6 @@
 """What the benchmark scripts share, each piece a call into the library rather than a copy of it: the timing
-flags and their checks, the zoo and peer models, ONNX files written by the exporter users get, ONNX Runtime
-sessions, the adapter that gives an ultralytics model our output layout, and children whose peak memory is
+flags and their checks, the zoo and peer models, ONNX files written by the exporter users get (run by
+deploy/'s engines, the runner's own adapters), the adapter that gives an ultralytics model our output layout, and children whose peak memory is
 their own.
 
 Torch-free at import: timing children (bench_runtimes) and the trainers' parent (bench_train) import this
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.engines import OnnxEngine
 from deploy.imgsz import check_imgsz
 from utils.errors import UserInputError
 
@@ -102,23 +103,7 @@ def export_onnx(model: Any, imgsz: int, path: Path) -> Path:
         return write_onnx(model, torch.rand(1, 3, imgsz, imgsz), path, metadata={})
 
 
-def ort_session(path: Path, threads: int, spinning: bool = False, profile: bool = False) -> Any:
-    """An ONNX Runtime CPU session on `threads` intra-op threads. spinning=False lets idle threads sleep: with
-    several sessions in one process, spinning ones steal the cores the timed one runs on (yolov5n read 49.9 ms
-    beside other sessions against 26.9 ms alone). profile: ONNX Runtime's per-node trace beside `path`."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if profile:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(path.with_suffix(""))
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_max_diff(model: Any, session: Any, imgsz: int) -> float:
+def onnx_max_diff(model: Any, engine: OnnxEngine, imgsz: int) -> float:
     """Largest |ONNX Runtime - PyTorch| on one random image: the file computes what the model does."""
     import numpy as np
     import torch
@@ -127,7 +112,7 @@ def onnx_max_diff(model: Any, session: Any, imgsz: int) -> float:
     with torch.no_grad():
         expected = model(x)
     expected = expected[0] if isinstance(expected, (tuple, list)) else expected
-    return float(np.abs(session.run(None, {"images": x.numpy()})[0] - expected.numpy()).max())
+    return float(np.abs(engine.run(x.numpy()) - expected.numpy()).max())
 
 
 def peer_backend(peer: Any, device: Any = "cpu") -> Any:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from deploy.engines import openvino_xml_in  # noqa: E402
+from deploy.engines import OpenVINOEngine, openvino_xml_in  # noqa: E402
 from utils.system import cpu_flags, cpu_name  # noqa: E402
 
 BRANCHES = ("cv2", "cv3", "box", "cls", "stem")  # head submodules that hold the per-level convs (ultralytics', ours)
@@ -46,14 +46,10 @@ def is_decode(name: str, head: str) -> bool:
 def profile(path: Path, cell: str, precision: str, runs: int, warmup: int, threads: int) -> dict:
     """Child process: mean per-inference counters of one IR, grouped (decode or network, type, precision)."""
     import numpy as np
-    import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
-    compiled = ov.Core().compile_model(str(openvino_xml_in(path)), "CPU", config)
-    request = compiled.create_infer_request()
-    x = np.random.rand(*compiled.input(0).get_shape()).astype(np.float32)
+    engine = OpenVINOEngine(openvino_xml_in(path), threads, precision=precision or None, latency=True, perf_count=True)
+    request = engine.compiled.create_infer_request()
+    x = np.random.rand(*engine.input_shape).astype(np.float32)
     for _ in range(warmup):
         request.infer({0: x})
     totals: dict[tuple[str, str, str], float] = collections.defaultdict(float)
@@ -68,7 +64,7 @@ def profile(path: Path, cell: str, precision: str, runs: int, warmup: int, threa
             part = "decode" if is_decode(i.node_name, head) else "network"
             totals[(part, i.node_type, i.exec_type.rsplit("_", 1)[-1])] += i.real_time.total_seconds() * 1e3 / runs
     return {"wall_ms": float(np.median(wall)), "groups": [[*k, v] for k, v in sorted(totals.items())],
-            "compute": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()}
+            "compute": engine.compute}
 
 
 def profiled_in_child(path: Path, cell: str, opt: argparse.Namespace) -> dict:

@@ -122,13 +122,19 @@ class Detector:
         """One throw-away run: runtimes allocate and pick kernels on the first call."""
         self.predict(np.full((*self.imgsz, 3), 114, np.uint8))
 
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        """One image; a file exported with a larger fixed batch gets zero images alongside."""
+        if self.engine.batch and self.engine.batch > 1:
+            x = np.concatenate([x, np.zeros((self.engine.batch - 1, *x.shape[1:]), x.dtype)])
+        return self.engine.run(x)[:1]
+
     def predict(self, image: np.ndarray) -> Detections:
         """Detect objects in one BGR uint8 image; `speed` holds the ms spent in each stage."""
         t0 = time.perf_counter()
         boxed, box = letterbox(image, self.imgsz)
         x = to_input(boxed, self.engine.layout, self.engine.input_spec)
         t1 = time.perf_counter()
-        output = self.engine(x)
+        output = self._run_one(x)
         t2 = time.perf_counter()
         try:
             rows = as_rows(output, len(self.info.names), self.info.nms)

@@ -1,8 +1,11 @@
-"""The inference runtimes: ONNX Runtime for .onnx, LiteRT (ai-edge-litert) for .tflite, OpenVINO for its IR.
+"""The inference runtimes, one adapter each: ONNX Runtime for .onnx, LiteRT (ai-edge-litert) for .tflite, OpenVINO
+for its IR.
 
-Each takes the array `preprocess.to_input` built for it (layout, dtype and quantisation of the file's own
-input tensor) and returns the first output as float32, dequantised when the file's output is int8/uint8.
-A runtime is imported only when a file needs it, so a device may install just one of them.
+An engine is the one place its runtime opens a file: it reads the file's metadata, says which input tensor the
+file takes (shape, layout, dtype and quantisation) and runs a batch, numpy in, the first output out as float32
+(dequantised when the file's output is int8/uint8). The runner, the torch side's backends, the profiler and the
+benchmarks all open files through these classes, so a runtime's options and quirks live in one place. A runtime
+is imported only when a file needs it, so a device may install just one of them.
 """
 from __future__ import annotations
 
@@ -16,9 +19,8 @@ import numpy as np
 
 from .errors import UserInputError
 from .log import LOGGER
-from .metadata import ModelInfo, read_tflite_metadata, parse_metadata
+from .metadata import ModelInfo, decode_metadata, parse_metadata, read_tflite_metadata
 
-SUFFIXES = (".onnx", ".tflite", ".xml")
 OPENVINO_DIR_SUFFIX = "_openvino_model"  # export.py's folder (best_openvino_model/best.xml + .bin)
 OPENVINO_KEYS = ("names", "stride", "imgsz", "nms", "layout", "precision")  # what parse_metadata reads
 QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
@@ -47,36 +49,6 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-class Engine:
-    """A loaded model file. `batch` is None and `dynamic` True when the input size is free (dynamic ONNX)."""
-
-    def __init__(self, path: Path, info: ModelInfo, shape: list, layout: str, input_spec: TensorSpec,
-                 output_spec: TensorSpec):
-        self.path, self.info, self.layout = path, info, layout
-        self.precision = info.precision  # what runs; a runtime that computes in another precision says so
-        self.input_spec, self.output_spec = input_spec, output_spec
-        batch, h, w = (shape[0], shape[1], shape[2]) if layout == "NHWC" else (shape[0], shape[2], shape[3])
-        self.batch = batch if isinstance(batch, int) and batch > 0 else None
-        self.dynamic = not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0)
-        self.input_hw = info.imgsz if self.dynamic else (int(h), int(w))
-        if not self.dynamic and self.input_hw != info.imgsz:
-            raise UserInputError(f"--model {path}: input tensor is {self.input_hw[0]}x{self.input_hw[1]} but its metadata "
-                              f"says imgsz {info.imgsz[0]}x{info.imgsz[1]}; re-export the file")
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Run one image (batch 1 array); a file exported with a larger fixed batch gets zero images alongside."""
-        if self.batch and self.batch > 1:
-            x = np.concatenate([x, np.zeros((self.batch - 1, *x.shape[1:]), x.dtype)])
-        y = self._run(x)[:1]
-        spec = self.output_spec
-        if spec.quantized:
-            return (y.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
-        return y.astype(np.float32, copy=False)
-
-
 def layout_of(shape: list, declared: str | None) -> str:
     """NHWC when the last axis holds the 3 colour channels and the second does not; else what the file declares."""
     if len(shape) != 4:
@@ -88,33 +60,120 @@ def layout_of(shape: list, declared: str | None) -> str:
     return declared or "NCHW"
 
 
-class OnnxEngine(Engine):
-    """ONNX Runtime; the CUDA provider when onnxruntime-gpu is installed with a GPU (e.g. a Jetson), else CPU."""
+ENGINES: dict[str, type[Engine]] = {}  # file suffix -> its engine; each Engine subclass with a suffix adds itself
 
-    def __init__(self, path: Path, threads: int):
+
+class Engine:
+    """A model file open in its runtime. `metadata` holds the keys the file has, decoded; `info` the runner's
+    complete set. `batch` is None and `dynamic` True (`input_hw` None) when the input size is free (dynamic ONNX)."""
+
+    suffix = ""  # the file ending this runtime opens
+    runtime = ""  # its name, the torch side's backend `kind`
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if cls.suffix:
+            ENGINES[cls.suffix] = cls
+
+    def __init__(self, path: Path, raw: dict[str, Any], where: str, shape: list, input_spec: TensorSpec,
+                 output_spec: TensorSpec, flag: str):
+        self.path, self.flag = path, flag
+        self.raw_metadata, self.metadata_source = raw, where
+        self.metadata = decode_metadata(raw, path, where, flag)
+        try:
+            self.layout = layout_of(shape, self.metadata.get("layout"))
+        except ValueError as e:
+            raise UserInputError(f"{flag} {path}: {e}") from None
+        self.input_shape, self.input_spec, self.output_spec = shape, input_spec, output_spec
+        batch, h, w = (shape[0], shape[1], shape[2]) if self.layout == "NHWC" else (shape[0], shape[2], shape[3])
+        self.batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.dynamic = not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0)
+        self.input_hw = None if self.dynamic else (int(h), int(w))
+
+    @classmethod
+    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False,
+             flag: str = "--model") -> Engine:
+        """The engine for the options every door has (threads, --half, a CUDA device); each runtime maps them onto
+        its own constructor's options, which the benchmarks also set directly."""
+        return cls(path, threads, flag=flag)
+
+    @property
+    def compute(self) -> str | None:
+        """The precision the runtime computes in where it chooses one (OpenVINO); None: the file's own."""
+        return None
+
+    @property
+    def precision(self) -> str:
+        """What runs: the file's precision, and the runtime's compute precision where that differs from f32."""
+        stored = self.metadata.get("precision", "fp32")
+        return stored if self.compute in (None, "f32") else f"{stored}, {self.compute} compute"
+
+    @functools.cached_property
+    def info(self) -> ModelInfo:
+        """The metadata the runner needs, checked complete and matching the input tensor (the torch side reads
+        `metadata` instead: a file without names takes them from --data there)."""
+        info = parse_metadata(self.raw_metadata, self.path, self.metadata_source, self.flag)
+        if not self.dynamic and self.input_hw != info.imgsz:
+            raise UserInputError(f"{self.flag} {self.path}: input tensor is {self.input_hw[0]}x{self.input_hw[1]} but "
+                                 f"its metadata says imgsz {info.imgsz[0]}x{info.imgsz[1]}; re-export the file")
+        return info
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """A batch in the file's layout, dtype and quantisation (preprocess.to_input) -> its first output, float32."""
+        y = self._run(x)
+        spec = self.output_spec
+        if spec.quantized:
+            return (y.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
+        return y.astype(np.float32, copy=False)
+
+
+class OnnxEngine(Engine):
+    """ONNX Runtime on the CPU, or with `cuda` the CUDA provider where onnxruntime-gpu has one (e.g. a Jetson).
+    `spinning` False lets idle threads sleep: beside other sessions in one process, spinning ones steal the cores
+    the timed one runs on (yolov5n read 49.9 ms beside other sessions against 26.9 ms alone). `profile`: ONNX
+    Runtime's per-node trace beside the file (`session.end_profiling()`)."""
+
+    suffix, runtime = ".onnx", "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None, cuda: bool = False, spinning: bool = True,
+                 profile: bool = False, flag: str = "--model"):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise UserInputError(f"--model {path}: .onnx files need onnxruntime (pip install onnxruntime)") from None
+            raise UserInputError(f"{flag} {path}: .onnx files need onnxruntime (pip install onnxruntime)") from None
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        if threads:
+            options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        available = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if profile:
+            options.enable_profiling, options.profile_file_prefix = True, str(path.with_suffix(""))
+        wanted = ("CUDAExecutionProvider", "CPUExecutionProvider") if cuda else ("CPUExecutionProvider",)
+        providers = [p for p in wanted if p in ort.get_available_providers()]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
-            raise UserInputError(f"--model {path}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
-        info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path, "its ONNX metadata_props")
+            raise UserInputError(f"{flag} {path}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
         inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
         if inp.type not in ONNX_DTYPES:
-            raise UserInputError(f"--model {path}: unsupported input type {inp.type}")
-        try:
-            layout = layout_of(list(inp.shape), info.layout)
-        except ValueError as e:
-            raise UserInputError(f"--model {path}: {e}") from None
-        super().__init__(path, info, list(inp.shape), layout, TensorSpec(ONNX_DTYPES[inp.type]), TensorSpec(np.float32))
+            raise UserInputError(f"{flag} {path}: unsupported input type {inp.type}")
+        self.input_name = inp.name
+        super().__init__(path, self.session.get_modelmeta().custom_metadata_map, "its ONNX metadata_props",
+                         list(inp.shape), TensorSpec(ONNX_DTYPES[inp.type]), TensorSpec(np.float32), flag)
+
+    @classmethod
+    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False,
+             flag: str = "--model") -> Engine:
+        return cls(path, threads, cuda=cuda, flag=flag)
+
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the session got the CUDA provider."""
+        return "CUDAExecutionProvider" in self.session.get_providers()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -123,26 +182,23 @@ class OnnxEngine(Engine):
 class TFLiteEngine(Engine):
     """LiteRT interpreter (XNNPACK on CPU); fp32, fp16-weight and int8 files alike."""
 
-    def __init__(self, path: Path, threads: int):
+    suffix, runtime = ".tflite", "tflite"
+
+    def __init__(self, path: Path, threads: int | None = None, flag: str = "--model"):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise UserInputError(f"--model {path}: .tflite files need ai-edge-litert "
-                              f"(pip install ai-edge-litert)") from None
-        info = read_tflite_metadata(path)
+            raise UserInputError(f"{flag} {path}: .tflite files need ai-edge-litert "
+                                 f"(pip install ai-edge-litert)") from None
+        raw, where = read_tflite_metadata(path, flag)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise UserInputError(f"--model {path}: not a readable TFLite model ({str(e).splitlines()[0]})") from None
+            raise UserInputError(f"{flag} {path}: not a readable TFLite model ({str(e).splitlines()[0]})") from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self.input_index, self.output_index = inp["index"], out["index"]
-        shape = [int(s) for s in inp["shape"]]
-        try:
-            layout = layout_of(shape, info.layout)
-        except ValueError as e:
-            raise UserInputError(f"--model {path}: {e}") from None
-        super().__init__(path, info, shape, layout, self._spec(inp), self._spec(out))
+        super().__init__(path, raw, where, [int(s) for s in inp["shape"]], self._spec(inp), self._spec(out), flag)
 
     @staticmethod
     def _spec(details: dict) -> TensorSpec:
@@ -156,7 +212,7 @@ class TFLiteEngine(Engine):
 
 
 @functools.lru_cache(maxsize=None)
-def openvino_core():
+def openvino_core() -> Any:
     """The process's one OpenVINO Core. OpenVINO 2026.4 swaps a thread's signal stack when a Core compiles and
     restores it only if Cores are freed in reverse creation order on that thread: a Core per model left the
     main thread on freed memory, and the next signal Python handles (a child exiting) crashed the process."""
@@ -165,47 +221,47 @@ def openvino_core():
     return ov.Core()
 
 
-def compile_openvino(path: Path, half: bool = False, threads: int | None = None) -> tuple[Any, dict[str, str]]:
-    """(the IR at `path` compiled for the CPU, its rt_info metadata): f32, the .pt's numbers, or with `half`
-    (--half) the runtime's own default precision, bf16 on CPUs with AVX512-BF16 or AMX (faster, scores a little
-    off f32). RuntimeError: not a readable IR. Shared by this runner and the torch side's backend."""
-    core = openvino_core()
-    model = core.read_model(str(path))
-    meta = {key: model.get_rt_info(["model_info", key]).astype(str) for key in OPENVINO_KEYS
-            if model.has_rt_info(["model_info", key])}
-    config: dict[str, Any] = {} if half else {"INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(model, "CPU", config), meta
-
-
-def openvino_compute(compiled: Any) -> str:
-    """The precision a compiled OpenVINO model computes in: 'f32', 'bf16' or 'f16'."""
-    return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-
-
 class OpenVINOEngine(Engine):
-    """OpenVINO runtime on the CPU, f32 by default (detect.py's numbers); `half` as in compile_openvino."""
+    """OpenVINO on the CPU. `precision` is the INFERENCE_PRECISION_HINT: f32 by default (the .pt's numbers), None
+    for the runtime's own choice (bf16 on CPUs with AVX512-BF16 or AMX: faster, scores a little off f32).
+    `latency` sets PERFORMANCE_HINT LATENCY, `perf_count` PERF_COUNT (per-node counters, benchmarks/ov_counters)."""
 
-    def __init__(self, path: Path, threads: int, half: bool = False):
+    suffix, runtime = ".xml", "openvino"
+
+    def __init__(self, path: Path, threads: int | None = None, precision: str | None = "f32", latency: bool = False,
+                 perf_count: bool = False, flag: str = "--model"):
         try:
             import openvino  # noqa: F401
         except ImportError:
-            raise UserInputError(f"--model {path}: OpenVINO models need openvino (pip install openvino)") from None
+            raise UserInputError(f"{flag} {path}: OpenVINO models need openvino (pip install openvino)") from None
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if latency:
+            config["PERFORMANCE_HINT"] = "LATENCY"
+        if perf_count:
+            config["PERF_COUNT"] = True
         try:
-            self.compiled, raw = compile_openvino(path, half, threads)
+            model = openvino_core().read_model(str(path))
+            raw = {key: model.get_rt_info(["model_info", key]).astype(str) for key in OPENVINO_KEYS
+                   if model.has_rt_info(["model_info", key])}
+            self.compiled = openvino_core().compile_model(model, "CPU", config)
         except RuntimeError as e:
-            raise UserInputError(f"--model {path}: not a readable OpenVINO model ({str(e).splitlines()[0]})") from None
-        info = parse_metadata(raw, path, "its rt_info model_info")
+            raise UserInputError(f"{flag} {path}: not a readable OpenVINO model ({str(e).splitlines()[0]})") from None
         shape = [d.get_length() if d.is_static else -1 for d in self.compiled.input(0).get_partial_shape()]
-        try:
-            layout = layout_of(shape, info.layout)
-        except ValueError as e:
-            raise UserInputError(f"--model {path}: {e}") from None
-        super().__init__(path, info, shape, layout, TensorSpec(np.float32), TensorSpec(np.float32))
-        compute = openvino_compute(self.compiled)
-        if compute != "f32":
-            self.precision = f"{info.precision}, {compute} compute"
+        super().__init__(path, raw, "its rt_info model_info", shape, TensorSpec(np.float32), TensorSpec(np.float32),
+                         flag)
+
+    @classmethod
+    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False,
+             flag: str = "--model") -> Engine:
+        """--half: the runtime's own default precision instead of f32."""
+        return cls(path, threads, precision=None if half else "f32", flag=flag)
+
+    @property
+    def compute(self) -> str:
+        """'f32', 'bf16' or 'f16': what the compiled model computes in."""
+        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.compiled(x)[0]
@@ -224,24 +280,26 @@ def openvino_xml_in(path: Path) -> Path:
     return xmls[0]
 
 
-def load_engine(model: str | Path, threads: int | None = None, half: bool = False) -> Engine:
-    """Open `model` with the runtime its extension names (.onnx, .tflite, OpenVINO .xml or its folder).
-
-    `half` is OpenVINO's --half (its runtime's default precision); other files' precision is fixed at export.
-    """
+def open_engine(model: str | Path, threads: int | None = None, half: bool = False, cuda: bool = False,
+                flag: str = "--model") -> Engine:
+    """Open `model` with the engine its extension names (.onnx, .tflite, OpenVINO .xml or its folder)."""
     try:
         path = openvino_xml_in(Path(model))
     except ValueError as e:
-        raise UserInputError(f"--model {model}: {e}") from None
-    if path.suffix.lower() not in SUFFIXES:
-        raise UserInputError(f"--model {path}: unsupported format '{path.suffix}' (use .onnx, .tflite, OpenVINO .xml "
-                          f"or a *{OPENVINO_DIR_SUFFIX} folder; export .pt checkpoints with export.py first)")
+        raise UserInputError(f"{flag} {model}: {e}") from None
+    if path.suffix.lower() not in ENGINES:
+        raise UserInputError(f"{flag} {path}: unsupported format '{path.suffix}' (use .onnx, .tflite, OpenVINO .xml "
+                             f"or a *{OPENVINO_DIR_SUFFIX} folder; export .pt checkpoints with export.py first)")
     if not path.is_file():
-        raise UserInputError(f"--model {path}: file not found")
-    threads = threads or default_threads()
-    suffix = path.suffix.lower()
-    if suffix == ".xml":
-        return OpenVINOEngine(path, threads, half)
-    if half:
-        LOGGER.warning(f"WARNING: --half has no effect on {suffix} files (precision is fixed at export)")
-    return OnnxEngine(path, threads) if suffix == ".onnx" else TFLiteEngine(path, threads)
+        raise UserInputError(f"{flag} {path}: file not found")
+    return ENGINES[path.suffix.lower()].open(path, threads, half, cuda, flag)
+
+
+def load_engine(model: str | Path, threads: int | None = None, half: bool = False) -> Engine:
+    """The runner's engine: every core by default, CUDA where onnxruntime-gpu has it. `half` is OpenVINO's --half
+    (its runtime's default precision); other files' precision is fixed at export."""
+    engine = open_engine(model, threads or default_threads(), half, cuda=True)
+    if half and engine.runtime != "openvino":
+        LOGGER.warning(f"WARNING: --half has no effect on {engine.path.suffix.lower()} files "
+                       f"(precision is fixed at export)")
+    return engine

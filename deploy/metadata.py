@@ -1,9 +1,11 @@
 """What an exported file says about itself: class names, stride, input size, layout, whether NMS is inside.
 
-export.py writes these keys (all values strings) into ONNX `metadata_props` and, for TFLite, into a sidecar
-JSON next to the model (`best.json` or `best.tflite.json`, or `metadata.json` in a zip appended to the
-.tflite). Reading them here, instead of asking the user, is what lets one file carry everything a device
-needs. int8 scale / zero point are not copied here: they live in the .tflite tensors themselves.
+export.py writes these keys (`encode_metadata`, all values strings) into ONNX `metadata_props`, OpenVINO's rt_info
+`model_info`, TorchScript's `config.txt` and, for TFLite, a sidecar JSON next to the model (`best.json` or
+`best.tflite.json`) and `metadata.json` in a zip appended to the .tflite. Reading them here, instead of asking
+the user, is what lets one file carry everything a device needs; the torch side decodes them here too, so old
+files (yolov5's str(dict) names, JSON text inside JSON) read the same everywhere. int8 scale / zero point are
+not copied here: they live in the .tflite tensors themselves.
 """
 from __future__ import annotations
 
@@ -58,27 +60,37 @@ def _imgsz(value: Any) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def parse_metadata(raw: dict[str, Any], model: Path, where: str) -> ModelInfo:
+def encode_metadata(names: list[str], stride: int, imgsz: tuple[int, int] | list[int]) -> dict[str, str]:
+    """The required keys as export.py writes them (string values), beside the decoder that reads them back."""
+    return {"names": json.dumps(list(names)), "stride": str(int(stride)), "imgsz": json.dumps([int(s) for s in imgsz])}
+
+
+def decode_metadata(raw: dict[str, Any], model: Path, where: str, flag: str = "--model") -> dict[str, Any]:
+    """The keys `raw` has, decoded (names, stride, imgsz, nms, layout, precision): what the torch side reads, where
+    a file without names takes them from --data. A present but unreadable value is the user's error."""
+    present = {key: value for key, value in raw.items() if value not in (None, "")}
+    decoders = {"names": _names, "stride": lambda v: int(float(v)), "imgsz": _imgsz,
+                "nms": lambda v: bool(_json_or_literal(v)), "layout": _layout, "precision": str}
+    try:
+        return {key: decode(present[key]) for key, decode in decoders.items() if key in present}
+    except (ValueError, SyntaxError, TypeError, KeyError) as e:
+        raise UserInputError(f"{flag} {model}: unreadable metadata in {where} ({e})") from None
+
+
+def _layout(value: Any) -> str:
+    layout = str(value).upper()
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout}")
+    return layout
+
+
+def parse_metadata(raw: dict[str, Any], model: Path, where: str, flag: str = "--model") -> ModelInfo:
     """Check and decode the metadata dict of `model`; `where` says where it was looked for (for the message)."""
     missing = [key for key in REQUIRED_KEYS if raw.get(key) in (None, "")]
     if missing:
-        raise UserInputError(f"--model {model}: missing PConv-YOLO metadata {', '.join(missing)} in {where} "
-                          f"(re-export with export.py, which writes {', '.join(REQUIRED_KEYS)})")
-    try:
-        layout = raw.get("layout")
-        layout = str(layout).upper() if layout else None
-        if layout is not None and layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout}")
-        return ModelInfo(
-            names=_names(raw["names"]),
-            stride=int(float(raw["stride"])),
-            imgsz=_imgsz(raw["imgsz"]),
-            nms=bool(_json_or_literal(raw["nms"])) if raw.get("nms") not in (None, "") else False,
-            layout=layout,
-            precision=str(raw.get("precision") or "fp32"),
-        )
-    except (ValueError, SyntaxError, TypeError, KeyError) as e:
-        raise UserInputError(f"--model {model}: unreadable metadata in {where} ({e})") from None
+        raise UserInputError(f"{flag} {model}: missing PConv-YOLO metadata {', '.join(missing)} in {where} "
+                             f"(re-export with export.py, which writes {', '.join(REQUIRED_KEYS)})")
+    return ModelInfo(**decode_metadata(raw, model, where, flag))
 
 
 def tflite_sidecars(model: Path) -> tuple[Path, Path]:
@@ -86,20 +98,21 @@ def tflite_sidecars(model: Path) -> tuple[Path, Path]:
     return model.with_suffix(".json"), model.with_name(model.name + ".json")
 
 
-def read_tflite_metadata(model: Path) -> ModelInfo:
-    """Metadata of a .tflite: the sidecar JSON, else metadata.json inside a zip appended to the file."""
+def read_tflite_metadata(model: Path, flag: str = "--model") -> tuple[dict[str, Any], str]:
+    """(metadata, where it was found) of a .tflite: the sidecar JSON, else metadata.json inside a zip appended to
+    the file; ({}, the names looked for) when neither exists (files exported before metadata was written)."""
     for sidecar in tflite_sidecars(model):
         if sidecar.is_file():
             try:
                 raw = json.loads(sidecar.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise UserInputError(f"--model {model}: metadata file {sidecar} is not JSON ({e})") from None
+                raise UserInputError(f"{flag} {model}: metadata file {sidecar} is not JSON ({e})") from None
             if not isinstance(raw, dict):
-                raise UserInputError(f"--model {model}: metadata file {sidecar} is not a JSON object")
-            return parse_metadata(raw, model, str(sidecar))
+                raise UserInputError(f"{flag} {model}: metadata file {sidecar} is not a JSON object")
+            return raw, str(sidecar)
     if zipfile.is_zipfile(model):
         with zipfile.ZipFile(model) as archive:
             if "metadata.json" in archive.namelist():
-                return parse_metadata(json.loads(archive.read("metadata.json")), model, "its embedded metadata.json")
+                return json.loads(archive.read("metadata.json")), "its embedded metadata.json"
     first, second = tflite_sidecars(model)
-    return parse_metadata({}, model, f"{first.name} / {second.name} (no such file beside the model)")
+    return {}, f"{first.name} / {second.name} (no such file beside the model)"

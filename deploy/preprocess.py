@@ -55,6 +55,17 @@ def to_input(boxed_bgr: np.ndarray, layout: str, spec: TensorSpec) -> np.ndarray
     else:
         x = cv2.cvtColor(boxed_bgr, cv2.COLOR_BGR2RGB)[None].astype(np.float32)
     x /= 255  # a true division, as detect.py does (multiplying by 1/255 differs in the last bit)
+    return as_spec(x, spec)
+
+
+def as_spec(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Real values -> the input tensor's dtype, quantised when the tensor is."""
     if spec.quantized:
         return quantize(x, spec)
     return x if x.dtype == spec.dtype else x.astype(spec.dtype)
+
+
+def batch_to_input(x: np.ndarray, layout: str, spec: TensorSpec) -> np.ndarray:
+    """A float RGB NCHW batch in [0, 1] (what the torch side's backends take) -> the file's layout and dtype."""
+    x = x.transpose(0, 2, 3, 1) if layout == "NHWC" else x
+    return np.ascontiguousarray(as_spec(x, spec))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmarks import bench_accuracy, bench_runtimes, bench_speed_designs, bench_zoo
-from benchmarks.common import (check_timing_args, export_onnx, onnx_max_diff, ort_session, peer_backend,
-                               run_measured, zoo_model)
+from benchmarks.common import check_timing_args, export_onnx, onnx_max_diff, peer_backend, run_measured, zoo_model
+from deploy.engines import OnnxEngine
 from models import zoo
 from utils.errors import UserInputError
 from utils.system import peak_rss_mb
@@ -67,7 +67,7 @@ def test_zoo_model_exports_with_the_librarys_exporter_and_ort_agrees(tmp_path):
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["images"] and [o.name for o in graph.output] == ["output0"]
     assert not model.model[-1].export, "the timed model is left as it was; a copy was exported"
-    assert onnx_max_diff(model, ort_session(path, threads=1), 64) < 1e-3
+    assert onnx_max_diff(model, OnnxEngine(path, threads=1, spinning=False), 64) < 1e-3
     with pytest.raises(UserInputError, match="--designs no-such: no models/no-such.yaml"):
         zoo_model("no-such", flag="--designs")
 

@@ -3,7 +3,7 @@
 Why the model is prepared the same way for every format: BN is folded into leaf `nn.Parameter`s (litert-torch
 rejects non-leaf parameters), PConv runs its split→conv→cat path (no in-place slice assignment in the graph)
 and Detect returns its single decoded tensor (B, N, 5+nc), which is what `utils.infer.backends` expects back.
-Metadata keys and encoding are those of `utils.infer.backends.encode_metadata` (names, stride, imgsz), plus
+Metadata keys and encoding are those of `deploy.metadata.encode_metadata` (names, stride, imgsz), plus
 descriptive extras (model, date, task, batch, precision, layout, nms, version).
 """
 from __future__ import annotations
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from deploy.engines import TFLiteEngine
+from deploy.metadata import encode_metadata
 from utils.data.augment import letterbox
-from utils.infer.backends import encode_metadata
 from utils.data.dataset import find_image_files
 from utils.errors import UserInputError
 from utils.log import LOGGER
@@ -360,9 +361,8 @@ def quantize_tflite(src: Path, dst: Path, precision: str, calibration: list[np.n
 
 
 def tflite_input_shape(path: Path) -> list[int]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    return [int(s) for s in Interpreter(model_path=str(path)).get_input_details()[0]["shape"]]
+    """The converted file's input shape, read through the runner's own engine."""
+    return TFLiteEngine(path, flag="--include tflite").input_shape
 
 
 # -------------------------------------------------------------------------------------------- OpenVINO

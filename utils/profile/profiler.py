@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
+from deploy.engines import OnnxEngine, TFLiteEngine
 from models.fasternet import PConv, set_pconv_mode
 from models.yolo import DetectionModel
 from utils.log import LOGGER
@@ -358,19 +359,15 @@ def pytorch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
 
 
 def onnx_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Callable[[], Any]:
-    """Export with the exporter every ONNX file of ours comes from, and open in ORT."""
-    import onnxruntime as ort
-
+    """Export with the exporter every ONNX file of ours comes from, and run it in the runner's ONNX engine."""
     export = copy.deepcopy(model).cpu().eval()
     if hasattr(export, "set_export_mode"):
         export.set_export_mode(True)
     with torch.no_grad():
         export_onnx(export, x.cpu(), path, metadata={})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {"images": x.cpu().numpy()}
-    return lambda: session.run(None, feed)
+    engine = OnnxEngine(path, threads)
+    data = x.cpu().numpy()
+    return lambda: engine.run(data)
 
 
 def tflite_available() -> bool:
@@ -383,27 +380,19 @@ def tflite_available() -> bool:
 
 
 def tflite_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Callable[[], Any]:
-    """Convert with litert-torch straight from PyTorch and run with the LiteRT interpreter (XNNPACK)."""
+    """Convert with litert-torch straight from PyTorch and run it in the runner's TFLite engine (XNNPACK)."""
     import litert_torch
-    from ai_edge_litert.interpreter import Interpreter
 
     export = copy.deepcopy(model).cpu().eval()
     if hasattr(export, "set_export_mode"):
         export.set_export_mode(True)
     litert_torch.convert(export, (x.cpu(),)).export(str(path))
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
+    engine = TFLiteEngine(path, threads)
     data = x.cpu().numpy()
-    if tuple(inp["shape"]) != data.shape:  # an NHWC signature
+    if tuple(engine.input_shape) != data.shape:  # an NHWC signature
         data = data.transpose(0, 2, 3, 1)
-    data = np.ascontiguousarray(data, dtype=inp["dtype"])
-
-    def run():
-        interpreter.set_tensor(inp["index"], data)
-        interpreter.invoke()
-
-    return run
+    data = np.ascontiguousarray(data, dtype=engine.input_spec.dtype)
+    return lambda: engine.run(data)
 
 
 def whole_model_rows(models: dict[str, nn.Module], imgsz: int, device: torch.device, backends: tuple[str, ...],

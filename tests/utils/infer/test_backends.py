@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from models.yolo import DetectionModel, load_model_yaml
 from utils.infer.backend_base import Backend
-from utils.infer.backends import decode_metadata, encode_metadata, load_backend
+from deploy.metadata import decode_metadata, encode_metadata
+from utils.infer.backends import load_backend
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.errors import UserInputError
 
@@ -55,12 +56,12 @@ def export_onnx(model: nn.Module, path, size=(32, 48), dynamic=False, metadata=N
 def test_metadata_roundtrip_and_yolov5_names():
     meta = encode_metadata(NAMES, 32, (320, 256))
     assert all(isinstance(v, str) for v in meta.values())
-    assert decode_metadata(meta, "m") == {"names": NAMES, "stride": 32, "imgsz": (320, 256)}
-    assert decode_metadata({"names": "{0: 'a', 1: 'b'}", "stride": "16.0", "imgsz": 64}, "m") == \
-        {"names": ["a", "b"], "stride": 16, "imgsz": (64, 64)}
-    assert decode_metadata({"names": {"1": "b", "0": "a"}}, "m") == {"names": ["a", "b"]}
-    with pytest.raises(UserInputError, match="m: unreadable model metadata"):
-        decode_metadata({"stride": "wide"}, "m")
+    assert decode_metadata(meta, Path("m"), "x") == {"names": tuple(NAMES), "stride": 32, "imgsz": (320, 256)}
+    assert decode_metadata({"names": "{0: 'a', 1: 'b'}", "stride": "16.0", "imgsz": 64}, Path("m"), "x") == \
+        {"names": ("a", "b"), "stride": 16, "imgsz": (64, 64)}
+    assert decode_metadata({"names": {"1": "b", "0": "a"}}, Path("m"), "x") == {"names": ("a", "b")}
+    with pytest.raises(UserInputError, match="m: unreadable metadata in x"):
+        decode_metadata({"stride": "wide"}, Path("m"), "x")
 
 
 def test_onnx_fixed_shape_matches_torch(tiny, tmp_path):
@@ -161,7 +162,7 @@ def test_bad_weights(tmp_path, monkeypatch):
     (tmp_path / "m.tflite").write_bytes(b"junk")
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
-    with pytest.raises(UserInputError, match=r"pip install -r requirements-tflite.txt"):
+    with pytest.raises(UserInputError, match=r"m.tflite: .tflite files need ai-edge-litert \(pip install ai-edge-litert\)"):
         load_backend(tmp_path / "m.tflite")
 
 
@@ -181,7 +182,7 @@ def test_tflite_with_sidecar_metadata(tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps({"names": NAMES, "stride": 8, "imgsz": [32, 32]}))
     backend = load_backend(path)
     assert (backend.kind, backend.names, backend.stride, backend.imgsz) == ("tflite", NAMES, 8, (32, 32))
-    assert backend.fixed_batch == 1 and not backend.nhwc
+    assert backend.fixed_batch == 1 and backend.engine.layout == "NCHW"
     torch.testing.assert_close(backend(x), model(x), atol=1e-4, rtol=1e-3)
 
     class ChannelsLast(nn.Module):  # a converter that wants NHWC input
@@ -192,7 +193,7 @@ def test_tflite_with_sidecar_metadata(tmp_path):
     litert_torch.convert(ChannelsLast().eval(), (x.permute(0, 2, 3, 1),)).export(str(path))
     (tmp_path / "nhwc.tflite.json").write_text(json.dumps({"names": NAMES, "stride": 8, "imgsz": [32, 32]}))
     backend = load_backend(path)
-    assert backend.nhwc and backend.imgsz == (32, 32) and backend.names == NAMES
+    assert backend.engine.layout == "NHWC" and backend.imgsz == (32, 32) and backend.names == NAMES
     torch.testing.assert_close(backend(x), model(x), atol=1e-4, rtol=1e-3)  # NCHW in, transposed inside
 
 
