@@ -3,7 +3,8 @@ precision, with the decode tail (the head's nodes after its branch convs, and wh
 apart from the network — ours beside the peers, each exported by its own exporter.
 
 The files come from bench_runtimes (export once, then read its files.json); each IR is profiled in its own child
-process (one runtime per process), --runs inferences after --warmup, counters averaged per inference.
+process (one runtime per process), --runs inferences after --warmup: network and decode sums are medians over
+inferences, the per-type detail their means.
 
     python benchmarks/bench_runtimes.py --models yolov5n-lite2-fasterneck-af --peers yolov5nu --rounds 0 --out runs/ov
     python benchmarks/ov_counters.py --files runs/ov/files.json --cells "ov default" "ov int8" --precision bf16
@@ -44,7 +45,7 @@ def is_decode(name: str, head: str) -> bool:
 
 
 def profile(path: Path, cell: str, precision: str, runs: int, warmup: int, threads: int) -> dict:
-    """Child process: mean per-inference counters of one IR, grouped (decode or network, type, precision)."""
+    """Child process: per-inference counters of one IR, grouped (decode or network, type, precision)."""
     import numpy as np
 
     engine = OpenVINOEngine(openvino_xml_in(path), threads, precision=precision or None, latency=True, perf_count=True)
@@ -53,17 +54,23 @@ def profile(path: Path, cell: str, precision: str, runs: int, warmup: int, threa
     for _ in range(warmup):
         request.infer({0: x})
     totals: dict[tuple[str, str, str], float] = collections.defaultdict(float)
-    wall = []
+    wall, parts = [], {"network": [], "decode": []}
     for _ in range(runs):
         t = time.perf_counter()
         request.infer({0: x})
         wall.append((time.perf_counter() - t) * 1e3)
         infos = [i for i in request.get_profiling_info() if i.status == i.Status.EXECUTED]
         head = head_prefix([i.node_name for i in infos])
+        this_run = {"network": 0.0, "decode": 0.0}
         for i in infos:
             part = "decode" if is_decode(i.node_name, head) else "network"
-            totals[(part, i.node_type, i.exec_type.rsplit("_", 1)[-1])] += i.real_time.total_seconds() * 1e3 / runs
+            ms = i.real_time.total_seconds() * 1e3
+            this_run[part] += ms
+            totals[(part, i.node_type, i.exec_type.rsplit("_", 1)[-1])] += ms / runs
+        for part, ms in this_run.items():
+            parts[part].append(ms)
     return {"wall_ms": float(np.median(wall)), "groups": [[*k, v] for k, v in sorted(totals.items())],
+            "network_ms": float(np.median(parts["network"])), "decode_ms": float(np.median(parts["decode"])),
             "compute": engine.compute}
 
 
@@ -77,19 +84,17 @@ def profiled_in_child(path: Path, cell: str, opt: argparse.Namespace) -> dict:
 
 
 def report(results: dict[tuple[str, str], dict], header: str) -> str:
-    """Markdown: per (model, cell) the network and decode ms, then the decode's nodes by type and precision."""
-    lines = [header, "", "| model | cell | computes in | median wall ms | counters: network ms | decode ms |",
+    """Markdown: per (model, cell) the median per-inference network and decode ms (a shared machine's stalls hit
+    single inferences: medians hold where means drift), then the decode's nodes by type and precision (means)."""
+    lines = [header, "", "| model | cell | computes in | median wall ms | counters: network ms (median) | decode ms (median) |",
              "|---|---|---|---|---|---|"]
     detail = ["", "| model | cell | decode node type | precision | ms |", "|---|---|---|---|---|"]
     for (model, cell), r in results.items():
         if "error" in r:
             lines.append(f"| {model} | {cell} | — | failed: {r['error']} | | |")
             continue
-        part = collections.defaultdict(float)
-        for where, _, _, ms in r["groups"]:
-            part[where] += ms
-        lines.append(f"| {model} | {cell} | {r['compute']} | {r['wall_ms']:.2f} | {part['network']:.2f} | "
-                     f"{part['decode']:.2f} |")
+        lines.append(f"| {model} | {cell} | {r['compute']} | {r['wall_ms']:.2f} | {r['network_ms']:.2f} | "
+                     f"{r['decode_ms']:.2f} |")
         by_type = collections.defaultdict(float)
         for where, kind, prec, ms in r["groups"]:
             if where == "decode":
