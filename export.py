@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # allow `python /path/to/export.py` from anywhere
     sys.path.append(str(ROOT))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.assets import DEMO_WEIGHTS  # noqa: E402
@@ -36,10 +35,10 @@ from utils.data.dataset import check_dataset, create_dataloader  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.infer.backends import Backend, load_backend  # noqa: E402
 from utils.weights.checkpoint import load_model  # noqa: E402
-from utils.infer.exporters import (FORMATS, INT8_FORMATS, ExportedFile, calibration_batches,  # noqa: E402
-                                   check_writable_dir, export_metadata, export_onnx, export_openvino, export_tflite,
-                                   export_torchscript, openvino_xml, prepare_for_export, quantize_onnx,
-                                   require_litert, require_openvino, written_files)
+from utils.infer.exporters import (ExportedFile, calibration_batches, check_writable_dir,  # noqa: E402
+                                   export_metadata, prepare_for_export, written_files)
+from utils.infer.formats import (EXPORT_FORMATS, FORMATS, INT8_FORMATS, ExportFormat, ExportSettings,  # noqa: E402
+                                 export_format)
 from deploy.imgsz import check_imgsz  # noqa: E402
 from utils.infer.verify import (Reference, file_row, file_size_mb, format_table, parity_batches,  # noqa: E402
                                 pytorch_row)
@@ -49,14 +48,12 @@ from utils.torch_utils import select_device  # noqa: E402
 
 ONNX_OPSETS = range(11, 22)
 DEFAULT_PROJECT = ROOT / "runs/export"  # only with --project or --name: by default files go beside --weights
-CONVERTERS = {"tflite": ("TFLite", "litert_torch.convert", export_tflite),  # converted once, then per precision
-              "openvino": ("OpenVINO", "openvino.convert_model", export_openvino)}
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Export a PConv-YOLO checkpoint and verify the exported files")
     p.add_argument("--weights", type=str, default=str(DEMO_WEIGHTS), help="checkpoint .pt to export (default: the demo)")
-    p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
+    p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)} (--int8 adds a file to {', '.join(INT8_FORMATS)})")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
                    help="image (h, w) (default: the size the checkpoint was trained at, else 640)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size baked into the exported files")
@@ -113,10 +110,9 @@ def check_options(opt: argparse.Namespace) -> None:
             raise UserInputError(f"{flag} {value}: must be between 0 and 1")
     if opt.data and not Path(opt.data).is_file():
         raise UserInputError(f"--data {opt.data}: file not found")
-    if "tflite" in opt.include:
-        require_litert()
-    if "openvino" in opt.include:
-        require_openvino(opt.int8)
+    for fmt in EXPORT_FORMATS:
+        if fmt.name in opt.include and fmt.requires is not None:
+            fmt.requires(opt.int8)
 
 
 def output_folder(opt: argparse.Namespace) -> Path:
@@ -130,18 +126,9 @@ def output_folder(opt: argparse.Namespace) -> Path:
 
 def output_files(opt: argparse.Namespace, folder: Path) -> dict[str, Path]:
     """{ExportedFile.label: path} for everything --include (with --half / --int8) asks for."""
-    stem = Path(opt.weights).stem
-    files = {fmt: folder / f"{stem}.{fmt}" for fmt in ("torchscript", "onnx") if fmt in opt.include}
-    if "onnx" in opt.include and opt.int8:
-        files["onnx int8"] = folder / f"{stem}-int8.onnx"
-    if "tflite" in opt.include:
-        files["tflite"] = folder / f"{stem}.tflite"
-        for precision in ["fp16"] * opt.half + ["int8"] * opt.int8:
-            files[f"tflite {precision}"] = folder / f"{stem}-{precision}.tflite"
-    if "openvino" in opt.include:
-        for precision in ["fp32"] + ["int8"] * opt.int8:
-            files["openvino" if precision == "fp32" else f"openvino {precision}"] = openvino_xml(folder, stem, precision)
-    return files
+    stem, extra = Path(opt.weights).stem, {"fp16": opt.half, "int8": opt.int8}
+    return {fmt.label(precision): fmt.file(folder, stem, precision) for fmt in EXPORT_FORMATS if fmt.name in opt.include
+            for precision in ("fp32", *(p for p in fmt.precisions if extra[p]))}
 
 
 def refuse_to_overwrite(files: dict[str, Path], exist_ok: bool) -> None:
@@ -158,39 +145,28 @@ def refuse_to_overwrite(files: dict[str, Path], exist_ok: bool) -> None:
 def export_all(opt: argparse.Namespace, model: torch.nn.Module, im: torch.Tensor, targets: dict[str, Path],
                data: dict | None) -> list[ExportedFile]:
     """Every file of `targets`, traced or converted from the export-form `model` on the dummy input `im`."""
-    precision = "fp16" if im.dtype == torch.float16 else "fp32"
-    calibration = calibration_batches(data, opt.imgsz, opt.batch_size) if opt.int8 else None
-    files = []
-    if "torchscript" in targets:
-        LOGGER.info("TorchScript: tracing")
-        meta = export_metadata(model, opt.imgsz, opt.batch_size, precision, opt.nms)
-        files.append(ExportedFile("torchscript", export_torchscript(model, im, targets["torchscript"], meta),
-                                  precision))
-    if "onnx" in targets:
-        LOGGER.info(f"ONNX: torch.onnx.export (TorchScript-based exporter, dynamo=False), opset {opt.opset}")
-        meta = export_metadata(model, opt.imgsz, opt.batch_size, precision, opt.nms)
-        path = export_onnx(model, im, targets["onnx"], meta, opt.opset, opt.dynamic, opt.simplify)
-        files.append(ExportedFile("onnx", path, precision))
-        if "onnx int8" in targets:
-            files.append(ExportedFile("onnx", quantize_onnx(path, targets["onnx int8"], calibration, model), "int8"))
+    settings = ExportSettings(opt.opset, opt.dynamic, opt.simplify,
+                              calibration_batches(data, opt.imgsz, opt.batch_size) if opt.int8 else None)
     if "tflite" in targets and opt.dynamic:
         LOGGER.warning("WARNING: --dynamic applies to ONNX only; the .tflite files have a fixed input size")
-    for fmt in CONVERTERS:
-        if fmt in targets:
-            files += export_converted(opt, fmt, model, im, targets, calibration)
+    files = []
+    for fmt in EXPORT_FORMATS:
+        outputs = precisions_of(fmt.name, targets)
+        if outputs:
+            files += export_one(opt, fmt, model, im, outputs, settings)
     return files
 
 
-def export_converted(opt: argparse.Namespace, fmt: str, model: torch.nn.Module, im: torch.Tensor,
-                     targets: dict[str, Path], calibration: list[np.ndarray] | None) -> list[ExportedFile]:
-    """TFLite or OpenVINO: converted on the CPU in fp32 (what litert and OpenVINO's CPU plugin take), once, then
-    written in each precision asked for."""
-    name, converter, exporter = CONVERTERS[fmt]
-    model, im = model.float().cpu(), im.float().cpu()
-    outputs = precisions_of(fmt, targets)
-    LOGGER.info(f"{name}: {converter}, then {', '.join(outputs)}")
-    meta = export_metadata(model, opt.imgsz, opt.batch_size, "fp32", opt.nms)
-    return [ExportedFile(fmt, path, prec) for prec, path in exporter(model, im, outputs, meta, calibration).items()]
+def export_one(opt: argparse.Namespace, fmt: ExportFormat, model: torch.nn.Module, im: torch.Tensor,
+               outputs: dict[str, Path], settings: ExportSettings) -> list[ExportedFile]:
+    """One format's files ({precision: path} in `outputs`): a converted format from the model in fp32 on the CPU
+    (what litert and OpenVINO's CPU plugin take), a traced one on the export device in the input's dtype."""
+    if fmt.converted:
+        model, im = model.float().cpu(), im.float().cpu()
+    base = "fp16" if im.dtype == torch.float16 else "fp32"
+    meta = export_metadata(model, opt.imgsz, opt.batch_size, base, opt.nms)
+    written = fmt.export(model, im, outputs, meta, settings)
+    return [ExportedFile(fmt.name, path, base if precision == "fp32" else precision) for precision, path in written.items()]
 
 
 def precisions_of(fmt: str, targets: dict[str, Path]) -> dict[str, Path]:
@@ -248,7 +224,7 @@ def verify(opt: argparse.Namespace, files: list[ExportedFile], model: torch.nn.M
             LOGGER.info(f"pytorch mAP50-95 on rect batches (what dynamic {f.label} saw): {rect_map:.4f}")
             row["map50_95_pt_same_input"] = rect_map
         rows.append(row)
-        if f.fmt == "openvino" and f.precision == "fp32":  # and as OpenVINO runs it by default (--half)
+        if f.precision == "fp32" and export_format(f.fmt).half_at_runtime:  # and as its runtime runs it with --half
             reduced = load_backend(f.path, opt.device, fp16=True)
             if reduced.precision != "f32":
                 rows.append(scored_row(opt, ExportedFile(f.fmt, f.path, reduced.precision), reduced, ref, data,
@@ -267,15 +243,16 @@ def scored_row(opt: argparse.Namespace, f: ExportedFile, backend: Backend, ref: 
 
 def check_half(opt: argparse.Namespace, device: torch.device) -> None:
     """What --half means per format and device: refused where it cannot apply, said where it changes less."""
-    if opt.half and device.type == "cpu" and not {"tflite", "openvino"} & set(opt.include):
+    converted = {fmt.name for fmt in EXPORT_FORMATS if fmt.converted} & set(opt.include)  # fp32 on the CPU
+    if opt.half and device.type == "cpu" and not converted:
         raise UserInputError("--half: FP16 ONNX/TorchScript export needs a CUDA --device "
                              "(on CPU, --half only adds an fp16 .tflite)")
-    if opt.half and "openvino" in opt.include:
+    if opt.half and any(export_format(name).half_at_runtime for name in opt.include):
         LOGGER.info("--half: the OpenVINO IR stays fp32; run it with --half (detect/val) for the runtime's "
                     "reduced precision (bf16 on CPUs that have it)")
     if opt.half and opt.int8 and device.type != "cpu" and "onnx" in opt.include:
         raise UserInputError("--int8: quantizes a float32 ONNX file; export --half and --int8 in two runs")
-    if opt.half and device.type == "cpu" and {"onnx", "torchscript"} & set(opt.include):
+    if opt.half and device.type == "cpu" and set(opt.include) - converted:
         LOGGER.warning("WARNING: --half: ONNX/TorchScript stay fp32 on CPU (FP16 needs a CUDA --device); "
                        "the fp16 .tflite is written")
 

@@ -69,6 +69,7 @@ class Engine:
 
     suffix = ""  # the file ending this runtime opens
     runtime = ""  # its name, the torch side's backend `kind`
+    half_at_runtime = False  # whether --half changes how it computes (else precision is fixed at export)
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -226,7 +227,7 @@ class OpenVINOEngine(Engine):
     for the runtime's own choice (bf16 on CPUs with AVX512-BF16 or AMX: faster, scores a little off f32).
     `latency` sets PERFORMANCE_HINT LATENCY, `perf_count` PERF_COUNT (per-node counters, benchmarks/ov_counters)."""
 
-    suffix, runtime = ".xml", "openvino"
+    suffix, runtime, half_at_runtime = ".xml", "openvino", True
 
     def __init__(self, path: Path, threads: int | None = None, precision: str | None = "f32", latency: bool = False,
                  perf_count: bool = False, flag: str = "--model"):
@@ -299,7 +300,7 @@ def load_engine(model: str | Path, threads: int | None = None, half: bool = Fals
     """The runner's engine: every core by default, CUDA where onnxruntime-gpu has it. `half` is OpenVINO's --half
     (its runtime's default precision); other files' precision is fixed at export."""
     engine = open_engine(model, threads or default_threads(), half, cuda=True)
-    if half and engine.runtime != "openvino":
+    if half and not engine.half_at_runtime:
         LOGGER.warning(f"WARNING: --half has no effect on {engine.path.suffix.lower()} files "
                        f"(precision is fixed at export)")
     return engine

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from deploy.engines import ENGINES, OPENVINO_DIR_SUFFIX, openvino_xml_in  # torch-free: one adapter per runtime
+from deploy.engines import OPENVINO_DIR_SUFFIX, openvino_xml_in  # torch-free: one adapter per runtime
 from deploy.metadata import decode_metadata
 from deploy.preprocess import batch_to_input
 from models.yolo import DetectionModel
@@ -28,10 +28,11 @@ from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
 from utils.infer.backend_base import Backend
 from utils.infer.ensemble import Ensemble
+from utils.infer.formats import EXPORT_FORMATS, export_format
 from utils.log import LOGGER
 from utils.torch_utils import select_device
 
-SUFFIXES = {".pt": "pytorch", ".torchscript": "torchscript", ".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
+SUFFIXES = {".pt": "pytorch", **{fmt.suffix: fmt.name for fmt in EXPORT_FORMATS}}  # suffix -> backend kind
 
 
 def check_class_ids(ids: int | list[int] | tuple[int, ...] | None, nc: int | None,
@@ -126,8 +127,8 @@ class EngineBackend(ExportedBackend):
 
     def __init__(self, path: Path, device: torch.device, fp16: bool = False):
         super().__init__(path, device, False)
-        self.engine = ENGINES[path.suffix.lower()].open(path, torch.get_num_threads(), fp16, device.type == "cuda",
-                                                        "--weights")
+        engine = export_format(SUFFIXES[path.suffix.lower()]).engine
+        self.engine = engine.open(path, torch.get_num_threads(), fp16, device.type == "cuda", "--weights")
         self.kind, self.precision = self.engine.runtime, self.engine.compute
         self._place(device)
         self._apply_metadata(self.engine.metadata)
@@ -155,9 +156,8 @@ class EngineBackend(ExportedBackend):
         return torch.from_numpy(self.engine.run(x))
 
 
-BACKENDS: dict[str, type[Backend]] = {
-    "pytorch": PyTorchBackend, "torchscript": TorchScriptBackend, "onnx": EngineBackend, "tflite": EngineBackend,
-    "openvino": EngineBackend}
+# The formats torch runs itself; every other one runs in the deploy/ engine of its row in utils.infer.formats.
+BACKENDS: dict[str, type[Backend]] = {"pytorch": PyTorchBackend, "torchscript": TorchScriptBackend}
 
 
 def resolve_model_path(path: Path) -> Path:
@@ -190,11 +190,12 @@ def load_backend(weights: str | Path | list | tuple | Backend, device: torch.dev
     if not path.is_file():
         raise UserInputError(f"--weights {path}: file not found")
     device = select_device(device)  # also '0', as --device spells it
-    if kind == "openvino":  # runs on the CPU, where --half picks the runtime's reduced precision
+    fmt = None if kind == "pytorch" else export_format(kind)
+    if fmt is not None and fmt.half_at_runtime:  # OpenVINO: on the CPU, --half picks its reduced precision
         return EngineBackend(path, device, fp16)
     if fp16 and device.type == "cpu":
         LOGGER.warning("WARNING: --half needs a CUDA device; running in float32 on CPU")
         fp16 = False
-    if fp16 and kind in ("onnx", "tflite"):
+    if fp16 and fmt is not None and fmt.engine is not None:
         LOGGER.warning(f"WARNING: --half has no effect on {kind} models (precision is fixed at export)")
-    return BACKENDS[kind](path, device, fp16)
+    return BACKENDS.get(kind, EngineBackend)(path, device, fp16)

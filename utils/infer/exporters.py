@@ -32,8 +32,6 @@ from utils.data.dataset import find_image_files
 from utils.errors import UserInputError
 from utils.log import LOGGER
 
-FORMATS = ("onnx", "tflite", "torchscript", "openvino")
-INT8_FORMATS = ("onnx", "tflite", "openvino")  # the formats --int8 adds a quantized file to
 TFLITE_HINT = "TFLite export needs litert-torch and ai-edge-litert: pip install -r requirements-tflite.txt"
 # TFLite int8: what stays float, by op scope (the converter names an op after the module path that ran it, and
 # the head's own decode ops sit directly in its scope, its convs deeper): see head_float_ops.
