@@ -108,7 +108,7 @@ def teacher_for_data(opt: argparse.Namespace, hyp: dict, ctx: DistContext, run: 
     weights = run_stage(opt, hyp, TEACHER_RUN, {
         "weights": opt.teacher, "cfg": "", "teacher": "", "hyp": str(teacher_hyp), "pretrain_images": "",
         "epochs": opt.teacher_epochs or opt.epochs}, run,
-        f"{opt.teacher} knows {len(known)} other classes; fine-tuning it on {opt.data} ({len(names)} classes), "
-        f"then distilling from it")
+        f"{opt.teacher} knows {len(known)} other classes; fine-tuning it on {opt.data} ({len(names)} "
+        f"class{'es' if len(names) != 1 else ''}), then distilling from it")
     opt.teacher = str(weights / "best.pt")
     LOGGER.info(f"Distilling from the fine-tuned teacher {opt.teacher}")
