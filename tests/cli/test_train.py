@@ -499,6 +499,23 @@ def test_a_teacher_of_other_classes_is_fine_tuned_on_the_data_first(tmp_path, lo
     assert f"Distilling from {best}" in text and "teacher: took" in text
 
 
+def test_a_teacher_that_knows_the_data_classes_among_more_is_cut_down_not_fine_tuned(tmp_path, log_text):
+    """A teacher whose names hold every class of --data (COCO's persons in yolov5n.pt) teaches through its own
+    outputs for those classes: RUN/teacher/weights/best.pt is the teacher cut down to them, nothing trained."""
+    names = ["zebra-crossing", *reversed(coco8_names()), "unicorn"]
+    source = saved_teacher(tmp_path / "wide.pt", "models/yolov5n.yaml", nc=82, names=names)
+    summary = train.run(**{**TINY, "cfg": "models/yolov5n-lite2-fasterneck-af.yaml"}, teacher=source, epochs=1,
+                        hyp=str(ROOT / "data/hyps/hyp.scratch-af.yaml"), project=str(tmp_path / "runs"))
+    best = summary.save_dir / "teacher/weights/best.pt"
+    assert not (summary.save_dir / "teacher/results.csv").exists()  # no fine-tuning run
+    cut = load_checkpoint(best)
+    assert cut["names"] == coco8_names() and cut["nc"] == 80 and cut["opt"]["weights"] == source
+    assert load_checkpoint(summary.last)["opt"]["teacher"] == str(best)
+    text = log_text()
+    assert f"teacher: {source} knows person, bicycle, car, motorcycle, airplane, ... among its 82 classes" in text
+    assert "fine-tuning it on" not in text and f"Distilling from {best}" in text
+
+
 @pytest.mark.parametrize("stage", ["teacher", "pretrain"])
 def test_resume_during_a_stage_finishes_it_then_trains_the_student(tmp_path, log_text, stage):
     """Killed right after a stage's first last.pt (the teacher's fine-tuning, or the pretraining on unlabeled

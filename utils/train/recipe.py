@@ -4,8 +4,9 @@ the fast model:
 - RUN/pretrain (`--pretrain-images DIR`): the student, with the teacher's classes, learns the pretrained teacher's
   outputs on a folder of unlabeled images (task losses off, distillation alone), so what the teacher knows about
   its own classes reaches the student before the user's labels do; the student then starts from it (--weights);
-- RUN/teacher: a teacher that does not know --data's classes (the COCO yolov5n.pt a user downloaded) is
-  fine-tuned on --data, and the student distils from that run's best.pt.
+- RUN/teacher: a teacher that knows every class of --data by name (persons in the COCO yolov5n.pt a user
+  downloaded) is cut down to them, nothing trained; one that does not is fine-tuned on --data; the student distils
+  from that folder's best.pt.
 Each stage is resumable like any run; one finished is reused, never trained again; each logs what it cost.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ from utils.errors import UserInputError
 from utils.log import LOGGER
 from utils.train.distributed import DistContext
 from utils.train.run_log import save_run_settings
-from utils.weights.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.weights.checkpoint import build_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from utils.weights.classes import class_subset, known_class_indices
 
 PRETRAIN_RUN, TEACHER_RUN = "pretrain", "teacher"  # stage folders inside the student's run, in the order they run
 TASK_GAINS = ("box", "obj", "cls", "dfl")  # the label losses' gains: 0 while pretraining on unlabeled images
@@ -90,15 +92,18 @@ def pretrain_on_images(opt: argparse.Namespace, hyp: dict, ctx: DistContext, run
 
 def teacher_for_data(opt: argparse.Namespace, hyp: dict, ctx: DistContext, run: RunStage, default_hyp: Path,
                      default_hyp_af: Path) -> None:
-    """A --teacher whose class names differ from --data's is fine-tuned on --data (RUN/teacher: --teacher-epochs,
-    --teacher-hyp or the scratch hyp of its head kind); opt.teacher names its best.pt from here on (opt.yaml and
-    last.pt keep it, so a --resume of the student reuses it)."""
+    """A --teacher whose class names differ from --data's: cut down to them when it knows them all, else fine-tuned
+    on --data (RUN/teacher: --teacher-epochs, --teacher-hyp or the scratch hyp of its head kind); opt.teacher names
+    RUN/teacher's best.pt from here on (opt.yaml and last.pt keep it, so a --resume of the student reuses it)."""
     if not opt.teacher or opt.resume:
         return
     ckpt, known = teacher_names(opt.teacher)
     data = check_dataset(opt.data)
     names = single_cls_names(data["names"]) if opt.single_cls else list(data["names"])
     if known == names:
+        return
+    if known_class_indices(known, names) is not None and not ctx.distributed:
+        opt.teacher = str(teacher_of_known_classes(opt, ckpt, known, names))
         return
     if ctx.distributed:
         raise UserInputError(f"--teacher {opt.teacher}: it does not know --data's classes; under torchrun fine-tune it "
@@ -112,3 +117,17 @@ def teacher_for_data(opt: argparse.Namespace, hyp: dict, ctx: DistContext, run: 
         f"class{'es' if len(names) != 1 else ''}), then distilling from it")
     opt.teacher = str(weights / "best.pt")
     LOGGER.info(f"Distilling from the fine-tuned teacher {opt.teacher}")
+
+
+def teacher_of_known_classes(opt: argparse.Namespace, ckpt: dict, known: list[str], names: list[str]) -> Path:
+    """RUN/teacher/weights/best.pt: a --teacher that knows every class of --data by name, cut down to them (its
+    outputs for them unchanged, nothing trained); reused when there."""
+    best = Path(opt.save_dir) / TEACHER_RUN / "weights" / "best.pt"
+    if not best.exists():
+        make_run_folder(best.parent)
+        model = class_subset(ckpt, names, opt.teacher)
+        save_checkpoint(build_checkpoint(model, opt={"weights": opt.teacher}), best)
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    LOGGER.info(f"teacher: {opt.teacher} knows {shown} among its {len(known)} classes; distilling from its outputs "
+                f"for them ({best}), no fine-tuning")
+    return best
