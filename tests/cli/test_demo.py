@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
 import detect
 import export
 import val
+from deploy.detector import Detector as FileDetector
 from utils.assets import DEMO_DATA, DEMO_WEIGHTS, SAMPLES
+from utils.infer.predictor import Detector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,3 +72,21 @@ def test_demo_scores_what_its_readme_says(tmp_path, matching):
     got = val.run(data=DEMO_DATA, weights=DEMO_WEIGHTS, imgsz=imgsz, batch_size=batch, workers=0, plots=False,
                   project=tmp_path, matching=matching)
     assert got.map50 == pytest.approx(map50, abs=0.002) and got.map50_95 == pytest.approx(map50_95, abs=0.002)
+
+
+@pytest.mark.slow
+def test_demo_pt_and_its_onnx_find_the_same_people(tmp_path):
+    """A user's first pictures: the shipped .pt and the ONNX file export.py makes of it see the same letterboxed
+    input and find the same boxes — on the people in bus.jpg and zidane.jpg."""
+    result = export.run(weights=str(DEMO_WEIGHTS), include=["onnx"], project=str(tmp_path), name="export")
+    onnx_file = next(f.path for f in result["files"] if f.path.suffix == ".onnx")
+    pt, exported = Detector(DEMO_WEIGHTS, device="cpu"), FileDetector(onnx_file)
+    found = {}
+    for name in ("bus.jpg", "zidane.jpg"):
+        image = cv2.imread(str(ROOT / "data/images" / name))
+        ours, theirs = pt.predict(image), exported.predict(image)
+        assert len(ours) == len(theirs) and ours.cls.tolist() == theirs.cls.tolist()
+        np.testing.assert_allclose(ours.xyxy, theirs.xyxy, atol=1.0)  # pixels of the original image
+        np.testing.assert_allclose(ours.conf, theirs.conf, atol=2e-3)
+        found[name] = len(ours)
+    assert found["bus.jpg"] >= 4 and found["zidane.jpg"] >= 2, found  # four people on the bus photo, two on zidane

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from utils.assets import DEMO_WEIGHTS
+
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "data/demo/yolov5n-faster-person.pt"
 DOORS = {
     "train": ["train.py", "--data", "data/coco8.yaml", "--cfg", "models/yolov5n.yaml", "--epochs", "1", "--imgsz", "64",
               "--workers", "0", "--noplots"],
-    "val": ["val.py", "--weights", str(DEMO), "--data", "data/coco128-person.yaml", "--imgsz", "64"],
-    "detect": ["detect.py", "--weights", str(DEMO), "--source", "data/images/bus.jpg", "--imgsz", "64"],
+    "val": ["val.py", "--weights", str(DEMO_WEIGHTS), "--data", "data/coco128-person.yaml", "--imgsz", "64"],
+    "detect": ["detect.py", "--weights", str(DEMO_WEIGHTS), "--source", "data/images/bus.jpg", "--imgsz", "64"],
 }
 
 

@@ -7,6 +7,7 @@ import yaml
 
 import train
 import val
+from utils.assets import DEMO_WEIGHTS
 from utils.weights.checkpoint import load_checkpoint
 from utils.data.dataset import check_dataset, create_dataloader, single_cls_names
 from utils.errors import UserInputError
@@ -56,7 +57,7 @@ def test_train_and_val_single_cls_on_class_45(class45_data, tmp_path, log_text):
     assert summary.epochs_run == 1 and summary.best.is_file()
     assert load_checkpoint(summary.best)["names"] == ["thing"]  # the YAML's only name, as in val below
     log_text.clear()
-    val.run(data=str(class45_data), weights=str(ROOT / "data/demo/yolov5n-faster-person.pt"), imgsz=64,
+    val.run(data=str(class45_data), weights=str(DEMO_WEIGHTS), imgsz=64,
             single_cls=True, workers=0, plots=False, project=str(tmp_path / "val"))
     all_row = next(r.getMessage().split() for r in log_text.records if r.getMessage().split()[:1] == ["all"])
     assert all_row[1:3] == ["4", str(label_rows(class45_data))]  # images, instances: every class-45 box counted
