@@ -29,17 +29,16 @@ if str(ROOT) not in sys.path:  # allow `python /path/to/export.py` from anywhere
 import torch  # noqa: E402
 
 from utils.assets import DEMO_WEIGHTS  # noqa: E402
-from utils.weights.checkpoint import trained_imgsz  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.data.dataset import check_dataset, create_dataloader  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
-from utils.infer.backends import Backend, load_backend  # noqa: E402
-from utils.weights.checkpoint import load_model  # noqa: E402
+from utils.infer.backends import Backend, checkpoint_imgsz, load_backend  # noqa: E402
+from utils.weights.checkpoint import DEFAULT_IMGSZ, load_checkpoint, model_from_checkpoint  # noqa: E402
 from utils.infer.exporters import (ExportedFile, calibration_batches, check_writable_dir,  # noqa: E402
                                    export_metadata, prepare_for_export, written_files)
 from utils.infer.formats import (EXPORT_FORMATS, FORMATS, INT8_FORMATS, ExportFormat, ExportSettings,  # noqa: E402
                                  export_format)
-from deploy.imgsz import check_imgsz  # noqa: E402
+from deploy.imgsz import round_imgsz  # noqa: E402
 from utils.infer.verify import (Reference, file_row, file_size_mb, format_table, parity_batches,  # noqa: E402
                                 pytorch_row)
 from utils.log import LOGGER  # noqa: E402
@@ -53,7 +52,8 @@ DEFAULT_PROJECT = ROOT / "runs/export"  # only with --project or --name: by defa
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Export a PConv-YOLO checkpoint and verify the exported files")
     p.add_argument("--weights", type=str, default=str(DEMO_WEIGHTS), help="checkpoint .pt to export (default: the demo)")
-    p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)} (--int8 adds a file to {', '.join(INT8_FORMATS)})")
+    p.add_argument("--include", nargs="+", default=["torchscript"],
+                   help=f"formats: {', '.join(FORMATS)} (--int8 adds a file to {', '.join(INT8_FORMATS)})")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=None,
                    help="image (h, w) (default: the size the checkpoint was trained at, else 640)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size baked into the exported files")
@@ -119,7 +119,7 @@ def output_folder(opt: argparse.Namespace) -> Path:
     """Beside --weights, where yolov5 and ultralytics write best.onnx and users' scripts look for it; a run
     folder project/name (incremented unless --exist-ok) only when either flag is given."""
     if opt.project is None and opt.name is None:
-        return check_writable_dir(Path(opt.weights).parent, "--weights", "pass --project to write elsewhere")
+        return check_writable_dir(Path(opt.weights).parent, "weights", "pass --project to write elsewhere")
     return check_writable_dir(increment_path(Path(opt.project or DEFAULT_PROJECT) / (opt.name or "exp"),
                                              exist_ok=opt.exist_ok))
 
@@ -166,7 +166,8 @@ def export_one(opt: argparse.Namespace, fmt: ExportFormat, model: torch.nn.Modul
     base = "fp16" if im.dtype == torch.float16 else "fp32"
     meta = export_metadata(model, opt.imgsz, opt.batch_size, base, opt.nms)
     written = fmt.export(model, im, outputs, meta, settings)
-    return [ExportedFile(fmt.name, path, base if precision == "fp32" else precision) for precision, path in written.items()]
+    return [ExportedFile(fmt.name, path, base if precision == "fp32" else precision)
+            for precision, path in written.items()]
 
 
 def precisions_of(fmt: str, targets: dict[str, Path]) -> dict[str, Path]:
@@ -282,11 +283,12 @@ def report(opt: argparse.Namespace, rows: list[dict[str, Any]], save_dir: Path, 
 def export(opt: argparse.Namespace) -> dict[str, Any]:
     """Check every flag, export each --include format, then verify the files; opt.imgsz becomes the export (h, w)."""
     check_options(opt)
-    opt.imgsz = opt.imgsz or [trained_imgsz(opt.weights)]
     device = select_device(opt.device)
     check_half(opt, device)
-    pt_model = load_model(opt.weights, "cpu")
-    opt.imgsz = check_imgsz(opt.imgsz if len(opt.imgsz) > 1 else opt.imgsz[0], int(max(pt_model.stride)))
+    ckpt = load_checkpoint(opt.weights)  # read once: the model and the size it was trained at
+    pt_model = model_from_checkpoint(ckpt, opt.weights).eval()
+    opt.imgsz = opt.imgsz or [checkpoint_imgsz(ckpt) or DEFAULT_IMGSZ]
+    opt.imgsz = round_imgsz(opt.imgsz if len(opt.imgsz) > 1 else opt.imgsz[0], int(max(pt_model.stride)))
     save_dir = output_folder(opt)
     targets = output_files(opt, save_dir)
     refuse_to_overwrite(targets, opt.exist_ok)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from deploy.imgsz import check_imgsz
+from deploy.imgsz import round_imgsz
 from models.yolo import DetectionModel
 from utils.weights.checkpoint import load_model
 from utils.errors import UserInputError
@@ -63,7 +63,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_opt(opt: argparse.Namespace) -> None:
-    opt.imgsz = check_imgsz(opt.imgsz, 32)[0]  # the one --imgsz rule: rounded up to a multiple of 32, with a warning
+    opt.imgsz = round_imgsz(opt.imgsz, 32)[0]  # the one --imgsz rule: rounded up to a multiple of 32, with a warning
     for flag in ("batch_size", "runs", "threads"):
         if getattr(opt, flag) < 1:
             raise UserInputError(f"--{flag.replace('_', '-')} {getattr(opt, flag)}: must be at least 1")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.engines import OnnxEngine
-from deploy.imgsz import check_imgsz
+from deploy.imgsz import round_imgsz
 from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def add_timing_args(parser: argparse.ArgumentParser, runs: int, warmup: int, thr
 
 def check_timing_args(opt: argparse.Namespace) -> argparse.Namespace:
     """--imgsz by the one rule (deploy.imgsz: rounded up to a multiple of 32, with a warning); counts checked."""
-    opt.imgsz = check_imgsz(opt.imgsz, STRIDE)[0]
+    opt.imgsz = round_imgsz(opt.imgsz, STRIDE)[0]
     for flag, least in (("threads", 1), ("runs", 1), ("warmup", 0)):
         if getattr(opt, flag) < least:
             raise UserInputError(f"--{flag} {getattr(opt, flag)}: must be at least {least}")
@@ -134,7 +134,7 @@ def peer_backend(peer: Any, device: Any = "cpu") -> Any:
         def __init__(self, inner: Backend, names: list[str]):
             super().__init__(inner.path, inner.device)
             self.inner, self.names = inner, names
-            self.stride, self.imgsz = inner.stride, inner.imgsz
+            self.stride, self.imgsz, self.trained_imgsz = inner.stride, inner.imgsz, inner.trained_imgsz
             self.fixed_batch, self.dynamic = inner.fixed_batch, inner.dynamic
 
         def _forward(self, im: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import Callable, Mapping
 
 from .detector import Options
 from .errors import UserInputError
@@ -12,12 +12,22 @@ from .errors import UserInputError
 DEFAULTS = Options()  # detect.py's thresholds, which the runner's Python API shares
 
 
-def run_cli(main: Callable[[], object]) -> None:
-    """Call `main()`; a UserInputError prints `error: <message>` on stderr and exits with 2, never a traceback."""
+def flag_for(subject: str, flags: Mapping[str, str] | None = None) -> str:
+    """The door's flag for what library code calls `subject`: from `flags`, else `conf_thres` -> `--conf-thres`;
+    a subject that is no option name ("image") stays as it is."""
+    if flags and subject in flags:
+        return flags[subject]
+    return f"--{subject.replace('_', '-')}" if subject.isidentifier() else subject
+
+
+def run_cli(main: Callable[[], object], flags: Mapping[str, str] | None = None) -> None:
+    """Call `main()`; a UserInputError prints `error: <message>` on stderr, with the door's flag where the library
+    named its subject (`flags` for names that are not the flag spelled with dashes, e.g. {"model file":
+    "--weights"}), and exits with 2, never a traceback."""
     try:
         main()
     except UserInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e if e.subject is None else e.render(flag_for(e.subject, flags))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

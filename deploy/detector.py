@@ -9,8 +9,8 @@ import numpy as np
 
 from .draw import draw_detections
 from .engines import Engine, load_engine
-from .errors import UserInputError
-from .imgsz import check_imgsz as imgsz_rule, warn_far_from_trained
+from .errors import MODEL_FILE, UserInputError
+from .imgsz import round_imgsz, warn_far_from_trained
 from .postprocess import (as_rows, end_to_end_detections, nms_xyxy, raw_candidates, scale_boxes_to_image,
                           xyxy_to_xywhn)
 from .preprocess import letterbox, to_input
@@ -30,13 +30,13 @@ class Options:
     half: bool = False  # OpenVINO: the runtime's default precision (bf16 where the CPU has it) instead of f32
 
     def check(self) -> None:
-        for flag, value in (("--conf-thres", self.conf_thres), ("--iou-thres", self.iou_thres)):
+        for name, value in (("conf_thres", self.conf_thres), ("iou_thres", self.iou_thres)):
             if not 0 <= value <= 1:
-                raise UserInputError(f"{flag} {value}: must be between 0 and 1")
+                raise UserInputError("must be between 0 and 1", name, value)
         if self.max_det < 1:
-            raise UserInputError(f"--max-det {self.max_det}: must be 1 or more")
+            raise UserInputError("must be 1 or more", "max_det", self.max_det)
         if self.threads is not None and self.threads < 1:
-            raise UserInputError(f"--threads {self.threads}: must be 1 or more")
+            raise UserInputError("must be 1 or more", "threads", self.threads)
 
 
 @dataclass
@@ -79,17 +79,18 @@ class Detections:
         return lines
 
 
-def check_imgsz(imgsz: list[int] | None, engine: Engine) -> tuple[int, int]:
-    """The network input size. A dynamic file runs at --imgsz (else its export size) under the one --imgsz rule;
-    a fixed-size file runs at its own size only, so another --imgsz is an error rather than a silent resize."""
+def network_input_hw(imgsz: list[int] | None, engine: Engine) -> tuple[int, int]:
+    """The size the network runs at for a requested imgsz. A dynamic file runs at imgsz (else its export size)
+    under the one imgsz rule; a fixed-size file runs at its own size only, so another imgsz is an error rather
+    than a silent resize."""
     if engine.dynamic:
-        hw = imgsz_rule(engine.info.imgsz if imgsz is None else imgsz, engine.info.stride)
+        hw = round_imgsz(engine.info.imgsz if imgsz is None else imgsz, engine.info.stride)
         warn_far_from_trained(hw, engine.info.imgsz)
         return hw
-    if imgsz is not None and imgsz_rule(imgsz, 1) != engine.input_hw:  # stride 1: checked, never rounded
-        h, w = engine.input_hw
-        raise UserInputError(f"--imgsz {' '.join(map(str, imgsz))}: {engine.path.name} takes a fixed {h}x{w} input; "
-                             f"omit --imgsz or re-export with export.py --imgsz {' '.join(map(str, imgsz))}")
+    if imgsz is not None and round_imgsz(imgsz, 1) != engine.input_hw:  # stride 1: checked, never rounded
+        (h, w), asked = engine.input_hw, " ".join(map(str, imgsz))
+        raise UserInputError(f"{engine.path.name} takes a fixed {h}x{w} input; leave imgsz unset or re-export the "
+                             f"file at this size (export.py --imgsz {asked})", "imgsz", asked)
     return engine.input_hw
 
 
@@ -102,8 +103,8 @@ def check_classes(classes: list[int] | None, nc: int, model: Path) -> list[int] 
         return None
     bad = [i for i in classes if not 0 <= i < nc]
     if bad:
-        raise UserInputError(f"--classes {' '.join(map(str, bad))}: no such class id; {model.name} has {nc} "
-                          f"class{'es' * (nc != 1)} ({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})")
+        raise UserInputError(f"no such class id; {model.name} has {nc} class{'es' * (nc != 1)} "
+                             f"({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})", "classes", " ".join(map(str, bad)))
     return list(classes)
 
 
@@ -115,7 +116,7 @@ class Detector:
         self.opt.check()
         self.engine = load_engine(model, self.opt.threads, self.opt.half)
         self.info = self.engine.info
-        self.imgsz = check_imgsz(self.opt.imgsz, self.engine)
+        self.imgsz = network_input_hw(self.opt.imgsz, self.engine)
         self.opt.classes = check_classes(self.opt.classes, len(self.info.names), self.engine.path)
 
     def warmup(self) -> None:
@@ -139,7 +140,7 @@ class Detector:
         try:
             rows = as_rows(output, len(self.info.names), self.info.nms)
         except ValueError as e:
-            raise UserInputError(f"--model {self.engine.path}: {e}") from None
+            raise UserInputError(str(e), MODEL_FILE, self.engine.path) from None
         opt = self.opt
         if self.info.nms:
             xyxy, conf, cls = end_to_end_detections(rows, opt.conf_thres, opt.classes, opt.max_det)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserInputError
+from .errors import MODEL_FILE, UserInputError
 from .log import LOGGER
 from .metadata import ModelInfo, decode_metadata, parse_metadata, read_tflite_metadata
 
@@ -77,14 +77,14 @@ class Engine:
             ENGINES[cls.suffix] = cls
 
     def __init__(self, path: Path, raw: dict[str, Any], where: str, shape: list, input_spec: TensorSpec,
-                 output_spec: TensorSpec, flag: str):
-        self.path, self.flag = path, flag
+                 output_spec: TensorSpec):
+        self.path = path
         self.raw_metadata, self.metadata_source = raw, where
-        self.metadata = decode_metadata(raw, path, where, flag)
+        self.metadata = decode_metadata(raw, path, where)
         try:
             self.layout = layout_of(shape, self.metadata.get("layout"))
         except ValueError as e:
-            raise UserInputError(f"{flag} {path}: {e}") from None
+            raise UserInputError(str(e), MODEL_FILE, path) from None
         self.input_shape, self.input_spec, self.output_spec = shape, input_spec, output_spec
         batch, h, w = (shape[0], shape[1], shape[2]) if self.layout == "NHWC" else (shape[0], shape[2], shape[3])
         self.batch = batch if isinstance(batch, int) and batch > 0 else None
@@ -92,11 +92,10 @@ class Engine:
         self.input_hw = None if self.dynamic else (int(h), int(w))
 
     @classmethod
-    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False,
-             flag: str = "--model") -> Engine:
+    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False) -> Engine:
         """The engine for the options every door has (threads, --half, a CUDA device); each runtime maps them onto
         its own constructor's options, which the benchmarks also set directly."""
-        return cls(path, threads, flag=flag)
+        return cls(path, threads)
 
     @property
     def compute(self) -> str | None:
@@ -113,10 +112,10 @@ class Engine:
     def info(self) -> ModelInfo:
         """The metadata the runner needs, checked complete and matching the input tensor (the torch side reads
         `metadata` instead: a file without names takes them from --data there)."""
-        info = parse_metadata(self.raw_metadata, self.path, self.metadata_source, self.flag)
+        info = parse_metadata(self.raw_metadata, self.path, self.metadata_source)
         if not self.dynamic and self.input_hw != info.imgsz:
-            raise UserInputError(f"{self.flag} {self.path}: input tensor is {self.input_hw[0]}x{self.input_hw[1]} but "
-                                 f"its metadata says imgsz {info.imgsz[0]}x{info.imgsz[1]}; re-export the file")
+            raise UserInputError(f"input tensor is {self.input_hw[0]}x{self.input_hw[1]} but its metadata says imgsz "
+                                 f"{info.imgsz[0]}x{info.imgsz[1]}; re-export the file", MODEL_FILE, self.path)
         return info
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -140,11 +139,11 @@ class OnnxEngine(Engine):
     suffix, runtime = ".onnx", "onnx"
 
     def __init__(self, path: Path, threads: int | None = None, cuda: bool = False, spinning: bool = True,
-                 profile: bool = False, flag: str = "--model"):
+                 profile: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise UserInputError(f"{flag} {path}: .onnx files need onnxruntime (pip install onnxruntime)") from None
+            raise UserInputError(".onnx files need onnxruntime (pip install onnxruntime)", MODEL_FILE, path) from None
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -158,18 +157,17 @@ class OnnxEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
-            raise UserInputError(f"{flag} {path}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
+            raise UserInputError(f"not a readable ONNX model ({str(e).splitlines()[0]})", MODEL_FILE, path) from None
         inp = self.session.get_inputs()[0]
         if inp.type not in ONNX_DTYPES:
-            raise UserInputError(f"{flag} {path}: unsupported input type {inp.type}")
+            raise UserInputError(f"unsupported input type {inp.type}", MODEL_FILE, path)
         self.input_name = inp.name
         super().__init__(path, self.session.get_modelmeta().custom_metadata_map, "its ONNX metadata_props",
-                         list(inp.shape), TensorSpec(ONNX_DTYPES[inp.type]), TensorSpec(np.float32), flag)
+                         list(inp.shape), TensorSpec(ONNX_DTYPES[inp.type]), TensorSpec(np.float32))
 
     @classmethod
-    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False,
-             flag: str = "--model") -> Engine:
-        return cls(path, threads, cuda=cuda, flag=flag)
+    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False) -> Engine:
+        return cls(path, threads, cuda=cuda)
 
     @property
     def on_cuda(self) -> bool:
@@ -185,21 +183,21 @@ class TFLiteEngine(Engine):
 
     suffix, runtime = ".tflite", "tflite"
 
-    def __init__(self, path: Path, threads: int | None = None, flag: str = "--model"):
+    def __init__(self, path: Path, threads: int | None = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise UserInputError(f"{flag} {path}: .tflite files need ai-edge-litert "
-                                 f"(pip install ai-edge-litert)") from None
-        raw, where = read_tflite_metadata(path, flag)
+            raise UserInputError(".tflite files need ai-edge-litert (pip install ai-edge-litert)", MODEL_FILE,
+                                 path) from None
+        raw, where = read_tflite_metadata(path)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise UserInputError(f"{flag} {path}: not a readable TFLite model ({str(e).splitlines()[0]})") from None
+            raise UserInputError(f"not a readable TFLite model ({str(e).splitlines()[0]})", MODEL_FILE, path) from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self.input_index, self.output_index = inp["index"], out["index"]
-        super().__init__(path, raw, where, [int(s) for s in inp["shape"]], self._spec(inp), self._spec(out), flag)
+        super().__init__(path, raw, where, [int(s) for s in inp["shape"]], self._spec(inp), self._spec(out))
 
     @staticmethod
     def _spec(details: dict) -> TensorSpec:
@@ -230,11 +228,11 @@ class OpenVINOEngine(Engine):
     suffix, runtime, half_at_runtime = ".xml", "openvino", True
 
     def __init__(self, path: Path, threads: int | None = None, precision: str | None = "f32", latency: bool = False,
-                 perf_count: bool = False, flag: str = "--model"):
+                 perf_count: bool = False):
         try:
             import openvino  # noqa: F401
         except ImportError:
-            raise UserInputError(f"{flag} {path}: OpenVINO models need openvino (pip install openvino)") from None
+            raise UserInputError("OpenVINO models need openvino (pip install openvino)", MODEL_FILE, path) from None
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -248,16 +246,15 @@ class OpenVINOEngine(Engine):
                    if model.has_rt_info(["model_info", key])}
             self.compiled = openvino_core().compile_model(model, "CPU", config)
         except RuntimeError as e:
-            raise UserInputError(f"{flag} {path}: not a readable OpenVINO model ({str(e).splitlines()[0]})") from None
+            raise UserInputError(f"not a readable OpenVINO model ({str(e).splitlines()[0]})", MODEL_FILE,
+                                 path) from None
         shape = [d.get_length() if d.is_static else -1 for d in self.compiled.input(0).get_partial_shape()]
-        super().__init__(path, raw, "its rt_info model_info", shape, TensorSpec(np.float32), TensorSpec(np.float32),
-                         flag)
+        super().__init__(path, raw, "its rt_info model_info", shape, TensorSpec(np.float32), TensorSpec(np.float32))
 
     @classmethod
-    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False,
-             flag: str = "--model") -> Engine:
+    def open(cls, path: Path, threads: int | None = None, half: bool = False, cuda: bool = False) -> Engine:
         """--half: the runtime's own default precision instead of f32."""
-        return cls(path, threads, precision=None if half else "f32", flag=flag)
+        return cls(path, threads, precision=None if half else "f32")
 
     @property
     def compute(self) -> str:
@@ -270,7 +267,7 @@ class OpenVINOEngine(Engine):
 
 def openvino_xml_in(path: Path) -> Path:
     """export.py's OpenVINO folder (best_openvino_model/) stands for the one .xml inside it; any other path is
-    itself. ValueError says what is wrong with such a folder (each caller names its own flag)."""
+    itself. ValueError says what is wrong with such a folder."""
     if not path.name.endswith(OPENVINO_DIR_SUFFIX):
         return path
     if not path.is_dir():
@@ -281,19 +278,19 @@ def openvino_xml_in(path: Path) -> Path:
     return xmls[0]
 
 
-def open_engine(model: str | Path, threads: int | None = None, half: bool = False, cuda: bool = False,
-                flag: str = "--model") -> Engine:
+def open_engine(model: str | Path, threads: int | None = None, half: bool = False, cuda: bool = False) -> Engine:
     """Open `model` with the engine its extension names (.onnx, .tflite, OpenVINO .xml or its folder)."""
     try:
         path = openvino_xml_in(Path(model))
     except ValueError as e:
-        raise UserInputError(f"{flag} {model}: {e}") from None
+        raise UserInputError(str(e), MODEL_FILE, model) from None
     if path.suffix.lower() not in ENGINES:
-        raise UserInputError(f"{flag} {path}: unsupported format '{path.suffix}' (use .onnx, .tflite, OpenVINO .xml "
-                             f"or a *{OPENVINO_DIR_SUFFIX} folder; export .pt checkpoints with export.py first)")
+        raise UserInputError(f"unsupported format '{path.suffix}' (use .onnx, .tflite, OpenVINO .xml or a "
+                             f"*{OPENVINO_DIR_SUFFIX} folder; export .pt checkpoints with export.py first)", MODEL_FILE,
+                             path)
     if not path.is_file():
-        raise UserInputError(f"{flag} {path}: file not found")
-    return ENGINES[path.suffix.lower()].open(path, threads, half, cuda, flag)
+        raise UserInputError("file not found", MODEL_FILE, path)
+    return ENGINES[path.suffix.lower()].open(path, threads, half, cuda)
 
 
 def load_engine(model: str | Path, threads: int | None = None, half: bool = False) -> Engine:

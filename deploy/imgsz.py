@@ -8,23 +8,23 @@ from .errors import UserInputError
 from .log import LOGGER
 
 
-def round_to_stride(size: int, stride: int, flag: str = "--imgsz") -> int:
+def round_to_stride(size: int, stride: int) -> int:
     """The smallest multiple of `stride` >= size; sizes below 1 are the user's error."""
     if int(size) < 1:
-        raise UserInputError(f"{flag} {size}: must be a positive number of pixels")
+        raise UserInputError("must be a positive number of pixels", "imgsz", size)
     rounded = -(-int(size) // int(stride)) * int(stride)
     if rounded != size:
-        LOGGER.warning(f"WARNING: {flag} {size} must be a multiple of max stride {stride}, updating to {rounded}")
+        LOGGER.warning(f"WARNING: --imgsz {size} must be a multiple of max stride {stride}, updating to {rounded}")
     return rounded
 
 
-def check_imgsz(imgsz: int | Iterable[int], stride: int, flag: str = "--imgsz") -> tuple[int, int]:
-    """--imgsz as one value (square) or two (h, w) -> (h, w), each rounded up to a multiple of `stride`."""
+def round_imgsz(imgsz: int | Iterable[int], stride: int) -> tuple[int, int]:
+    """imgsz as one value (square) or two (h, w) -> (h, w), each rounded up to a multiple of `stride`."""
     sizes = [imgsz] if isinstance(imgsz, (int, float)) else list(imgsz)
     if len(sizes) not in (1, 2):
-        raise UserInputError(f"{flag} {' '.join(map(str, sizes))}: expected one or two sizes")
-    h = round_to_stride(sizes[0], stride, flag)
-    w = h if sizes[-1] == sizes[0] else round_to_stride(sizes[-1], stride, flag)  # a square size warns once
+        raise UserInputError("expected one or two sizes", "imgsz", " ".join(map(str, sizes)))
+    h = round_to_stride(sizes[0], stride)
+    w = h if sizes[-1] == sizes[0] else round_to_stride(sizes[-1], stride)  # a square size warns once
     return h, w
 
 

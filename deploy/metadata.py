@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserInputError
+from .errors import MODEL_FILE, UserInputError
 
 REQUIRED_KEYS = ("names", "stride", "imgsz")
 LAYOUTS = ("NCHW", "NHWC")
@@ -65,7 +65,7 @@ def encode_metadata(names: list[str], stride: int, imgsz: tuple[int, int] | list
     return {"names": json.dumps(list(names)), "stride": str(int(stride)), "imgsz": json.dumps([int(s) for s in imgsz])}
 
 
-def decode_metadata(raw: dict[str, Any], model: Path, where: str, flag: str = "--model") -> dict[str, Any]:
+def decode_metadata(raw: dict[str, Any], model: Path, where: str) -> dict[str, Any]:
     """The keys `raw` has, decoded (names, stride, imgsz, nms, layout, precision): what the torch side reads, where
     a file without names takes them from --data. A present but unreadable value is the user's error."""
     present = {key: value for key, value in raw.items() if value not in (None, "")}
@@ -74,7 +74,7 @@ def decode_metadata(raw: dict[str, Any], model: Path, where: str, flag: str = "-
     try:
         return {key: decode(present[key]) for key, decode in decoders.items() if key in present}
     except (ValueError, SyntaxError, TypeError, KeyError) as e:
-        raise UserInputError(f"{flag} {model}: unreadable metadata in {where} ({e})") from None
+        raise UserInputError(f"unreadable metadata in {where} ({e})", MODEL_FILE, model) from None
 
 
 def _layout(value: Any) -> str:
@@ -84,13 +84,13 @@ def _layout(value: Any) -> str:
     return layout
 
 
-def parse_metadata(raw: dict[str, Any], model: Path, where: str, flag: str = "--model") -> ModelInfo:
+def parse_metadata(raw: dict[str, Any], model: Path, where: str) -> ModelInfo:
     """Check and decode the metadata dict of `model`; `where` says where it was looked for (for the message)."""
     missing = [key for key in REQUIRED_KEYS if raw.get(key) in (None, "")]
     if missing:
-        raise UserInputError(f"{flag} {model}: missing PConv-YOLO metadata {', '.join(missing)} in {where} "
-                             f"(re-export with export.py, which writes {', '.join(REQUIRED_KEYS)})")
-    return ModelInfo(**decode_metadata(raw, model, where, flag))
+        raise UserInputError(f"missing PConv-YOLO metadata {', '.join(missing)} in {where} "
+                             f"(re-export with export.py, which writes {', '.join(REQUIRED_KEYS)})", MODEL_FILE, model)
+    return ModelInfo(**decode_metadata(raw, model, where))
 
 
 def tflite_sidecars(model: Path) -> tuple[Path, Path]:
@@ -98,7 +98,7 @@ def tflite_sidecars(model: Path) -> tuple[Path, Path]:
     return model.with_suffix(".json"), model.with_name(model.name + ".json")
 
 
-def read_tflite_metadata(model: Path, flag: str = "--model") -> tuple[dict[str, Any], str]:
+def read_tflite_metadata(model: Path) -> tuple[dict[str, Any], str]:
     """(metadata, where it was found) of a .tflite: the sidecar JSON, else metadata.json inside a zip appended to
     the file; ({}, the names looked for) when neither exists (files exported before metadata was written)."""
     for sidecar in tflite_sidecars(model):
@@ -106,9 +106,9 @@ def read_tflite_metadata(model: Path, flag: str = "--model") -> tuple[dict[str, 
             try:
                 raw = json.loads(sidecar.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise UserInputError(f"{flag} {model}: metadata file {sidecar} is not JSON ({e})") from None
+                raise UserInputError(f"metadata file {sidecar} is not JSON ({e})", MODEL_FILE, model) from None
             if not isinstance(raw, dict):
-                raise UserInputError(f"{flag} {model}: metadata file {sidecar} is not a JSON object")
+                raise UserInputError(f"metadata file {sidecar} is not a JSON object", MODEL_FILE, model)
             return raw, str(sidecar)
     if zipfile.is_zipfile(model):
         with zipfile.ZipFile(model) as archive:

@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, {"model file": "--model"})

@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from models.common import ACTIVATIONS, C3, SPPF, Bottleneck, Concat, Conv, replace_activation  # noqa: E402
 from models.fasternet import (C3Faster, C3FasterBN, FasterNetStage, PatchEmbed, PatchMerging,  # noqa: E402
                               set_pconv_mode)
-from deploy.imgsz import check_imgsz  # noqa: E402
+from deploy.imgsz import round_imgsz  # noqa: E402
 from models.heads import Detect, DetectAF  # noqa: E402
 from utils.errors import UserInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -400,7 +400,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     opt = parse_opt(argv)
-    imgsz = check_imgsz(opt.imgsz, 32)[0]
+    imgsz = round_imgsz(opt.imgsz, 32)[0]
     torch.set_num_threads(opt.threads)
     model = DetectionModel(opt.cfg, nc=opt.nc)
     print(layer_table(model, imgsz))

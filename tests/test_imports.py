@@ -203,3 +203,19 @@ def test_test_files_have_unique_basenames():
     in different folders stop the whole collection."""
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+RUNTIME_OPENERS = {"InferenceSession", "Interpreter", "compile_model"}  # ONNX Runtime, LiteRT, OpenVINO
+
+
+def test_runtimes_open_model_files_in_deploy_engines_only():
+    """One adapter per runtime (docs/ARCHITECTURE.md): everything else runs a file through deploy/engines.py."""
+    openers = set()
+    for name, path in repo_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+                if called in RUNTIME_OPENERS:
+                    openers.add(name)
+    assert openers == {"deploy.engines"}

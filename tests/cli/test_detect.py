@@ -235,7 +235,7 @@ def test_classes_the_model_lacks_are_refused(weights, tmp_path):
                            "--project", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and not (tmp_path / "runs").exists()
     assert proc.stderr.strip() == "error: --classes 99: no such class id; yolov5n-faster-person.pt has 1 class (id 0)"
-    with pytest.raises(UserInputError, match=r"--classes 3 -1: no such class id; tiny.pt has 3 classes \(ids 0-2\)"):
+    with pytest.raises(UserInputError, match=r"^classes 3 -1: no such class id; tiny.pt has 3 classes \(ids 0-2\)"):
         run([weights, weights], tmp_path, source=str(ROOT / "data/images/bus.jpg"), classes=[2, 3, -1])  # ensemble
 
 

@@ -42,8 +42,8 @@ def test_export_names_the_install_command(weights, tmp_path, monkeypatch, missin
     extra = dict(int8=True, data=str(COCO8)) if int8 else {}
     with pytest.raises(UserInputError) as e:
         export.run(weights=str(weights), include=["openvino"], imgsz=[64], project=str(tmp_path), **extra)
-    expected = ("--int8: OpenVINO int8 needs nncf: pip install nncf" if missing == "nncf" else
-                "--include openvino: OpenVINO export needs openvino, and nncf for --int8: pip install openvino nncf")
+    expected = ("int8: OpenVINO int8 needs nncf: pip install nncf" if missing == "nncf" else
+                "include openvino: OpenVINO export needs openvino, and nncf for int8: pip install openvino nncf")
     assert str(e.value) == f"{expected} ({BLOCKED.format(missing)})"
     assert not (tmp_path / "exp").exists() and not list(weights.parent.glob("*openvino*"))  # checked before writing
 
@@ -56,7 +56,7 @@ def test_nncf_is_needed_only_for_int8(weights, tmp_path, monkeypatch):
 
 def test_detect_and_val_name_the_install_command(openvino_folder, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
-    message = f"--weights {openvino_folder / 'best.xml'}: OpenVINO models need openvino (pip install openvino)"
+    message = f"model file {openvino_folder / 'best.xml'}: OpenVINO models need openvino (pip install openvino)"
     with pytest.raises(UserInputError) as e:
         detect.run(weights=[str(openvino_folder)], source=str(ROOT / "data/images/bus.jpg"),
                    project=str(tmp_path / "detect"))

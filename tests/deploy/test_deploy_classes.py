@@ -44,8 +44,8 @@ def test_known_class_keeps_its_box(one_class_onnx):
 
 
 @pytest.mark.parametrize("classes, message", [
-    ([0, 99], "--classes 99: no such class id; person.onnx has 1 class (id 0)"),
-    ([-1], "--classes -1: no such class id; person.onnx has 1 class (id 0)"),
+    ([0, 99], "classes 99: no such class id; person.onnx has 1 class (id 0)"),
+    ([-1], "classes -1: no such class id; person.onnx has 1 class (id 0)"),
 ])
 def test_unknown_class_is_refused(one_class_onnx, classes, message):
     with pytest.raises(UserInputError) as e:

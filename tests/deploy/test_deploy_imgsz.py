@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from deploy.detector import check_imgsz as detector_imgsz
+from deploy.cli import run_cli
+from deploy.detector import network_input_hw as detector_imgsz
 from deploy.errors import UserInputError
-from deploy.imgsz import check_imgsz, round_to_stride
+from deploy.imgsz import round_imgsz, round_to_stride
 
 
 @pytest.fixture
@@ -28,32 +29,34 @@ def test_rounds_up_to_the_stride_and_says_so(warnings):
 
 
 def test_one_value_is_square_two_are_height_width(warnings):
-    assert check_imgsz(100, 32) == (128, 128)
-    assert check_imgsz([100], 32) == (128, 128)
-    assert check_imgsz([320, 200], 32) == (320, 224)
-    assert check_imgsz((64, 96), 32) == (64, 96)
+    assert round_imgsz(100, 32) == (128, 128)
+    assert round_imgsz([100], 32) == (128, 128)
+    assert round_imgsz([320, 200], 32) == (320, 224)
+    assert round_imgsz((64, 96), 32) == (64, 96)
 
 
 def test_a_square_size_warns_once(warnings):
-    check_imgsz([100], 32)
-    check_imgsz([100, 100], 32)
+    round_imgsz([100], 32)
+    round_imgsz([100, 100], 32)
     assert warnings() == ["WARNING: --imgsz 100 must be a multiple of max stride 32, updating to 128"] * 2
 
 
 @pytest.mark.parametrize("imgsz, message", [
-    ([1, 2, 3], "--imgsz 1 2 3: expected one or two sizes"),
-    ([], "--imgsz : expected one or two sizes"),
-    ([0], "--imgsz 0: must be a positive number of pixels"),
-    ([64, -32], "--imgsz -32: must be a positive number of pixels"),
+    ([1, 2, 3], "imgsz 1 2 3: expected one or two sizes"),
+    ([], "imgsz : expected one or two sizes"),
+    ([0], "imgsz 0: must be a positive number of pixels"),
+    ([64, -32], "imgsz -32: must be a positive number of pixels"),
 ])
-def test_bad_values_name_the_flag(imgsz, message):
-    with pytest.raises(UserInputError, match=message):
-        check_imgsz(imgsz, 32)
+def test_bad_values_name_the_value(imgsz, message):
+    with pytest.raises(UserInputError) as e:
+        round_imgsz(imgsz, 32)
+    assert str(e.value) == message
 
 
-def test_the_flag_name_is_the_callers():
-    with pytest.raises(UserInputError, match="--img 0: must be a positive"):
-        round_to_stride(0, 32, flag="--img")
+def test_a_cli_shows_its_flag_in_the_values_place(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: round_to_stride(0, 32))
+    assert e.value.code == 2 and capsys.readouterr().err == "error: --imgsz 0: must be a positive number of pixels\n"
 
 
 def fake_engine(dynamic: bool, hw: tuple[int, int] = (64, 64)) -> SimpleNamespace:
@@ -66,9 +69,9 @@ def test_runner_detector_rounds_for_dynamic_files_and_keeps_a_fixed_size(warning
     assert detector_imgsz([100], fake_engine(True)) == (128, 128) and len(warnings()) == 1
     assert detector_imgsz(None, fake_engine(False)) == (64, 64)
     assert detector_imgsz([64, 64], fake_engine(False)) == (64, 64)
-    with pytest.raises(UserInputError, match="--imgsz 100: m.onnx takes a fixed 64x64 input"):
+    with pytest.raises(UserInputError, match="^imgsz 100: m.onnx takes a fixed 64x64 input"):
         detector_imgsz([100], fake_engine(False))
-    with pytest.raises(UserInputError, match="--imgsz 0: must be a positive"):
+    with pytest.raises(UserInputError, match="^imgsz 0: must be a positive"):
         detector_imgsz([0], fake_engine(False))
 
 

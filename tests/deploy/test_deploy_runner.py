@@ -234,7 +234,7 @@ def test_bad_model_messages(exported, tmp_path):
         (["--model", str(tmp_path / "garbage.onnx")], "not a readable ONNX model"),
         (["--model", str(tmp_path / "missing.onnx")], "missing.onnx: file not found"),
         (["--model", str(tmp_path / "best.pt")], "unsupported format '.pt'"),
-        (["--model", str(exported["onnx"]), "--conf-thres", "2"], "--conf-thres 2.0: must be between 0 and 1"),
+        (["--model", str(exported["onnx"]), "--conf-thres", "2"], "conf_thres 2.0: must be between 0 and 1"),
     ]
     for argv, message in cases:
         with pytest.raises(UserInputError) as e:
@@ -254,7 +254,7 @@ def test_openvino_model_messages(exported, tmp_path, monkeypatch):
     no_meta.write_text(re.sub(r"<model_info>.*?</model_info>", "", xml.read_text(), flags=re.S))
     shutil.copy(xml.with_suffix(".bin"), no_meta.with_suffix(".bin"))
     cases = [
-        (no_bin, f"--model {no_bin / xml.name}: not a readable OpenVINO model ("),
+        (no_bin, f"model file {no_bin / xml.name}: not a readable OpenVINO model ("),
         (tmp_path / "empty_openvino_model", "empty_openvino_model: expected one .xml in the OpenVINO model folder, "
                                             "found 0"),
         (tmp_path / "gone_openvino_model", "gone_openvino_model: folder not found"),
@@ -267,7 +267,7 @@ def test_openvino_model_messages(exported, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # a device where openvino is not installed
     with pytest.raises(UserInputError) as e:
         Detector(folder)
-    assert str(e.value) == f"--model {xml}: OpenVINO models need openvino (pip install openvino)"
+    assert str(e.value) == f"model file {xml}: OpenVINO models need openvino (pip install openvino)"
 
 
 def test_half_is_for_openvino_only(exported, caplog, monkeypatch):
@@ -288,6 +288,15 @@ def test_negative_line_thickness_exits_2_with_one_line(exported, tmp_path):
                            str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and not (tmp_path / "runs").exists()
     assert proc.stderr.strip() == "error: --line-thickness -3: must be 1 or more pixels (0: by image size)"
+
+
+def test_the_cli_names_its_own_flags(tmp_path):
+    """The library says "model file" and "conf_thres"; the runner's command line says --model and --conf-thres."""
+    for extra, message in (([], f"--model {tmp_path / 'gone.onnx'}: file not found"),
+                           (["--conf-thres", "2"], "--conf-thres 2.0: must be between 0 and 1")):
+        proc = subprocess.run([sys.executable, "-m", "deploy.run", "--model", str(tmp_path / "gone.onnx"), *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}"
 
 
 def test_results_folder_is_said_as_an_absolute_path(exported, tmp_path):

@@ -27,6 +27,7 @@ class Backend:
         self.names: list[str] = []
         self.stride = 32
         self.imgsz: tuple[int, int] | None = None
+        self.trained_imgsz: int | None = None  # a checkpoint's training size, read with its weights
         self.dynamic = False
         self.fixed_batch: int | None = None
         self.end_to_end = False

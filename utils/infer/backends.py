@@ -24,8 +24,8 @@ from deploy.engines import OPENVINO_DIR_SUFFIX, openvino_xml_in  # torch-free: o
 from deploy.metadata import decode_metadata
 from deploy.preprocess import batch_to_input
 from models.yolo import DetectionModel
-from utils.weights.checkpoint import load_model
-from utils.errors import UserInputError
+from utils.weights.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.errors import MODEL_FILE, UserInputError
 from utils.infer.backend_base import Backend
 from utils.infer.ensemble import Ensemble
 from utils.infer.formats import EXPORT_FORMATS, export_format
@@ -37,7 +37,7 @@ SUFFIXES = {".pt": "pytorch", **{fmt.suffix: fmt.name for fmt in EXPORT_FORMATS}
 
 def check_class_ids(ids: int | list[int] | tuple[int, ...] | None, nc: int | None,
                     model: str | Path) -> list[int] | None:
-    """A --classes filter as a list of ids, each one a class of `model` (when its class count `nc` is known).
+    """A classes filter as a list of ids, each one a class of `model` (when its class count `nc` is known).
 
     An id the model does not have would only filter every box away, which looks like 'nothing detected'.
     """
@@ -48,7 +48,7 @@ def check_class_ids(ids: int | list[int] | tuple[int, ...] | None, nc: int | Non
     if bad:
         known = "" if nc is None else f"; {Path(model).name} has {nc} class{'es' * (nc != 1)} " \
                                         f"({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})"
-        raise UserInputError(f"--classes {' '.join(map(str, bad))}: no such class id{known}")
+        raise UserInputError(f"no such class id{known}", "classes", " ".join(map(str, bad)))
     return [int(i) for i in ids]
 
 
@@ -84,11 +84,22 @@ class ModelBackend(Backend):
             return self.model(im)
 
 
+def checkpoint_imgsz(ckpt: dict[str, Any]) -> int | None:
+    """The imgsz the checkpoint's run trained at (its boxes are best there); None when it does not say."""
+    size = (ckpt.get("opt") or {}).get("imgsz")
+    if size is None:
+        return None
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
 class PyTorchBackend(ModelBackend):
-    """Our training checkpoint (utils.weights.checkpoint format), BN fused for speed."""
+    """Our training checkpoint (utils.weights.checkpoint format), BN fused for speed. The file is read once: the
+    model and the size it was trained at come from the same load."""
 
     def __init__(self, path: Path, device: torch.device, fp16: bool = False):
-        super().__init__(load_model(path, device, fuse=True), device, fp16, path=path)
+        ckpt = load_checkpoint(path)
+        super().__init__(model_from_checkpoint(ckpt, path).fuse(), device, fp16, path=path)
+        self.trained_imgsz = checkpoint_imgsz(ckpt)
 
 
 class TorchScriptBackend(ExportedBackend):
@@ -102,14 +113,15 @@ class TorchScriptBackend(ExportedBackend):
         try:
             model = torch.jit.load(str(path), map_location=device, _extra_files=extra)
         except RuntimeError as e:
-            raise UserInputError(f"--weights {path}: not a readable TorchScript file ({str(e).splitlines()[0]})") from None
+            raise UserInputError(f"not a readable TorchScript file ({str(e).splitlines()[0]})", MODEL_FILE,
+                                 path) from None
         config: dict[str, Any] = {}
         if extra["config.txt"]:
             try:
                 config = json.loads(extra["config.txt"])
             except json.JSONDecodeError as e:
-                raise UserInputError(f"--weights {path}: config.txt is not JSON ({e})") from None
-        self._apply_metadata(decode_metadata(config, path, "its config.txt", "--weights"))
+                raise UserInputError(f"config.txt is not JSON ({e})", MODEL_FILE, path) from None
+        self._apply_metadata(decode_metadata(config, path, "its config.txt"))
         self.model = model.half() if fp16 else model.float()
         self.model.eval()
         self.fixed_batch = int(config.get("batch", 1))  # a traced graph keeps the batch size it was traced with
@@ -128,7 +140,7 @@ class EngineBackend(ExportedBackend):
     def __init__(self, path: Path, device: torch.device, fp16: bool = False):
         super().__init__(path, device, False)
         engine = export_format(SUFFIXES[path.suffix.lower()]).engine
-        self.engine = engine.open(path, torch.get_num_threads(), fp16, device.type == "cuda", "--weights")
+        self.engine = engine.open(path, torch.get_num_threads(), fp16, device.type == "cuda")
         self.kind, self.precision = self.engine.runtime, self.engine.compute
         self._place(device)
         self._apply_metadata(self.engine.metadata)
@@ -165,7 +177,7 @@ def resolve_model_path(path: Path) -> Path:
     try:
         return openvino_xml_in(path)
     except ValueError as e:
-        raise UserInputError(f"--weights {path}: {e}") from None
+        raise UserInputError(str(e), MODEL_FILE, path) from None
 
 
 def load_backend(weights: str | Path | list | tuple | Backend, device: torch.device | str = "cpu",
@@ -180,15 +192,15 @@ def load_backend(weights: str | Path | list | tuple | Backend, device: torch.dev
         if len(weights) > 1:
             return Ensemble([load_backend(w, device, fp16) for w in weights])
         if not weights:
-            raise UserInputError("--weights: give a model file (.pt, .torchscript, .onnx, .tflite or OpenVINO .xml)")
+            raise UserInputError("give one (.pt, .torchscript, .onnx, .tflite or OpenVINO .xml)", MODEL_FILE)
         weights = weights[0]
     path = resolve_model_path(Path(weights))
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise UserInputError(f"--weights {path}: unsupported model format '{path.suffix}' "
-                             f"(use one of: {', '.join(SUFFIXES)}, or a *{OPENVINO_DIR_SUFFIX} folder)")
+        raise UserInputError(f"unsupported model format '{path.suffix}' (use one of: {', '.join(SUFFIXES)}, or a "
+                             f"*{OPENVINO_DIR_SUFFIX} folder)", MODEL_FILE, path)
     if not path.is_file():
-        raise UserInputError(f"--weights {path}: file not found")
+        raise UserInputError("file not found", MODEL_FILE, path)
     device = select_device(device)  # also '0', as --device spells it
     fmt = None if kind == "pytorch" else export_format(kind)
     if fmt is not None and fmt.half_at_runtime:  # OpenVINO: on the CPU, --half picks its reduced precision

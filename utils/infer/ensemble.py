@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from utils.errors import UserInputError
+from utils.errors import MODEL_FILE, UserInputError
 from utils.infer.backend_base import Backend
 from utils.log import LOGGER
 
@@ -22,7 +22,7 @@ class Ensemble(Backend):
 
     def __init__(self, members: Sequence[Backend]):
         if len(members) < 2:
-            raise UserInputError("--weights: an ensemble needs two or more model files")
+            raise UserInputError("an ensemble needs two or more files", MODEL_FILE)
         first = members[0]
         super().__init__(first.path, first.device, first.fp16)
         self.members = list(members)
@@ -31,6 +31,7 @@ class Ensemble(Backend):
         self.stride = first.stride
         self.dynamic = all(m.dynamic for m in self.members)
         self.imgsz = next((m.imgsz for m in self.members if not m.dynamic), first.imgsz)
+        self.trained_imgsz = first.trained_imgsz
         self.fixed_batch = None  # each member splits the batch into its own exported batch size
         self.end_to_end = False
         LOGGER.info(f"Ensemble of {len(self.members)} models ({', '.join(m.path.name for m in self.members)}): "
@@ -50,15 +51,16 @@ def _check_compatible(members: list[Backend]) -> None:
     first = members[0]
     for m in members:
         if m.end_to_end:
-            raise UserInputError(f"--weights {m.path}: exported with NMS inside; an ensemble needs raw predictions "
-                                 f"(export without --nms)")
+            raise UserInputError("exported with NMS inside; an ensemble needs raw predictions (a file exported "
+                                 "without NMS)", MODEL_FILE, m.path)
     for m in members[1:]:
-        pair = f"--weights {first.path} {m.path}"
+        pair = f"{first.path} {m.path}"
         if m.names and first.names and m.names != first.names:
-            raise UserInputError(f"{pair}: ensemble members must share class names "
-                                 f"({len(first.names)} vs {len(m.names)} classes, or a different order)")
+            raise UserInputError(f"ensemble members must share class names ({len(first.names)} vs "
+                                 f"{len(m.names)} classes, or a different order)", MODEL_FILE, pair)
         if m.stride != first.stride:
-            raise UserInputError(f"{pair}: ensemble members must share the stride ({first.stride} vs {m.stride})")
+            raise UserInputError(f"ensemble members must share the stride ({first.stride} vs {m.stride})",
+                                 MODEL_FILE, pair)
     fixed = {m.imgsz for m in members if not m.dynamic}
     if len(fixed) > 1:
-        raise UserInputError(f"--weights: ensemble members were exported at different sizes {sorted(fixed)}")
+        raise UserInputError(f"ensemble members were exported at different sizes {sorted(fixed)}", MODEL_FILE)

@@ -36,7 +36,7 @@ TFLITE_HINT = "TFLite export needs litert-torch and ai-edge-litert: pip install 
 # TFLite int8: what stays float, by op scope (the converter names an op after the module path that ran it, and
 # the head's own decode ops sit directly in its scope, its convs deeper): see head_float_ops.
 TFLITE_FLOAT_SCOPES = (r".*heads\.Detect\w*_\d+;[^/]*$", r"serving_default_output.*")
-OPENVINO_HINT = "OpenVINO export needs openvino, and nncf for --int8: pip install openvino nncf"
+OPENVINO_HINT = "OpenVINO export needs openvino, and nncf for int8: pip install openvino nncf"
 NMS_PRE_TOPK = 1000  # candidates per image fed to the in-graph NMS (its IoU matrix is PRE_TOPK x PRE_TOPK)
 NMS_CLASS_OFFSET = 4096.0  # pixels between classes' boxes so one IoU matrix never matches across classes
 MAX_CALIBRATION_IMAGES = 300  # int8 calibration images: each costs a forward pass
@@ -146,15 +146,15 @@ def export_metadata(model: nn.Module, imgsz: tuple[int, int], batch: int, precis
     return meta
 
 
-def check_writable_dir(folder: Path, flag: str = "--project", hint: str = "") -> Path:
+def check_writable_dir(folder: Path, subject: str = "project", hint: str = "") -> Path:
     """Create `folder` and prove a file can be written there (root ignores permission bits, so try it)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test"):
             pass
     except OSError as e:
-        raise UserInputError(f"{flag} {folder}: output folder is not writable ({e.strerror or e})"
-                             f"{'; ' + hint if hint else ''}") from None
+        raise UserInputError(f"output folder is not writable ({e.strerror or e}){'; ' + hint if hint else ''}",
+                             subject, folder) from None
     return folder
 
 
@@ -194,7 +194,7 @@ def written_files(path: Path) -> list[Path]:
 def require_calibration(calibration: list[np.ndarray] | None) -> None:
     """Every int8 quantizer needs the images calibration_batches reads from --data."""
     if not calibration:
-        raise UserInputError("--int8: no calibration images (pass --data with a train split)")
+        raise UserInputError("no calibration images (give a data YAML with a train split)", "int8")
 
 
 def head_float_ops(model: nn.Module) -> tuple[str, bool]:
@@ -296,7 +296,7 @@ def require_litert() -> None:
         import ai_edge_litert.interpreter  # noqa: F401
         import litert_torch  # noqa: F401
     except ImportError as e:
-        raise UserInputError(f"--include tflite: {TFLITE_HINT} ({e})") from None
+        raise UserInputError(f"{TFLITE_HINT} ({e})", "include", "tflite") from None
 
 
 def export_tflite(model: nn.Module, im: torch.Tensor, outputs: dict[str, Path], metadata: dict[str, str],
@@ -360,7 +360,7 @@ def quantize_tflite(src: Path, dst: Path, precision: str, calibration: list[np.n
 
 def tflite_input_shape(path: Path) -> list[int]:
     """The converted file's input shape, read through the runner's own engine."""
-    return TFLiteEngine(path, flag="--include tflite").input_shape
+    return TFLiteEngine(path).input_shape
 
 
 # -------------------------------------------------------------------------------------------- OpenVINO
@@ -369,12 +369,12 @@ def require_openvino(int8: bool) -> None:
     try:
         import openvino  # noqa: F401
     except ImportError as e:
-        raise UserInputError(f"--include openvino: {OPENVINO_HINT} ({e})") from None
+        raise UserInputError(f"{OPENVINO_HINT} ({e})", "include", "openvino") from None
     if int8:
         try:
             import nncf  # noqa: F401
         except ImportError as e:
-            raise UserInputError(f"--int8: OpenVINO int8 needs nncf: pip install nncf ({e})") from None
+            raise UserInputError(f"OpenVINO int8 needs nncf: pip install nncf ({e})", "int8") from None
 
 
 def openvino_xml(folder: Path, stem: str, precision: str = "fp32") -> Path:
@@ -449,7 +449,7 @@ def calibration_batches(data: dict, imgsz: tuple[int, int], batch: int) -> list[
     what every int8 exporter calibrates on."""
     files = find_image_files(data["train"])
     if not files:
-        raise UserInputError(f"--data {data['yaml_file']}: no train images to calibrate --int8 with")
+        raise UserInputError("no train images to calibrate int8 with", "data", data["yaml_file"])
     step = max(len(files) / MAX_CALIBRATION_IMAGES, 1)
     picked = [files[int(i * step)] for i in range(min(len(files), MAX_CALIBRATION_IMAGES))]
     LOGGER.info(f"int8 calibration: {len(picked)} train image(s) from {data['yaml_file']}")

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import yaml
 
-from deploy.imgsz import check_imgsz, warn_far_from_trained
+from deploy.imgsz import round_imgsz, warn_far_from_trained
 from utils.data.augment import letterbox
 from utils.infer.backends import Backend, check_class_ids, load_backend
 from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
-from utils.weights.checkpoint import trained_imgsz
+from utils.weights.checkpoint import DEFAULT_IMGSZ
 from utils.errors import UserInputError
 from utils.log import LOGGER
 from deploy.detector import Detections as RunnerDetections
@@ -76,10 +76,10 @@ class Detections(RunnerDetections):
         return self.image[y1:y2, x1:x2].copy()
 
 
-def fraction(flag: str, value: float) -> float:
-    """A threshold between 0 and 1 (model.conf = 5 is refused where it is set)."""
+def fraction(name: str, value: float) -> float:
+    """A threshold between 0 and 1 (model.conf = 5 is refused where it is set); `name` is the value's for messages."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise UserInputError(f"{flag} {value}: must be between 0 and 1")
+        raise UserInputError("must be between 0 and 1", name, value)
     return float(value)
 
 
@@ -87,18 +87,18 @@ def names_from_data_yaml(path: str | Path) -> list[str]:
     """Class names of a data YAML (list or {id: name}); only `names` is read, split paths need not exist."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"--data {path}: file not found")
+        raise UserInputError("file not found", "data", path)
     try:
         names = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("names")
     except (yaml.YAMLError, AttributeError) as e:
-        raise UserInputError(f"--data {path}: not a data YAML mapping ({type(e).__name__})") from None
+        raise UserInputError(f"not a data YAML mapping ({type(e).__name__})", "data", path) from None
     if isinstance(names, dict):
         try:
             names = [names[k] for k in sorted(names, key=int)]
         except (TypeError, ValueError):
-            raise UserInputError(f"--data {path}: names keys must be integer class ids") from None
+            raise UserInputError("names keys must be integer class ids", "data", path) from None
     if not isinstance(names, list) or not names:
-        raise UserInputError(f"--data {path}: no 'names' list found")
+        raise UserInputError("no 'names' list found", "data", path)
     return [str(n) for n in names]
 
 
@@ -125,7 +125,7 @@ def default_imgsz(backend: Backend) -> tuple[int, int]:
     at (its boxes are best there), else 640."""
     if backend.imgsz is not None:
         return tuple(backend.imgsz)
-    size = trained_imgsz(backend.path)
+    size = backend.trained_imgsz or DEFAULT_IMGSZ
     return size, size
 
 
@@ -137,7 +137,7 @@ class Detector:
                  max_det: int = 1000, half: bool = False, augment: bool = False, data: str | Path | None = None,
                  warmup: bool = True):
         if max_det < 1:
-            raise UserInputError(f"--max-det {max_det}: must be 1 or more")
+            raise UserInputError("must be 1 or more", "max_det", max_det)
         self.device = select_device(device)
         self.backend: Backend = load_backend(weights, self.device, half)
         self.names = self._resolve_names(data)
@@ -156,7 +156,7 @@ class Detector:
 
     @conf.setter
     def conf(self, value: float) -> None:
-        self._conf = fraction("--conf-thres", value)
+        self._conf = fraction("conf_thres", value)
 
     @property
     def iou(self) -> float:
@@ -165,7 +165,7 @@ class Detector:
 
     @iou.setter
     def iou(self, value: float) -> None:
-        self._iou = fraction("--iou-thres", value)
+        self._iou = fraction("iou_thres", value)
 
     @property
     def classes(self) -> list[int] | None:
@@ -193,8 +193,8 @@ class Detector:
         size; saying so is only news when the user asked for another one."""
         fixed = None if self.backend.dynamic else self.backend.imgsz
         if imgsz is None:
-            return fixed or check_imgsz(default_imgsz(self.backend), self.backend.stride)
-        requested = check_imgsz(imgsz, self.backend.stride)
+            return fixed or round_imgsz(default_imgsz(self.backend), self.backend.stride)
+        requested = round_imgsz(imgsz, self.backend.stride)
         if fixed is None:
             warn_far_from_trained(requested, default_imgsz(self.backend))
             return requested

@@ -119,7 +119,7 @@ def test_cli_rejects_bad_flags(tmp_path):
     with pytest.raises(UserInputError, match="nope.yaml: model YAML file not found"):
         main(["--cfg", "nope.yaml", "--project", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing written for a bad input
-    with pytest.raises(UserInputError, match="--imgsz 0: must be a positive number of pixels"):
+    with pytest.raises(UserInputError, match="^imgsz 0: must be a positive number of pixels"):
         main(["--imgsz", "0"])
     with pytest.raises(UserInputError, match="--weights missing.pt: file not found"):
         main(["--weights", "missing.pt"])
