@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import detect
+from utils.assets import DEMO_WEIGHTS
 from models.yolo import DetectionModel, load_model_yaml
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from deploy.sources import open_source
@@ -96,7 +97,7 @@ def test_image_folder_all_outputs(weights, tmp_path, log_lines):
     assert len(crops) == len(table) and {c.parent.name for c in crops} <= set(NAMES)
     messages = log_lines()
     assert any(m.startswith("image 1/2 ") and "bus.jpg: 96x96 " in m and m.endswith("ms") for m in messages)
-    assert any(m.startswith("Speed: ") and "per image at shape (1, 3, 64, 96)" in m for m in messages)
+    assert any(m.startswith("Speed: ") and "per image at shape (1, 3, 96, 96)" in m for m in messages)
     assert run(weights, tmp_path, source=str(ROOT / "data/images"), nosave=True) == tmp_path / "runs" / "exp2"
     assert not list((tmp_path / "runs" / "exp2").iterdir())  # --nosave and nothing else asked for
 
@@ -116,9 +117,9 @@ def test_save_txt_matches_the_drawn_box(weights, tmp_path):
 
 def test_classes_filter(weights, tmp_path):
     source = str(ROOT / "data/images/zidane.jpg")
-    everything = read_labels(run(weights, tmp_path, source=source, max_det=100, save_txt=True) / "labels/zidane.txt")
+    everything = read_labels(run(weights, tmp_path, source=source, max_det=300, save_txt=True) / "labels/zidane.txt")
     assert len(set(everything[:, 0])) > 1
-    only = read_labels(run(weights, tmp_path, source=source, max_det=100, save_txt=True, classes=[2])
+    only = read_labels(run(weights, tmp_path, source=source, max_det=300, save_txt=True, classes=[2])
                        / "labels/zidane.txt")
     assert set(only[:, 0]) == {2} and len(only) >= (everything[:, 0] == 2).sum() > 0
     for row in everything[everything[:, 0] == 2]:  # the class-2 boxes found before are all still there
@@ -229,12 +230,12 @@ def test_cli_prints_one_line_error(tmp_path):
 
 def test_classes_the_model_lacks_are_refused(weights, tmp_path):
     """A class id the model lacks would filter every box away and look like 'no detections'."""
-    demo = str(ROOT / "data/demo/yolov5n-faster-person.pt")
+    demo = str(DEMO_WEIGHTS)
     proc = subprocess.run([sys.executable, str(ROOT / "detect.py"), "--weights", demo,
                            "--source", str(ROOT / "data/images/bus.jpg"), "--classes", "0", "99",
                            "--project", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and not (tmp_path / "runs").exists()
-    assert proc.stderr.strip() == "error: --classes 99: no such class id; yolov5n-faster-person.pt has 1 class (id 0)"
+    assert proc.stderr.strip() == f"error: --classes 99: no such class id; {DEMO_WEIGHTS.name} has 1 class (id 0)"
     with pytest.raises(UserInputError, match=r"^classes 3 -1: no such class id; tiny.pt has 3 classes \(ids 0-2\)"):
         run([weights, weights], tmp_path, source=str(ROOT / "data/images/bus.jpg"), classes=[2, 3, -1])  # ensemble
 
