@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_gpu.py` puts only benc
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import peer_model, zoo_model  # noqa: E402
+from benchmarks.common import peer_model, publish, zoo_model  # noqa: E402
 from deploy.engines import OnnxEngine  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.system import cpu_name  # noqa: E402
@@ -128,10 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (f"Device: {gpu}; torch {torch.__version__}; {opt.imgsz}x{opt.imgsz}, random init, {opt.runs} runs after "
               f"{opt.warmup} warm-up, median; wall {time.perf_counter() - t0:.0f} s\n"
               f"Command: python benchmarks/bench_gpu.py {' '.join(sys.argv[1:])}")
-    text = table(rows, header)
-    print(text)
-    if opt.out:
-        Path(opt.out).write_text(text + "\n")
+    publish(table(rows, header), opt.out)
 
 
 if __name__ == "__main__":

@@ -194,3 +194,10 @@ def _run_reporting_peak(cmd: list[str], log: Path | None, env: dict[str, str] | 
     peaks = [float(line[len(PEAK_TAG):]) for line in lines if line.startswith(PEAK_TAG)]
     output = "\n".join(line for line in lines if not line.startswith(PEAK_TAG))
     return Measured(proc.returncode, wall, peaks[-1] if peaks else None, output)
+
+
+def publish(table: str, out: str | Path = "") -> None:
+    """A benchmark's markdown table to stdout, and to `out` when given (the file a doc's numbers are copied from)."""
+    print(table)
+    if out:
+        Path(out).write_text(table + "\n")

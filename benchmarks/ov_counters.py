@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import publish  # noqa: E402
 from deploy.engines import OpenVINOEngine, openvino_xml_in  # noqa: E402
 from utils.system import cpu_flags, cpu_name  # noqa: E402
 
@@ -129,12 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     results = {(model, cell): profiled_in_child(Path(cells[cell]), cell, opt)
                for cell in opt.cells for model, cells in files.items() if cell in cells}
     header = (f"CPU: {cpu_name()} (flags: {' '.join(cpu_flags()) or 'none of interest'}), {opt.threads} threads, batch 1, "
-              f"OpenVINO PERF_COUNT, mean of {opt.runs} inferences; float precision hint: {opt.precision or 'default'}; "
+              f"OpenVINO PERF_COUNT, {opt.runs} inferences; float precision hint: {opt.precision or 'default'}; "
               f"wall {time.perf_counter() - t0:.0f} s\nCommand: python benchmarks/ov_counters.py {' '.join(sys.argv[1:])}")
-    table = report(results, header)
-    print(table)
-    if opt.out:
-        Path(opt.out).write_text(table + "\n")
+    publish(report(results, header), opt.out)
 
 
 if __name__ == "__main__":
