@@ -13,7 +13,7 @@ import numpy as np
 from .preprocess import Letterbox
 
 MAX_NMS_CANDIDATES = 30000  # boxes fed into NMS per image; beyond that NMS time explodes for no gain
-MATRIX_NMS_MAX = 2048  # boxes of one class whose IoU matrix (n² float32, 16 MB at 2048) is computed at once
+NMS_CHUNK = 64  # boxes of one class decided per step of greedy NMS (IoU memory: chunk x (kept + chunk) floats)
 
 
 def as_rows(output: np.ndarray, nc: int, end_to_end: bool) -> np.ndarray:
@@ -35,8 +35,15 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
 
 def raw_candidates(rows: np.ndarray, conf_thres: float,
                    classes: list[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Raw rows → (xyxy, score, class) of boxes whose best class score clears conf_thres (one class per box)."""
-    rows = rows[rows[:, 4] > conf_thres]
+    """Raw rows → (xyxy, score, class) of boxes whose best class score clears conf_thres (one class per box).
+
+    The threshold is applied before any row is copied: a box's best score obj × cls equals obj × its best cls
+    (rounding keeps the order of products by one non-negative factor), so the rows that pass are found from two
+    columns' worth of work, and only those few are gathered — from a channels-first output too, where copying
+    every row would walk the whole array across its strides.
+    """
+    obj = rows[:, 4]
+    rows = rows[(obj > conf_thres) & (rows[:, 5:].max(1) * obj > conf_thres)]
     scores = rows[:, 5:] * rows[:, 4:5]
     cls = scores.argmax(1)
     score = scores[np.arange(len(rows)), cls]
@@ -44,11 +51,6 @@ def raw_candidates(rows: np.ndarray, conf_thres: float,
     if classes is not None:
         keep &= np.isin(cls, classes)
     return cxcywh_to_xyxy(rows[keep, :4]), score[keep], cls[keep]
-
-
-def iou_one_to_many_xyxy(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box against (n, 4) xyxy boxes, in float32 like the reference NMS."""
-    return pairwise_iou_xyxy(box[None], boxes)[0]
 
 
 def pairwise_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -65,25 +67,26 @@ def pairwise_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def greedy_nms_xyxy(boxes: np.ndarray, iou_thres: float, max_det: int) -> list[int]:
     """Greedy NMS over boxes already sorted by descending score; positions kept. NaN IoU never suppresses.
 
-    Up to MATRIX_NMS_MAX boxes, all IoUs are computed at once and the loop only reads rows of the matrix;
-    beyond that (memory grows as n²) each kept box is compared with the boxes still standing.
+    A box survives when no kept box before it overlaps it more than iou_thres. Boxes are decided NMS_CHUNK at a
+    time: one IoU block against every box kept so far, one within the chunk, then a loop over the chunk's
+    survivors. The work is (kept + chunk) per box, not the n² of a full IoU matrix: a busy frame brings
+    thousands of candidates of one class of which a few dozen are kept.
     """
     keep: list[int] = []
-    if len(boxes) <= MATRIX_NMS_MAX:
-        overlaps = pairwise_iou_xyxy(boxes, boxes) > iou_thres
-        removed = np.zeros(len(boxes), bool)
-        for i in range(len(boxes)):
-            if not removed[i]:
-                keep.append(i)
+    kept_boxes = boxes[:0]
+    for start in range(0, len(boxes), NMS_CHUNK):
+        chunk = boxes[start:start + NMS_CHUNK]
+        alive = ~(pairwise_iou_xyxy(kept_boxes, chunk) > iou_thres).any(0)
+        candidates = np.flatnonzero(alive)
+        overlaps = pairwise_iou_xyxy(chunk[candidates], chunk[candidates]) > iou_thres
+        removed = np.zeros(len(candidates), bool)
+        for j in range(len(candidates)):
+            if not removed[j]:
+                keep.append(start + int(candidates[j]))
                 if len(keep) == max_det:
-                    break
-                removed |= overlaps[i]
-        return keep
-    order = np.arange(len(boxes))
-    while order.size and len(keep) < max_det:
-        i, rest = order[0], order[1:]
-        keep.append(int(i))
-        order = rest[~(iou_one_to_many_xyxy(boxes[i], boxes[rest]) > iou_thres)]
+                    return keep
+                removed |= overlaps[j]
+        kept_boxes = boxes[keep]
     return keep
 
 
@@ -91,12 +94,17 @@ def nms_xyxy(boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, iou_thres: 
              agnostic: bool = False) -> np.ndarray:
     """Greedy NMS within each class (across classes when agnostic); indices kept, highest score first.
 
-    Classes are run one at a time so each step compares a box only with its own class's boxes: the Python
-    loop runs once per kept box over a short array, which keeps thousands of candidates in the milliseconds.
+    Classes are run one at a time so each box is compared only with its own class's boxes: one stable sort
+    puts the candidates class by class, each class still in descending score order.
     """
     order = np.argsort(-scores, kind="stable")[:MAX_NMS_CANDIDATES]
-    groups = [order] if agnostic else [order[cls[order] == c] for c in np.unique(cls[order])]
-    keep = np.concatenate([g[greedy_nms_xyxy(boxes[g], iou_thres, max_det)] for g in groups] or [order[:0]])
+    if agnostic:
+        groups = [order]
+    else:
+        by_class = order[np.argsort(cls[order], kind="stable")]
+        groups = np.split(by_class, np.flatnonzero(np.diff(cls[by_class])) + 1)
+    keep = np.concatenate([g if len(g) == 1 else g[greedy_nms_xyxy(boxes[g], iou_thres, max_det)]
+                           for g in groups if len(g)] or [order[:0]])
     return keep[np.argsort(-scores[keep], kind="stable")][:max_det].astype(np.int64)
 
 

@@ -1,7 +1,8 @@
 """--source → frames: images, folders, globs, .txt lists, videos, webcams, stream URLs and .streams files.
 
 Every loader yields `Frame`s holding the ORIGINAL BGR image; letterboxing belongs to the consumer, so boxes can
-be scaled back to exactly what the user gave. Files are read in order; an unreadable one is skipped with a
+be scaled back to exactly what the user gave. Files are read in order, decoded by a thread a few frames ahead of
+the consumer, so decoding the next frame overlaps the model's work on this one; an unreadable one is skipped with a
 warning unless it is the only one (then there is nothing to do: an error). Cameras and streams are read by a
 background thread that keeps only the newest frame, so a slow model or board drops frames instead of falling
 further and further behind. Stream URLs are checked before anything connects: only http(s)/rtsp/rtmp, and
@@ -14,11 +15,12 @@ from __future__ import annotations
 import glob
 import ipaddress
 import math
+import queue
 import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
@@ -31,6 +33,7 @@ IMG_FORMATS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff
 VID_FORMATS = frozenset({"asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv"})
 STREAM_SCHEMES = frozenset({"http", "https", "rtsp", "rtmp"})
 DEFAULT_FPS = 30.0  # for videos and streams that report none (or nonsense)
+READ_AHEAD = 2  # frames a file source decodes ahead of its consumer (0: decode in the consumer's thread)
 
 
 @dataclass
@@ -149,21 +152,110 @@ def check_stream_url(url: str, allow_local: bool = False, resolve: Resolver = so
     return url
 
 
+T = TypeVar("T")
+
+
+class ReadAhead(Generic[T]):
+    """Runs an iterator in a thread `depth` items ahead of its consumer, in order: a video's next frame decodes
+    (OpenCV releases the GIL) while the consumer runs the model on this one.
+
+    What the iterator raises is raised in the consumer at the same point of the sequence. close() stops the
+    thread and waits for it, which closes the iterator there (a generator's `finally` releases its capture in the
+    thread that used it); the consumer then sees the end.
+    """
+
+    _ITEM, _END, _ERROR = range(3)
+
+    def __init__(self, items: Iterator[T], depth: int, name: str = "read-ahead"):
+        self.queue: queue.Queue = queue.Queue(max(depth, 1))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, args=(items,), name=name, daemon=True)
+        self.thread.start()
+
+    def _produce(self, items: Iterator[T]) -> None:
+        end: tuple[int, BaseException | None] = (self._END, None)
+        try:
+            for item in items:
+                if not self._put((self._ITEM, item)):
+                    return
+        except BaseException as e:  # handed to the consumer, raised there
+            end = (self._ERROR, e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        self._put(end)
+
+    def _put(self, entry: tuple) -> bool:
+        """Queue `entry` unless stopped first (a full queue is waited on, with a look at `stop` every 0.1 s)."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        while True:
+            try:
+                kind, value = self.queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise StopIteration from None
+        if kind == self._ITEM:
+            return value
+        self.close()
+        if kind == self._ERROR:
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop reading ahead; returns once the thread has ended (its iterator closed)."""
+        self.stop.set()
+        while True:  # free the queue so a pending put sees `stop`
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        if self.thread is not threading.current_thread():
+            self.thread.join()
+
+
 class FileSource:
     """Images and videos from a list of files, in order; videos yield every --vid-stride-th frame.
 
     An unreadable file is skipped with a warning naming it, unless it is the only file (then it is an error,
-    since there would be nothing left to process).
+    since there would be nothing left to process). Files are decoded `read_ahead` frames ahead of the consumer by
+    a ReadAhead thread (0: in the consumer's thread).
     """
 
-    def __init__(self, files: list[Path], vid_stride: int = 1):
+    def __init__(self, files: list[Path], vid_stride: int = 1, read_ahead: int = READ_AHEAD):
         self.files = files
         self.vid_stride = vid_stride
+        self.read_ahead = read_ahead
+        self._readers: set[ReadAhead] = set()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __iter__(self) -> Iterator[Frame]:
+        if self.read_ahead < 1:
+            yield from self._frames()
+            return
+        reader = ReadAhead(self._frames(), self.read_ahead, name="file reader")
+        self._readers.add(reader)
+        try:
+            yield from reader
+        finally:  # also when the consumer stops early: the generator is closed, the thread stopped
+            reader.close()
+            self._readers.discard(reader)
+
+    def _frames(self) -> Iterator[Frame]:
         for i, file in enumerate(self.files):
             if suffix_of(file) in VID_FORMATS:
                 yield from self._video_frames(i, file)
@@ -204,7 +296,9 @@ class FileSource:
             cap.release()
 
     def close(self) -> None:
-        """Nothing to stop: videos are released as they end."""
+        """Stop the reading threads of iterations still open (their videos are released)."""
+        for reader in list(self._readers):
+            reader.close()
 
 
 class _NewestFrameReader:

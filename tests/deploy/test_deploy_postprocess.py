@@ -22,9 +22,9 @@ def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.concatenate((xy, xy + rng.uniform(2, 30, (n, 2))), 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("seed, matrix_max", [(0, 2048), (1, 2048), (2, 2048), (3, 0), (4, 0)])
-def test_nms_keeps_what_torchvision_keeps(seed, matrix_max, monkeypatch):
-    monkeypatch.setattr(postprocess, "MATRIX_NMS_MAX", matrix_max)  # 0: the row-by-row path for large classes
+@pytest.mark.parametrize("seed, chunk", [(0, 64), (1, 64), (2, 1), (3, 7), (4, 4096)])
+def test_nms_keeps_what_torchvision_keeps(seed, chunk, monkeypatch):
+    monkeypatch.setattr(postprocess, "NMS_CHUNK", chunk)  # a box per step, chunks cut inside a class, one chunk
     rng = np.random.default_rng(seed)
     boxes, scores, cls = random_boxes(rng, 300), rng.uniform(0, 1, 300).astype(np.float32), rng.integers(0, 3, 300)
     for agnostic in (False, True):
@@ -49,6 +49,28 @@ def test_decode_and_nms_equal_project_nms():
         ref = non_max_suppression(torch.from_numpy(pred)[None], 0.25, 0.45, classes=classes, max_det=300)[0].numpy()
         assert len(ref) > 20 and ours.shape == ref.shape
         assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_candidates_found_before_gathering_equal_the_plain_rule():
+    """Thresholding before rows are gathered keeps exactly the boxes of the plain rule (every row's obj x cls,
+    best class, > conf), from a channels-first (1, 5+nc, N) output too, NaN scores and negative objectness included."""
+    rng = np.random.default_rng(3)
+    n, nc = 2000, 6
+    pred = np.concatenate((rng.uniform(0, 64, (n, 4)), rng.uniform(-0.1, 1, (n, 1 + nc))), 1).astype(np.float32)
+    pred[::97, 7] = np.nan
+    channels_first = np.ascontiguousarray(pred.T)[None]
+    for classes in (None, [2, 5]):
+        rows = pred[pred[:, 4] > 0.3]
+        scores = rows[:, 5:] * rows[:, 4:5]
+        cls = scores.argmax(1)
+        score = scores[np.arange(len(rows)), cls]
+        keep = (score > 0.3) & (True if classes is None else np.isin(cls, classes))
+        plain = (rows[keep, :2] - rows[keep, 2:4] / 2, score[keep], cls[keep])
+        for given in (pred, as_rows(channels_first, nc, False)):
+            xyxy, conf, c = raw_candidates(given, 0.3, classes)
+            assert 50 < len(conf) < n
+            assert np.array_equal(xyxy[:, :2], plain[0])
+            assert np.array_equal(conf, plain[1]) and np.array_equal(c, plain[2])
 
 
 @pytest.mark.parametrize("shape, new_shape", [((432, 768), (64, 64)), ((1080, 810), (320, 320)),

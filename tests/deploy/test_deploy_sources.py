@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deploy.errors import UserInputError
-from deploy.sources import FileSource, LiveSource, check_stream_url, open_source, redact_url
+from deploy.sources import FileSource, LiveSource, ReadAhead, check_stream_url, open_source, redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "data" / "images"
@@ -142,6 +142,59 @@ def test_folder_mixing_images_and_video(tmp_path):
     write_video(tmp_path / "b.avi", frames=3)
     kinds = [(f.kind, f.source_index, f.index) for f in FileSource([tmp_path / "a.jpg", tmp_path / "b.avi"])]
     assert kinds == [("image", 0, 0), ("video", 1, 1), ("video", 1, 2), ("video", 1, 3)]
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "file reader"]
+
+
+@pytest.mark.timeout(30)
+def test_read_ahead_yields_the_frames_of_a_plain_read_in_order(tmp_path):
+    shutil.copy(IMAGES / "bus.jpg", tmp_path / "a.jpg")
+    files = [tmp_path / "a.jpg", write_video(tmp_path / "b.avi", frames=12), write_video(tmp_path / "c.avi", frames=5)]
+    for stride in (1, 3):
+        plain = list(FileSource(files, stride, read_ahead=0))
+        ahead = list(FileSource(files, stride, read_ahead=2))
+        assert [(f.path, f.index, f.info) for f in ahead] == [(f.path, f.index, f.info) for f in plain]
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(ahead, plain))
+    levels = [int(f.image[0, 0, 0]) for f in ahead if f.path.endswith("b.avi")]
+    assert np.allclose(levels, [0, 30, 60, 90], atol=4)  # frames 1, 4, 7, 10 (MJPG keeps grey levels within a few)
+    assert not reader_threads()  # each iteration's thread ended with it
+
+
+@pytest.mark.timeout(30)
+def test_read_ahead_stops_cleanly_when_the_consumer_stops(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=25)
+    source = FileSource([video])
+    frames = iter(source)
+    assert [next(frames).index for _ in range(3)] == [1, 2, 3]
+    assert len(reader_threads()) == 1
+    source.close()  # what the runners' `finally` does
+    assert not reader_threads() and list(frames) == []
+    for frame in source:  # a loop left early: closing the generator stops its thread too
+        if frame.index == 2:
+            break
+    assert not reader_threads()
+
+
+@pytest.mark.timeout(30)
+def test_read_ahead_raises_the_readers_error_in_the_consumer(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(UserInputError, match="bad.mp4: cannot read video"):
+        list(FileSource([bad]))
+    assert not reader_threads()
+
+    def items():
+        yield 1
+        yield 2
+        raise RuntimeError("capture broke")
+
+    reader = ReadAhead(items(), depth=1)
+    assert next(reader) == 1 and next(reader) == 2
+    with pytest.raises(RuntimeError, match="capture broke"):
+        next(reader)
+    assert not reader.thread.is_alive()
 
 
 @pytest.mark.timeout(30)
