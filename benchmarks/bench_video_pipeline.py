@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_video_pipeline.py` put
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import run_measured  # noqa: E402
+from benchmarks.common import publish, run_measured  # noqa: E402
 from deploy.engines import default_threads  # noqa: E402
 from deploy.preprocess import letterbox  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
@@ -477,11 +477,10 @@ def report(opt: argparse.Namespace, rows: list[dict], files: dict, video: str, i
 
 
 def save_report(table: str, rows: list[dict], out: Path) -> None:
-    """The markdown table to `out`, the rows as JSON beside it."""
+    """The markdown table to stdout and `out` (common.publish), the rows as JSON beside it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n", encoding="utf-8")
+    publish(table, out)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    LOGGER.info(f"\n{table}\nSaved {out}")
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
