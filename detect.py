@@ -24,14 +24,14 @@ if str(ROOT) not in sys.path:  # allow `python /path/to/detect.py` from anywhere
     sys.path.append(str(ROOT))
 
 from deploy.cli import add_detect_flags, checked_line_thickness  # noqa: E402  (torch-free pieces shared with the edge runner)
+from deploy.errors import UserInputError  # noqa: E402
 from deploy.outputs import ResultWriter, Viewer  # noqa: E402
-from deploy.sources import open_source  # noqa: E402
-from utils.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
-from utils.infer.predictor import Detector  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
+from deploy.sources import open_source  # noqa: E402
+from utils.core.assets import DEMO_WEIGHTS, SAMPLES  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.infer.predictor import Detector  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,10 +28,10 @@ if str(ROOT) not in sys.path:  # allow `python /path/to/export.py` from anywhere
 
 import torch  # noqa: E402
 
-from utils.assets import DEMO_WEIGHTS  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from deploy.errors import UserInputError  # noqa: E402
+from utils.core.assets import DEMO_WEIGHTS  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
 from utils.data.dataset import check_dataset, create_dataloader  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
 from utils.infer.backends import Backend, checkpoint_imgsz, load_backend  # noqa: E402
 from utils.weights.checkpoint import DEFAULT_IMGSZ, load_checkpoint, model_from_checkpoint  # noqa: E402
 from utils.infer.exporters import (ExportedFile, calibration_batches, check_writable_dir,  # noqa: E402
@@ -41,9 +41,9 @@ from utils.infer.formats import (EXPORT_FORMATS, FORMATS, INT8_FORMATS, ExportFo
 from deploy.imgsz import round_imgsz  # noqa: E402
 from utils.infer.verify import (Reference, file_row, file_size_mb, format_table, parity_batches,  # noqa: E402
                                 pytorch_row)
-from utils.log import LOGGER  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
-from utils.torch_utils import select_device  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.core.torch_utils import select_device  # noqa: E402
 
 ONNX_OPSETS = range(11, 22)
 DEFAULT_PROJECT = ROOT / "runs/export"  # only with --project or --name: by default files go beside --weights

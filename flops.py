@@ -19,18 +19,18 @@ from pathlib import Path
 
 import torch
 
+from deploy.errors import UserInputError
 from deploy.imgsz import round_imgsz
-from models.yolo import DetectionModel
-from utils.weights.checkpoint import load_model
-from utils.errors import UserInputError
-from utils.log import LOGGER
 from models.fasternet import PCONV_MODES
+from models.yolo import DetectionModel
+from utils.core.log import LOGGER
+from utils.weights.checkpoint import load_model
 from utils.profile.profiler import (RUNTIMES, TIMERS, ModelProfile, iter_backends, markdown_table, operator_benchmark,
                                     prepare_model, profile_models, whole_model_rows)
 from deploy.cli import add_run_folder_flags
 from deploy.outputs import increment_path
-from utils.system import cpu_name, peak_rss_mb
-from utils.torch_utils import select_device
+from utils.core.system import cpu_name, peak_rss_mb
+from utils.core.torch_utils import select_device
 
 ROOT = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "FLOP/B", "ms", "GFLOPS"]
@@ -209,6 +209,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_cli
+    from utils.core.cli import run_cli
 
     run_cli(main)

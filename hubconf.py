@@ -36,13 +36,13 @@ _check_no_foreign_packages()
 
 # Imported now, while torch.hub has REPO on sys.path: it is removed again once loading returns, and the
 # lazy imports inside these modules then resolve through the already-imported packages.
+import deploy.errors  # noqa: E402
 import models.yolo  # noqa: E402
 import models.zoo  # noqa: E402
 import utils.infer.backends  # noqa: E402
-import utils.errors  # noqa: E402
-import utils.weights.checkpoint  # noqa: E402
-import utils.infer.predictor  # noqa: E402
 import utils.infer.hub  # noqa: E402
+import utils.infer.predictor  # noqa: E402
+import utils.weights.checkpoint  # noqa: E402
 
 
 def custom(path: str, autoshape: bool = True, device: str | None = None, **detector_options):
@@ -55,7 +55,7 @@ def custom(path: str, autoshape: bool = True, device: str | None = None, **detec
     if not autoshape:
         kind = utils.infer.backends.SUFFIXES.get(utils.infer.backends.resolve_model_path(pathlib.Path(path)).suffix.lower())
         if kind not in (None, "pytorch"):  # an exported file holds a graph, not a DetectionModel to rebuild
-            raise utils.errors.UserInputError(f"custom(path={path!r}, autoshape=False): the bare DetectionModel "
+            raise deploy.errors.UserInputError(f"custom(path={path!r}, autoshape=False): the bare DetectionModel "
                                               f"needs a .pt checkpoint, not an exported {kind} model")
         return utils.weights.checkpoint.load_model(path, device or "cpu")
     return utils.infer.hub.HubDetector(path, device=device or "", **detector_options)
@@ -65,16 +65,16 @@ def _create(cfg: pathlib.Path, pretrained: bool, classes: int | None, channels: 
             device: str | None, path: str | None, names: list[str] | None, detector_options: dict):
     entry = cfg.stem.replace("-", "_")
     if pretrained and not path:
-        raise utils.errors.UserInputError(
+        raise deploy.errors.UserInputError(
             f"{entry}(pretrained=True): no pretrained weights are published for PConv-YOLO (models are trained "
             f"from scratch); pass path='runs/train/exp/weights/best.pt' or use pretrained=False")
     if path:
         loaded = custom(path, autoshape, device, **detector_options)  # a Detector or a DetectionModel
         if classes is not None and classes != len(loaded.names):
-            raise utils.errors.UserInputError(f"{entry}(classes={classes}): {path} has {len(loaded.names)} classes")
+            raise deploy.errors.UserInputError(f"{entry}(classes={classes}): {path} has {len(loaded.names)} classes")
         return loaded
     if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
-        raise utils.errors.UserInputError(f"{entry}(classes={classes!r}): the number of classes the model predicts, "
+        raise deploy.errors.UserInputError(f"{entry}(classes={classes!r}): the number of classes the model predicts, "
                                           f"1 or more")
     nc = classes or models.yolo.load_model_yaml(cfg)["nc"]
     model_names = _names_for(nc, names, entry)  # checked before the (slower) model build
@@ -91,7 +91,7 @@ def _names_for(nc: int, names: list[str] | None, entry: str) -> list[str]:
     """Given names, else COCO's for 80 classes (yolov5's default), else class0, class1, ..."""
     if names is not None:
         if len(names) != nc:
-            raise utils.errors.UserInputError(f"{entry}(names=...): {len(names)} names for {nc} classes")
+            raise deploy.errors.UserInputError(f"{entry}(names=...): {len(names)} names for {nc} classes")
         return [str(n) for n in names]
     if nc == 80:
         return utils.infer.predictor.names_from_data_yaml(COCO_NAMES_YAML)

@@ -32,32 +32,32 @@ from tqdm import tqdm  # noqa: E402
 
 import val as validate  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
-from utils.train.anchors import check_anchors  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
 from utils.data.augment import multi_scale_size, resize_batch  # noqa: E402
-from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from utils.weights.checkpoint import load_model  # noqa: E402
+from utils.data.dataset import check_dataset, set_loader_epoch  # noqa: E402
+from utils.train.anchors import check_anchors  # noqa: E402
 from utils.train.recipe import pretrain_on_images, teacher_for_data  # noqa: E402
 from utils.train.resume import restored_options  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.data.dataset import check_dataset, set_loader_epoch  # noqa: E402
+from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from utils.weights.checkpoint import load_model  # noqa: E402
 from utils.train.distributed import (DistContext, any_rank, broadcast_from_main, init_distributed,  # noqa: E402
                                lost_peer_cause, main_process_first)
-from utils.errors import UserInputError  # noqa: E402
-from utils.train.hyp import load_hyp, mutate_hyp  # noqa: E402
-from utils.train.run_log import RESULTS_COLUMNS, save_run_settings, write_results_row  # noqa: E402
-from utils.train.distill import ADAPTERS_KEY, Distiller, load_teacher  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
-from utils.train.loss import build_loss  # noqa: E402
+from deploy.errors import UserInputError  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
 from utils.metrics.val_result import CSV_COLUMNS, ValResult  # noqa: E402
+from utils.train.distill import ADAPTERS_KEY, Distiller, load_teacher  # noqa: E402
+from utils.train.hyp import load_hyp, mutate_hyp  # noqa: E402
+from utils.train.loss import build_loss  # noqa: E402
 from utils.train.optim import warmup  # noqa: E402
+from utils.train.run_log import RESULTS_COLUMNS, save_run_settings, write_results_row  # noqa: E402
 from utils.train.setup import (Progress, build_optimization, build_train_loader, build_val_loader,  # noqa: E402
                                load_optimization_state, prepare_model, resumed_progress, start_checkpoint,
                                distribute, wrap_distributed)
 from deploy.cli import add_run_folder_flags  # noqa: E402
 from deploy.outputs import increment_path, make_run_folder  # noqa: E402
+from utils.core.torch_utils import MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_seed, init_seeds  # noqa: E402
 from utils.data.sampling import class_frequency_weights, epoch_class_weights, per_image_weights  # noqa: E402
 from utils.train.tensorboard_log import TensorBoardLogger  # noqa: E402
-from utils.torch_utils import MULTI_SCALE_STREAM, ModelEMA, de_parallel, epoch_seed, init_seeds  # noqa: E402
 
 DEFAULT_HYP = ROOT / "data/hyps/hyp.scratch-low.yaml"
 DEFAULT_HYP_AF = ROOT / "data/hyps/hyp.scratch-af.yaml"  # anchor-free heads' loss gains
@@ -157,7 +157,7 @@ class TrainRun:
     hyp: dict
     device: torch.device
     ctx: DistContext
-    plotting: Any  # the utils.plots module, None under --noplots / --evolve
+    plotting: Any  # the utils.core.plots module, None under --noplots / --evolve
     data: dict
     names: list[str]
     model: nn.Module  # DDP-wrapped under torchrun
@@ -211,7 +211,7 @@ def setup_run(hyp: dict, opt: argparse.Namespace, device: torch.device, ctx: Dis
     """Data, model, loaders, optimizer, EMA and loss, in that order, and where the epochs start."""
     plotting = None
     if not opt.evolve and not opt.noplots:
-        from utils import plots as plotting  # matplotlib/seaborn/ultralytics: imported only when plotting
+        from utils.core import plots as plotting  # matplotlib/seaborn/ultralytics: imported only when plotting
     if ctx.is_main:
         LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp.items()))
     init_seeds(opt.seed + 1 + ctx.rank, deterministic=True)

@@ -21,24 +21,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from deploy.errors import UserInputError
 from deploy.imgsz import round_to_stride
-from utils.assets import DEMO_DATA, DEMO_WEIGHTS
-from utils.infer.backends import Backend, load_backend
-from utils.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
-from utils.cli import run_cli
-from utils.metrics.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
+from utils.core.assets import DEMO_DATA, DEMO_WEIGHTS
+from utils.core.boxes import non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
+from utils.core.cli import run_cli
+from utils.core.log import LOGGER
 from utils.data.dataset import check_dataset, create_dataloader, single_cls_names
-from utils.errors import UserInputError
-from utils.log import LOGGER
+from utils.infer.backends import Backend, load_backend
+from utils.metrics.coco_eval import category_ids, detections_to_coco, evaluate_coco, image_id
 from utils.metrics.curves import plot_ap_curves, plot_confusion_matrix
 from utils.metrics.ap import (IOU_THRESHOLDS, MATCHING_NOTES, MATCHING_RULES, APResult, ConfusionMatrix, ap_per_class,
                            score_image)
-from utils.metrics.val_result import ValResult
-from utils.infer.predictor import default_imgsz
 from deploy.cli import add_label_flags, add_run_folder_flags, add_threshold_flags
 from deploy.outputs import increment_path, make_run_folder
-from utils.torch_utils import select_device
+from utils.core.torch_utils import select_device
+from utils.infer.predictor import default_imgsz
 from utils.infer.tta import predict_augmented
+from utils.metrics.val_result import ValResult
 
 ROOT = Path(__file__).resolve().parent
 TASKS = ("train", "val", "test", "speed")
@@ -115,7 +115,7 @@ def _predictions_as_targets(preds: list[torch.Tensor], max_boxes: int = 15) -> t
 
 
 def _plot_batch(im: torch.Tensor, targets: torch.Tensor, paths: list[str], fname: Path, names: list[str]) -> None:
-    from utils.plots import plot_images  # the data engineer's mosaics; imported late to keep val light
+    from utils.core.plots import plot_images  # the data engineer's mosaics; imported late to keep val light
 
     plot_images(im, targets, paths, fname, names)
 

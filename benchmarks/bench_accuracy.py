@@ -62,12 +62,12 @@ import yaml  # noqa: E402
 
 from benchmarks.common import export_onnx, peer_backend, peer_model, run_measured, zoo_model  # noqa: E402
 from deploy.engines import OnnxEngine  # noqa: E402
-from models.zoo import ANCHOR_FREE, PEERS  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
-from utils.data.labels import image_to_label_path  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
-from utils.system import cpu_name  # noqa: E402
+from deploy.errors import UserInputError  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
+from models.zoo import ANCHOR_FREE, PEERS  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.core.system import cpu_name  # noqa: E402
+from utils.data.labels import image_to_label_path  # noqa: E402
 
 SPLITS = ("train", "val", "test")  # what a data YAML may name; bench stages each one present
 DEFAULT_DATA = ROOT / "data/shapes3.yaml"  # shipped; the set on which a CPU run ranks models (docs/accuracy.md)
@@ -227,8 +227,8 @@ def val_map(model: torch.nn.Module, data: Path, opt: argparse.Namespace, save_di
     """(mAP50, mAP50-95) of a live model (ours, or the peer's read in our layout) on the val split: the one
     scorer for every row (SCORER)."""
     import val
+    from utils.core.torch_utils import select_device
     from utils.infer.backends import ModelBackend
-    from utils.torch_utils import select_device
 
     device = select_device(opt.device)
     backend = peer_backend(model, device) if peer else ModelBackend(model, device)
@@ -243,8 +243,8 @@ def train_ours(name: str, data: Path, opt: argparse.Namespace, out: Path, n_trai
     """One training with the recipe, scored by `val_map`: a zoo model from scratch, or from `weights` (a pretrained
     file fine-tuned when `name` is that file; else the zoo model inheriting its matching blocks); with `teacher`,
     distilled from it (the row's train seconds then include the teacher's own training, its cost)."""
+    from utils.core.torch_utils import select_device
     from utils.weights.checkpoint import load_checkpoint, load_model, model_from_checkpoint
-    from utils.torch_utils import select_device
 
     pretrained_row = bool(weights) and name == Path(weights).name
     anchor_free = model_from_checkpoint(load_checkpoint(weights)).anchor_free if pretrained_row else \
@@ -448,6 +448,6 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_cli
+    from utils.core.cli import run_cli
 
     run_cli(main)

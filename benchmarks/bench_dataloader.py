@@ -5,7 +5,7 @@ train split is copied to a temp folder first, because both loaders write a label
 and ../shared is read-only. Each loader runs in its own child process (so peak memory is its own), the
 two alternate for --rounds rounds, and each child reports: dataset build time (label scan/cache),
 time to the first batch (worker start), steady images/s over the remaining batches, wall time, peak
-RSS of the process tree (each process's own high-water mark, utils.system.peak_rss_mb, the workers' read
+RSS of the process tree (each process's own high-water mark, utils.core.system.peak_rss_mb, the workers' read
 while they run), and the per-image time of the same pipeline run in one process (warm), which a machine
 shared with other jobs disturbs less than the 2-worker figure. PyTorch runs on --threads threads (1).
 
@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_dataloader.py` puts only benchmarks/ on the path
     sys.path.insert(0, str(ROOT))
 
+from utils.core.system import cpu_name, peak_rss_mb  # noqa: E402
 from utils.data.dataset import check_dataset, find_image_files  # noqa: E402
 from utils.data.labels import image_to_label_path  # noqa: E402
-from utils.system import cpu_name, peak_rss_mb  # noqa: E402
 
 AUG_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
             "fliplr", "mosaic", "mixup")

@@ -28,11 +28,11 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_deploy.py` puts only b
 import cv2  # noqa: E402
 
 from benchmarks.common import run_measured  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
+from deploy.errors import UserInputError  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
-from utils.system import cpu_name  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.core.system import cpu_name  # noqa: E402
 
 RUNNERS = ("deploy", "detect.py")
 HEAD_BIAS = -4.0  # objectness/class logit bias of the untrained head: ~1500 candidates, ~100 kept per frame

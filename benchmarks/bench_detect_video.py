@@ -28,11 +28,11 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_detect_video.py` puts 
 
 import cv2  # noqa: E402
 
-from utils.cli import run_cli  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
+from deploy.errors import UserInputError  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
-from utils.system import cpu_name, peak_rss_mb  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.core.system import cpu_name, peak_rss_mb  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,8 +29,8 @@ import torch  # noqa: E402
 from benchmarks.common import peer_model, publish, zoo_model  # noqa: E402
 from deploy.engines import OnnxEngine  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
-from utils.system import cpu_name  # noqa: E402
-from utils.torch_utils import select_device  # noqa: E402
+from utils.core.system import cpu_name  # noqa: E402
+from utils.core.torch_utils import select_device  # noqa: E402
 
 MODELS = ("yolov5n", "yolov5n-fasterneck-af", "yolov5n-lite2-fasterneck-af", "yolov5n-pconv-lite2-af")
 PEERS = ("yolov5nu",)

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_runtimes.py` puts only
 from benchmarks.common import peer_backend  # noqa: E402
 from deploy.engines import Engine, OnnxEngine, OpenVINOEngine, TFLiteEngine, openvino_xml_in  # noqa: E402
 from models.zoo import DEPLOY, PEERS  # noqa: E402
-from utils.system import cpu_flags, cpu_name, peak_rss_mb  # noqa: E402
+from utils.core.system import cpu_flags, cpu_name, peak_rss_mb  # noqa: E402
 
 CELLS = ("ort fp32", "ort int8", "ov f32", "ov default", "ov int8", "tflite fp32", "tflite int8")
 

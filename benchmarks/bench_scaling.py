@@ -28,9 +28,9 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_scaling.py` puts only 
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_video_pipeline import command_line, machine, peer_export, save_report  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
+from deploy.errors import UserInputError  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
 
 CELLS = ("ort fp32", "ov f32", "ov default", "tflite fp32")  # bench_runtimes' names: the engine each opens
 FORMAT_OF = {"ort fp32": "onnx", "ov f32": "openvino", "ov default": "openvino", "tflite fp32": "tflite"}

@@ -42,13 +42,13 @@ import torch  # noqa: E402
 from benchmarks.common import (add_timing_args, check_timing_args, export_onnx, onnx_max_diff,  # noqa: E402
                                peer_model, zoo_model)
 from deploy.engines import OnnxEngine  # noqa: E402
+from deploy.outputs import increment_path  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from models.zoo import PEERS  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
-from deploy.outputs import increment_path  # noqa: E402
-from utils.system import cpu_name, current_rss_mb, peak_rss_mb  # noqa: E402
-from utils.torch_utils import count_params, model_flops  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.core.system import cpu_name, current_rss_mb, peak_rss_mb  # noqa: E402
+from utils.core.torch_utils import count_params, model_flops  # noqa: E402
 
 CSP_TYPES = ("C3", "C3Faster", "C3_Faster")
 ACTIVATION_OPS = ("QuickGelu", "Sigmoid", "Mul", "Relu", "HardSigmoid", "Gelu")

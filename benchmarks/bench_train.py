@@ -6,7 +6,7 @@ Each trainer runs from scratch in its own subprocess (so peak memory is its own)
 of the dataset (both write label caches beside the labels), with its own default hyperparameters, on
 CPU. Reported per trainer: wall time, train images/s (time inside the epochs' batch loops only, so
 setup and validation are excluded alike), final mAP50 / mAP50-95 of its best checkpoint on the val
-split, and the trainer process's peak RSS (utils.system.peak_rss_mb; its loader workers, whose pages are
+split, and the trainer process's peak RSS (utils.core.system.peak_rss_mb; its loader workers, whose pages are
 mostly the trainer's, are not added). Nothing is downloaded: ultralytics runs offline (utils sets it),
 plots=False, amp=False.
 """
@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_train.py` puts only be
 
 # torch-free, so the parent stays so while trainers run; importing utils sets ultralytics offline for the children
 from models.zoo import PEERS  # noqa: E402
-from utils.system import cpu_name, peak_rss_mb  # noqa: E402
+from utils.core.system import cpu_name, peak_rss_mb  # noqa: E402
 
 RESULT_TAG = "BENCH_RESULT "
 

@@ -45,11 +45,11 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import publish, run_measured  # noqa: E402
 from deploy.engines import default_threads  # noqa: E402
+from deploy.errors import UserInputError  # noqa: E402
 from deploy.preprocess import letterbox  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
-from utils.system import cpu_flags, cpu_name  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.core.system import cpu_flags, cpu_name  # noqa: E402
 
 PIPELINES = ("deploy.run", "detect.py", "ultralytics")
 FORMATS = ("pt", "onnx", "onnx int8", "openvino", "openvino half", "openvino int8", "tflite", "tflite int8")

@@ -30,12 +30,12 @@ import torch  # noqa: E402
 
 from benchmarks.common import add_timing_args, check_timing_args, export_onnx, onnx_max_diff, zoo_model  # noqa: E402
 from deploy.engines import OnnxEngine  # noqa: E402
-from models.zoo import SCALES, baseline_of  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
 from deploy.outputs import increment_path  # noqa: E402
-from utils.system import cpu_name, peak_rss_mb  # noqa: E402
-from utils.torch_utils import count_params, model_flops, select_device  # noqa: E402
+from models.zoo import SCALES, baseline_of  # noqa: E402
+from utils.core.cli import run_cli  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.core.system import cpu_name, peak_rss_mb  # noqa: E402
+from utils.core.torch_utils import count_params, model_flops, select_device  # noqa: E402
 
 
 @dataclass

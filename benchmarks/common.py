@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.engines import OnnxEngine
+from deploy.errors import UserInputError
 from deploy.imgsz import round_imgsz
-from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 STRIDE = 32  # the largest stride of every zoo and peer model: --imgsz is rounded up to a multiple of it
@@ -33,7 +33,7 @@ try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
     sys.path.append({str(ROOT)!r})
-    from utils.system import peak_rss_mb
+    from utils.core.system import peak_rss_mb
     print({PEAK_TAG!r} + str(peak_rss_mb()), flush=True)
 """
 
@@ -169,7 +169,7 @@ class Measured:
 
 def run_measured(args: list[str], log: Path | None = None, env: dict[str, str] | None = None) -> Measured:
     """`python *args` (a script and its argv, or -c CODE) in a fresh interpreter started for it, in the repository
-    root: its wall time and the peak memory it reports of itself at its end (why: utils.system.peak_rss_mb).
+    root: its wall time and the peak memory it reports of itself at its end (why: utils.core.system.peak_rss_mb).
     Output, stdout and stderr together, goes to `log` as it comes when given. -c CODE is written to a script
     first, so the child only ever runs files."""
     with tempfile.TemporaryDirectory(prefix="bench_child_") as tmp:

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.common import publish  # noqa: E402
 from deploy.engines import OpenVINOEngine, openvino_xml_in  # noqa: E402
-from utils.system import cpu_flags, cpu_name  # noqa: E402
+from utils.core.system import cpu_flags, cpu_name  # noqa: E402
 
 BRANCHES = ("cv2", "cv3", "box", "cls", "stem")  # head submodules that hold the per-level convs (ultralytics', ours)
 

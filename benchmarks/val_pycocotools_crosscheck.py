@@ -25,9 +25,9 @@ if str(ROOT) not in sys.path:  # `python benchmarks/val_pycocotools_crosscheck.p
 
 from utils.metrics.coco_eval import (category_ids, detections_to_coco, evaluate_coco, labels_to_coco_gt,  # noqa: E402
                              yolo_ground_truth)
+from utils.core.system import cpu_name, peak_rss_mb  # noqa: E402
 from utils.data.dataset import check_dataset  # noqa: E402
 from utils.metrics.ap import MATCHING_RULES, ap_per_class, score_image  # noqa: E402
-from utils.system import cpu_name, peak_rss_mb  # noqa: E402
 
 
 def perturb(labels: np.ndarray, w: int, h: int, nc: int, rng: np.random.Generator, jitter: float) -> np.ndarray:

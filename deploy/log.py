@@ -1,5 +1,5 @@
 """Loggers that print plain messages on stdout: the runner's ("deploy"), and the project's, configured by
-utils/log.py through the same function so both sides print alike."""
+utils/core/log.py through the same function so both sides print alike."""
 from __future__ import annotations
 
 import logging

@@ -27,12 +27,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from models.common import ACTIVATIONS, C3, SPPF, Bottleneck, Concat, Conv, replace_activation  # noqa: E402
 from models.fasternet import (C3Faster, C3FasterBN, FasterNetStage, PatchEmbed, PatchMerging,  # noqa: E402
                               set_pconv_mode)
+from deploy.errors import UserInputError  # noqa: E402
 from deploy.imgsz import round_imgsz  # noqa: E402
 from models.heads import Detect, DetectAF  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
-from utils.yaml_io import read_yaml_mapping  # noqa: E402
-from utils.torch_utils import de_parallel, fuse_conv_and_bn, model_info  # noqa: E402
+from utils.core.log import LOGGER  # noqa: E402
+from utils.core.torch_utils import de_parallel, fuse_conv_and_bn, model_info  # noqa: E402
+from utils.core.yaml_io import read_yaml_mapping  # noqa: E402
 
 STRIDE_PROBE_SIZE = 128  # input side used to measure each Detect level's stride (a multiple of 64)
 
@@ -407,6 +407,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from utils.cli import run_cli
+    from utils.core.cli import run_cli
 
     run_cli(main)

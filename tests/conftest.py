@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from deploy.log import LOGGER as DEPLOY_LOGGER
-from utils.log import LOGGER_NAME
+from utils.core.log import LOGGER_NAME
 
 BLOB_BOXES = ((0.5, 0.5, 0.8, 0.7), (0.4, 0.55, 0.6, 0.8), (0.6, 0.5, 0.7, 0.6), (0.5, 0.45, 0.9, 0.5))  # cx cy w h
 

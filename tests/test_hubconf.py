@@ -12,10 +12,10 @@ import torch
 
 import detect
 import hubconf
+from deploy.errors import UserInputError
 from models import zoo
 from models.yolo import DetectionModel, load_model_yaml
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
-from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

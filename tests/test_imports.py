@@ -1,8 +1,9 @@
-"""Who may import whom (docs/ARCHITECTURE.md): no cycles, no library module importing a CLI, layers kept.
+"""Who may import whom (docs/ARCHITECTURE.md): no cycles, and each floor of the library is a folder.
 
 Every .py of the repo outside tests/ is parsed (ast, so imports inside functions count too) into a graph of
-repo modules. Library modules are models/, utils/ and deploy/; everything else (train.py, val.py, detect.py,
-export.py, flops.py, hubconf.py, benchmarks/, data/scripts/) is a CLI, which may import anything.
+repo modules. Library modules are models/, utils/ and deploy/, each in exactly one floor of FLOORS; everything
+else (train.py, val.py, detect.py, export.py, flops.py, hubconf.py, benchmarks/, data/scripts/) is a CLI, which
+may import anything.
 """
 from __future__ import annotations
 
@@ -10,13 +11,29 @@ import ast
 import functools
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {"tests", ".git", "__pycache__", "runs"}
 LIBRARY = ("models", "utils", "deploy")
-MODELS_MAY_USE = {"utils", "utils.errors", "utils.log", "utils.yaml_io", "utils.torch_utils", "utils.cli"}
+
+
+class Floor(NamedTuple):
+    name: str
+    folders: tuple[str, ...]  # what the floor holds: "x/" a folder and everything in it, else one file
+    may_import: tuple[str, ...]  # the folders (and files) its modules may import
+
+
+WINGS = ("utils/data/", "utils/train/", "utils/metrics/", "utils/infer/", "utils/weights/", "utils/profile/")
+UTILS_INIT = "utils/__init__.py"  # the package's offline setup: imports nothing of the project
+FLOORS = (  # lowest first; a floor imports only itself and the floors below it, as listed
+    Floor("deploy/", ("deploy/",), ("deploy/",)),  # the ground floor: torch-free, copied alone to devices
+    Floor("utils/core/", (UTILS_INIT, "utils/core/"), ("deploy/", UTILS_INIT, "utils/core/")),
+    Floor("models/", ("models/",), ("deploy/", UTILS_INIT, "utils/core/", "models/")),
+    Floor("the wings", WINGS, ("deploy/", UTILS_INIT, "utils/core/", "models/") + WINGS),
+)
 
 
 def module_name(path: Path) -> str:
@@ -67,7 +84,7 @@ def imported_names(tree: ast.AST, importer: str, is_package: bool) -> set[str]:
                     package = package.rpartition(".")[0]
                 base = f"{package}.{base}".strip(".")
             names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from utils import boxes`
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from utils.core import boxes`
     return names
 
 
@@ -128,33 +145,42 @@ def cycle_through(start: str, graph: dict[str, set[str]], scc: set[str]) -> list
     raise AssertionError(f"{start} is in a cycle but none was found")
 
 
-def is_core(name: str) -> bool:
-    """A top-level utils/*.py (errors, log, boxes ...) or the utils package itself."""
-    return name == "utils" or (name.count(".") == 1 and under(name, "utils") and not is_wing(name))
+def in_folder(name: str, folder: str) -> bool:
+    """Whether module `name` lies in `folder` ("utils/core/": the folder and everything below; else one file)."""
+    if folder.endswith("/"):
+        return under(name, folder.rstrip("/").replace("/", "."))
+    return name == module_name(ROOT / folder)
 
 
-def is_wing(name: str) -> bool:
-    """Inside a utils/ subpackage (utils/data, train, metrics, infer, profile)."""
-    return name.startswith("utils.") and (ROOT / Path(*name.split(".")[:2])).is_dir()
+def floor_of(name: str) -> Floor | None:
+    """The floor whose folders hold module `name`; None for a CLI (or a library module outside every floor)."""
+    return next((floor for floor in FLOORS if any(in_folder(name, f) for f in floor.folders)), None)
 
 
 def layer_problem(importer: str, imported: str) -> str | None:
-    """Why `importer` may not import `imported` (None when it may)."""
-    if is_library(importer) and not is_library(imported):
+    """Why `importer` may not import `imported` (None when it may): the importer's floor must list its folder."""
+    floor = floor_of(importer)
+    if floor is None or any(in_folder(imported, f) for f in floor.may_import):
+        return None
+    if not is_library(imported):
         return "a library module (models/, utils/, deploy/) imports a CLI"
-    if under(importer, "deploy") and (under(imported, "utils") or under(imported, "models")):
-        return "deploy/ is torch-free and imports nothing from utils/ or models/"
-    if under(importer, "models") and not (under(imported, "models") or under(imported, "deploy")
-                                          or imported in MODELS_MAY_USE):
-        return f"models/ imports only models/, deploy/ and {', '.join(sorted(MODELS_MAY_USE - {'utils'}))}"
-    if is_core(importer) and (under(imported, "models") or is_wing(imported)):
-        return "core utils (utils/*.py) import no models/ and no wing (utils/data, train, metrics, infer, profile, weights)"
-    return None
+    return f"{floor.name} imports only {', '.join(floor.may_import)}"
+
+
+def layer_problems(graph: dict[str, set[str]]) -> list[str]:
+    return [f"  {a} imports {b}: {why}" for a in sorted(graph) for b in sorted(graph[a])
+            if (why := layer_problem(a, b))]
+
+
+def unplaced(names) -> list[str]:
+    """Library modules that no floor holds (a new loose utils/x.py): each must sit in one floor's folder."""
+    return sorted(n for n in names if is_library(n) and floor_of(n) is None)
 
 
 def test_every_module_is_found_and_parsed():
     graph = import_graph()
-    for name in ("train", "models.yolo", "utils.infer.backends", "utils.weights.checkpoint", "deploy.engines"):
+    for name in ("train", "models.yolo", "utils.infer.backends", "utils.weights.checkpoint", "deploy.engines",
+                 "utils.core.torch_utils"):
         assert name in graph
     assert "models.yolo" in graph["utils.train.loss"]  # a wing's edge into models/ is seen
 
@@ -165,27 +191,45 @@ def test_no_import_cycles():
         "  " + " -> ".join(c) for c in found)
 
 
+def test_every_library_module_sits_in_one_floor():
+    assert unplaced(import_graph()) == [], "move each into the folder of its floor (FLOORS, docs/ARCHITECTURE.md)"
+    for name in import_graph():
+        assert sum(any(in_folder(name, f) for f in floor.folders) for floor in FLOORS) <= 1, name
+
+
 def test_layers():
-    graph = import_graph()
-    problems = [f"  {a} imports {b}: {why}" for a in sorted(graph) for b in sorted(graph[a])
-                if (why := layer_problem(a, b))]
+    problems = layer_problems(import_graph())
     assert not problems, "imports against docs/ARCHITECTURE.md's 'Who may import whom':\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("importer, imported, rule", [  # rule None: allowed
-    ("utils.torch_utils", "models.yolo", "core utils"),
-    ("utils.weights.checkpoint", "models.yolo", None),
-    ("utils.log", "utils.infer.backends", "core utils"),
-    ("utils.infer.backends", "models.yolo", None),
-    ("utils.log", "utils", None),
-    ("utils.infer.backends", "train", "imports a CLI"),
-    ("deploy.run", "utils.errors", "deploy/"),
-    ("models.heads", "utils.train.loss", "models/ imports only"),
+    ("deploy.run", "deploy.errors", None),
+    ("deploy.run", "utils.core.log", "deploy/ imports only"),
+    ("deploy.engines", "utils", "deploy/ imports only"),
+    ("deploy.run", "models.yolo", "deploy/ imports only"),
+    ("utils.core.torch_utils", "deploy.errors", None),
+    ("utils.core.log", "utils", None),
+    ("utils.core.torch_utils", "models.yolo", "utils/core/ imports only"),
+    ("utils.core.log", "utils.infer.backends", "utils/core/ imports only"),
     ("models.yolo", "deploy.imgsz", None),
+    ("models.yolo", "utils.core.torch_utils", None),
+    ("models.heads", "utils.train.loss", "models/ imports only"),
+    ("utils.weights.checkpoint", "models.yolo", None),
+    ("utils.data.dataset", "utils.infer.backends", None),
+    ("utils.infer.backends", "train", "imports a CLI"),
+    ("models.yolo", "hubconf", "imports a CLI"),
+    ("train", "utils.infer.backends", None),
 ])
 def test_each_rule_names_what_it_refuses(importer, imported, rule):
     problem = layer_problem(importer, imported)
     assert problem is None if rule is None else rule in problem
+
+
+def test_a_bad_edge_and_a_loose_module_are_reported():
+    graph = {"models.heads": {"utils.train.loss", "deploy.imgsz"}, "utils.core.boxes": {"deploy.errors"}}
+    assert layer_problems(graph) == ["  models.heads imports utils.train.loss: models/ imports only deploy/, "
+                                     "utils/__init__.py, utils/core/, models/"]
+    assert unplaced({"utils.loose", "utils.core.boxes", "train"}) == ["utils.loose"]
 
 
 def test_a_cycle_is_reported_as_a_path():
@@ -194,8 +238,8 @@ def test_a_cycle_is_reported_as_a_path():
 
 
 def test_imports_inside_functions_and_relative_ones_count():
-    tree = ast.parse("def f():\n    from utils import boxes\nfrom . import errors\n")
-    assert {"utils.boxes", "utils.errors"} <= imported_names(tree, "utils.log", False)
+    tree = ast.parse("def f():\n    from utils.core import boxes\nfrom . import log\n")
+    assert {"utils.core.boxes", "utils.core.log"} <= imported_names(tree, "utils.core.cli", False)
 
 
 def test_test_files_have_unique_basenames():

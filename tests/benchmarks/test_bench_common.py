@@ -12,9 +12,9 @@ import torch
 from benchmarks import bench_accuracy, bench_runtimes, bench_speed_designs, bench_zoo
 from benchmarks.common import check_timing_args, export_onnx, onnx_max_diff, peer_backend, run_measured, zoo_model
 from deploy.engines import OnnxEngine
+from deploy.errors import UserInputError
 from models import zoo
-from utils.errors import UserInputError
-from utils.system import peak_rss_mb
+from utils.core.system import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 2**20

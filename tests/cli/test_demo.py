@@ -15,7 +15,7 @@ import detect
 import export
 import val
 from deploy.detector import Detector as FileDetector
-from utils.assets import DEMO_DATA, DEMO_WEIGHTS, SAMPLES
+from utils.core.assets import DEMO_DATA, DEMO_WEIGHTS, SAMPLES
 from utils.infer.predictor import Detector
 
 ROOT = Path(__file__).resolve().parents[2]

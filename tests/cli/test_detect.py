@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import detect
-from utils.assets import DEMO_WEIGHTS
-from models.yolo import DetectionModel, load_model_yaml
-from utils.weights.checkpoint import build_checkpoint, save_checkpoint
+from deploy.errors import UserInputError
 from deploy.sources import open_source
-from utils.errors import UserInputError
+from models.yolo import DetectionModel, load_model_yaml
+from utils.core.assets import DEMO_WEIGHTS
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["person", "car", "dog"]

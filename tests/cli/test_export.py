@@ -15,11 +15,11 @@ import torch.nn as nn
 import detect
 import export
 import val
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel
+from utils.data.dataset import check_dataset
 from utils.infer.backends import load_backend
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
-from utils.data.dataset import check_dataset
-from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 import train
+from utils.core.cli import run_cli
 import utils.train.hyp as hyp_module
-from utils.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 YOLOV5_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",

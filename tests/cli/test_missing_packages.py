@@ -10,9 +10,9 @@ import torch
 import detect
 import export
 import val
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel, load_model_yaml
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
-from utils.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.assets import DEMO_WEIGHTS
+from utils.core.assets import DEMO_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOORS = {

@@ -7,10 +7,10 @@ import yaml
 
 import train
 import val
-from utils.assets import DEMO_WEIGHTS
-from utils.weights.checkpoint import load_checkpoint
+from deploy.errors import UserInputError
+from utils.core.assets import DEMO_WEIGHTS
 from utils.data.dataset import check_dataset, create_dataloader, single_cls_names
-from utils.errors import UserInputError
+from utils.weights.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,12 +17,12 @@ import train
 import utils.train.hyp as hyp_module
 import utils.train.optim as optim
 import val
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel
+from utils.core.cli import run_cli
+from utils.core.log import LOGGER
 from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from utils.weights.checkpoint import load_model
-from utils.cli import run_cli
-from utils.errors import UserInputError
-from utils.log import LOGGER
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"

@@ -16,12 +16,12 @@ import torch.nn as nn
 import yaml
 
 import val
-from utils.weights.checkpoint import build_checkpoint, save_checkpoint
-from utils.assets import DEMO_DATA, DEMO_WEIGHTS
-from utils.metrics.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt, yolo_ground_truth
+from deploy.errors import UserInputError
+from utils.core.assets import DEMO_DATA, DEMO_WEIGHTS
 from utils.data.dataset import check_dataset, create_dataloader
-from utils.errors import UserInputError
 from utils.metrics.ap import ap_per_class, score_image
+from utils.metrics.coco_eval import category_ids, evaluate_coco, image_id, labels_to_coco_gt, yolo_ground_truth
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO8 = ROOT / "data/coco8.yaml"
@@ -217,7 +217,7 @@ def test_augment_runs_through_tta(checkpoint, tmp_path):
 
 
 def _cli_error(argv, capsys):
-    from utils.cli import run_cli
+    from utils.core.cli import run_cli
 
     with pytest.raises(SystemExit) as e:
         run_cli(lambda: val.main(argv))

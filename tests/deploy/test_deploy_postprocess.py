@@ -13,8 +13,8 @@ from deploy.errors import UserInputError
 from deploy.metadata import parse_metadata
 from deploy.postprocess import as_rows, end_to_end_detections, nms_xyxy, raw_candidates, scale_boxes_to_image
 from deploy.preprocess import Letterbox, letterbox, quantize, to_input
+from utils.core.boxes import non_max_suppression, scale_boxes
 from utils.data.augment import letterbox as project_letterbox
-from utils.boxes import non_max_suppression, scale_boxes
 
 
 def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def test_nms_keeps_what_torchvision_keeps(seed, chunk, monkeypatch):
 
 
 def test_decode_and_nms_equal_project_nms():
-    """Raw (N, 5+nc) rows → the same detections utils.boxes.non_max_suppression gives, --classes included."""
+    """Raw (N, 5+nc) rows → the same detections utils.core.boxes.non_max_suppression gives, --classes included."""
     rng = np.random.default_rng(0)
     n, nc = 500, 4
     xywh = np.concatenate((rng.uniform(0, 64, (n, 2)), rng.uniform(2, 20, (n, 2))), 1)

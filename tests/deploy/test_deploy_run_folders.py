@@ -1,7 +1,7 @@
 """Run folders: yolov5's exp, exp2, ... numbering, and a clear error when the folder cannot be made."""
 import pytest
 
-from utils.errors import UserInputError
+from deploy.errors import UserInputError
 from deploy.outputs import increment_path
 
 

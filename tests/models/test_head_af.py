@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import export
+from deploy.errors import UserInputError
 from models.heads import DetectAF, dfl_expectation
 from models.yolo import DetectionModel, load_model_yaml
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.weights.checkpoint import load_model
-from utils.errors import UserInputError
 
 NC = 3
 

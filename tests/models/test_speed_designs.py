@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.yolo import DetectionModel
-from utils.torch_utils import count_params, model_flops
+from utils.core.torch_utils import count_params, model_flops
 
 DESIGNS = {"yolov5n-pconv-lite.yaml": "yolov5n.yaml", "yolov5s-pconv-lite.yaml": "yolov5s.yaml",
            "yolov5n-pconv-lite2.yaml": "yolov5n.yaml"}

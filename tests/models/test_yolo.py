@@ -7,11 +7,11 @@ import torch
 import torch.nn as nn
 import yaml
 
+from deploy.errors import UserInputError
 from models.fasternet import PConv
 from models.heads import Detect, DetectAF
 from models.yolo import ROOT, DetectionModel, detection_head, find_model_yaml, layer_table, main, make_divisible
-from utils.cli import run_cli
-from utils.errors import UserInputError
+from utils.core.cli import run_cli
 
 TINY = {
     "nc": 2,

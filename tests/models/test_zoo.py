@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.yolo import DetectionModel
-from utils.torch_utils import count_params, model_flops
+from utils.core.torch_utils import count_params, model_flops
 
 ROOT = Path(__file__).resolve().parents[2]
 # YOLOv5 v6+ README table at nc=80: params (M), GFLOPs at 640

@@ -18,14 +18,14 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from deploy.errors import UserInputError
+from utils.core.boxes import xywhn_to_xyxy, xyxy_to_xywhn
+from utils.core.log import LOGGER
+from utils.core.torch_utils import LOADER_STREAM, epoch_seed, init_seeds
+from utils.core.yaml_io import read_yaml_mapping
 from utils.data import augment
-from utils.boxes import xywhn_to_xyxy, xyxy_to_xywhn
-from utils.errors import UserInputError
-from utils.yaml_io import read_yaml_mapping
 from utils.data.labels import image_to_label_path, scan_labels, short_error
 from utils.data.sampling import ImageWeightSampler, class_frequency_weights, per_image_weights
-from utils.log import LOGGER
-from utils.torch_utils import LOADER_STREAM, epoch_seed, init_seeds
 
 IMG_FORMATS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")

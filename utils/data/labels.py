@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from utils.errors import UserInputError
-from utils.log import LOGGER
+from deploy.errors import UserInputError
+from utils.core.log import LOGGER
 
 CACHE_VERSION = "pconv-yolo-labels-1"
 MIN_IMAGE_SIDE = 10

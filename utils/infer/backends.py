@@ -21,16 +21,16 @@ from typing import Any
 import torch
 
 from deploy.engines import OPENVINO_DIR_SUFFIX, openvino_xml_in  # torch-free: one adapter per runtime
+from deploy.errors import MODEL_FILE, UserInputError
 from deploy.metadata import decode_metadata
 from deploy.preprocess import batch_to_input
 from models.yolo import DetectionModel
-from utils.weights.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.errors import MODEL_FILE, UserInputError
+from utils.core.log import LOGGER
+from utils.core.torch_utils import select_device
 from utils.infer.backend_base import Backend
 from utils.infer.ensemble import Ensemble
 from utils.infer.formats import EXPORT_FORMATS, export_format
-from utils.log import LOGGER
-from utils.torch_utils import select_device
+from utils.weights.checkpoint import load_checkpoint, model_from_checkpoint
 
 SUFFIXES = {".pt": "pytorch", **{fmt.suffix: fmt.name for fmt in EXPORT_FORMATS}}  # suffix -> backend kind
 

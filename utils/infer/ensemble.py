@@ -10,9 +10,9 @@ from typing import Sequence
 
 import torch
 
-from utils.errors import MODEL_FILE, UserInputError
+from deploy.errors import MODEL_FILE, UserInputError
+from utils.core.log import LOGGER
 from utils.infer.backend_base import Backend
-from utils.log import LOGGER
 
 
 class Ensemble(Backend):

@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 
 from deploy.engines import TFLiteEngine
+from deploy.errors import UserInputError
 from deploy.metadata import encode_metadata
+from utils.core.log import LOGGER
 from utils.data.augment import letterbox
 from utils.data.dataset import find_image_files
-from utils.errors import UserInputError
-from utils.log import LOGGER
 
 TFLITE_HINT = "TFLite export needs litert-torch and ai-edge-litert: pip install -r requirements-tflite.txt"
 # TFLite int8: what stays float, by op scope (the converter names an op after the module path that ran it, and

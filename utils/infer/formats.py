@@ -16,7 +16,7 @@ import torch.nn as nn
 from deploy.engines import Engine, OnnxEngine, OpenVINOEngine, TFLiteEngine
 from utils.infer.exporters import (export_onnx, export_openvino, export_tflite, export_torchscript, openvino_xml,
                                    quantize_onnx, require_litert, require_openvino)
-from utils.log import LOGGER
+from utils.core.log import LOGGER
 
 @dataclass(frozen=True)
 class ExportSettings:

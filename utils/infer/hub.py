@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import torch
 
+from deploy.errors import UserInputError
 from deploy.outputs import Viewer, increment_path, make_run_folder
-from utils.boxes import xyxy_to_xywh
-from utils.errors import UserInputError
+from utils.core.boxes import xyxy_to_xywh
+from utils.core.log import LOGGER
 from utils.infer.predictor import Detections, Detector
-from utils.log import LOGGER
 
 XYXY_COLUMNS = ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
 XYWH_COLUMNS = ["xcenter", "ycenter", "width", "height", "confidence", "class", "name"]

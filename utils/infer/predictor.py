@@ -21,17 +21,17 @@ import numpy as np
 import torch
 import yaml
 
+from deploy.detector import Detections as RunnerDetections
+from deploy.errors import UserInputError
 from deploy.imgsz import round_imgsz, warn_far_from_trained
+from deploy.sources import Frame, is_live_source, open_source
+from utils.core.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
+from utils.core.log import LOGGER
+from utils.core.torch_utils import select_device
 from utils.data.augment import letterbox
 from utils.infer.backends import Backend, check_class_ids, load_backend
-from utils.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
-from utils.weights.checkpoint import DEFAULT_IMGSZ
-from utils.errors import UserInputError
-from utils.log import LOGGER
-from deploy.detector import Detections as RunnerDetections
-from deploy.sources import Frame, is_live_source, open_source
-from utils.torch_utils import select_device
 from utils.infer.tta import predict_augmented
+from utils.weights.checkpoint import DEFAULT_IMGSZ
 
 @dataclass
 class Detections(RunnerDetections):

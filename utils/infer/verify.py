@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.assets import ROOT
+from utils.core.assets import ROOT
+from utils.core.log import LOGGER
 from utils.data.dataset import find_image_files
 from utils.infer.exporters import ExportedFile, in_batches, letterboxed_batch, written_files
-from utils.log import LOGGER
 
 PARITY_IMAGES = 8  # val images compared per file: enough to meet every anchor, few enough to stay fast
 SHIPPED_IMAGES = (ROOT / "data/images/bus.jpg", ROOT / "data/images/zidane.jpg")  # without --data

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from utils.boxes import box_iou
+from utils.core.boxes import box_iou
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # mAP50-95
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds

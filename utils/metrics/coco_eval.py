@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.boxes import xyxy_to_xywh
-from utils.errors import UserInputError
+from deploy.errors import UserInputError
+from utils.core.boxes import xyxy_to_xywh
 
 COCO_UNUSED_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}  # ids COCO's 2014 paper listed but never annotated
 COCO80_TO_91 = [i for i in range(1, 91) if i not in COCO_UNUSED_IDS]

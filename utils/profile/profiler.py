@@ -32,10 +32,10 @@ from torch.utils.flop_counter import flop_registry
 from deploy.engines import OnnxEngine, TFLiteEngine
 from models.fasternet import PConv, set_pconv_mode
 from models.yolo import DetectionModel
-from utils.log import LOGGER
+from utils.core.log import LOGGER
+from utils.core.system import MB, current_rss_mb, peak_rss_mb, reset_peak_rss
+from utils.core.torch_utils import count_params, model_flops
 from utils.infer.exporters import export_onnx
-from utils.system import MB, current_rss_mb, peak_rss_mb, reset_peak_rss
-from utils.torch_utils import count_params, model_flops
 
 # Feature maps of a YOLOv5-s backbone's four stages: (channels, stride) -> 64@160², ..., 512@20² at 640.
 BACKBONE_STAGES = ((64, 4), (128, 8), (256, 16), (512, 32))

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from models.heads import Detect
 from models.yolo import detection_head
-from utils.log import LOGGER
+from utils.core.log import LOGGER
 
 BPR_THRESHOLD = 0.98
 MIN_BOX_PX = 2.0  # boxes smaller than this in both sides are too small to fit anchors to

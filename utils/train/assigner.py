@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.boxes import ciou_loss
+from utils.core.boxes import ciou_loss
 
 EPS = 1e-9
 

@@ -33,11 +33,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel, detection_head
-from utils.boxes import ciou_loss, xywh_to_xyxy
+from utils.core.boxes import ciou_loss, xywh_to_xyxy
+from utils.core.torch_utils import de_parallel
 from utils.weights.checkpoint import float_state_dict, load_model
-from utils.errors import UserInputError
-from utils.torch_utils import de_parallel
 
 KD_HYP_DEFAULTS = {"kd_box": 1.0, "kd_cls": 1.0, "kd_feat": 0.0, "kd_t": 2.0}  # for keys a hyp file leaves out
 PROB_EPS = 1e-6  # keeps log(p) finite for saturated sigmoids

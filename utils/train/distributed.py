@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from utils.errors import UserInputError
-from utils.torch_utils import select_device
+from deploy.errors import UserInputError
+from utils.core.torch_utils import select_device
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from utils.errors import UserInputError
-from utils.yaml_io import read_yaml_mapping
+from deploy.errors import UserInputError
+from utils.core.yaml_io import read_yaml_mapping
 
 REQUIRED_HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum",
                      "warmup_bias_lr", "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")

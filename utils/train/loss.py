@@ -14,8 +14,8 @@ import torch.nn as nn
 
 from models.heads import Detect
 from models.yolo import detection_head
-from utils.boxes import ciou_loss, xywh_to_xyxy
-from utils.torch_utils import de_parallel
+from utils.core.boxes import ciou_loss, xywh_to_xyxy
+from utils.core.torch_utils import de_parallel
 from utils.train.loss_anchor_free import AnchorFreeLoss
 
 LEVEL_BALANCE = {3: (4.0, 1.0, 0.4)}  # objectness weight per level, small strides weigh more (YOLOv5 P3-P5)

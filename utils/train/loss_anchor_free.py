@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from models.heads import DetectAF, dfl_expectation
 from models.yolo import detection_head
+from utils.core.boxes import ciou_loss, xywh_to_xyxy
+from utils.core.log import LOGGER
 from utils.train.assigner import TaskAlignedAssigner
-from utils.boxes import ciou_loss, xywh_to_xyxy
-from utils.log import LOGGER
 
 DFL_EDGE = 0.01  # targets stop just short of the last bin, so both neighbouring bins exist
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.errors import UserInputError
-from utils.log import LOGGER
+from deploy.errors import UserInputError
+from utils.core.log import LOGGER
 
 NOMINAL_BATCH = 64  # default of the hyp key nbs: gradients are accumulated up to this batch before each step
 

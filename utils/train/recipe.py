@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import yaml
 
+from deploy.errors import UserInputError
 from deploy.outputs import make_run_folder
+from utils.core.log import LOGGER
 from utils.data.dataset import check_dataset, single_cls_names
-from utils.errors import UserInputError
-from utils.log import LOGGER
 from utils.train.distributed import DistContext
 from utils.train.run_log import save_run_settings
 from utils.weights.checkpoint import build_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint

@@ -7,10 +7,10 @@ import argparse
 import os
 from pathlib import Path
 
-from utils.errors import UserInputError
+from deploy.errors import UserInputError
+from utils.core.yaml_io import read_yaml_mapping
 from utils.train.recipe import PRETRAIN_RUN, TEACHER_RUN
 from utils.weights.checkpoint import load_checkpoint
-from utils.yaml_io import read_yaml_mapping
 
 
 def latest_last_checkpoint(search_dir: Path) -> Path:

@@ -12,13 +12,13 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from deploy.errors import UserInputError
 from deploy.imgsz import round_to_stride
 from models.yolo import DetectionModel
+from utils.core.log import LOGGER
+from utils.core.torch_utils import ModelEMA, model_info
 from utils.data.dataset import create_dataloader, single_cls_names
-from utils.errors import UserInputError
-from utils.log import LOGGER
 from utils.metrics.val_result import ValResult
-from utils.torch_utils import ModelEMA, model_info
 from utils.train.distributed import DistContext
 from utils.train.optim import build_optimizer, freeze_layers, lr_lambda, nominal_batch
 from utils.train.run_log import truncate_results

@@ -11,7 +11,7 @@ from typing import Iterable
 
 import cv2
 
-from utils.log import LOGGER
+from utils.core.log import LOGGER
 
 LOGGED_IMAGES = ("labels.jpg", "train_batch*.jpg", "results.png")  # the run's plots worth a look in TensorBoard
 

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel
-from utils.errors import UserInputError
 from utils.weights.foreign import checkpoint_from_foreign, is_foreign_checkpoint, read_foreign_checkpoint
 
 CHECKPOINT_VERSION = "1"

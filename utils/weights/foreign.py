@@ -35,9 +35,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel, load_model_yaml
-from utils.errors import UserInputError
-from utils.log import LOGGER
+from utils.core.log import LOGGER
 from utils.weights.transfer import TransferReport, fillable_keys, take_whole_modules
 
 FOREIGN_PREFIXES = ("ultralytics.", "models.yolo.")  # class paths of ultralytics' and YOLOv5's models

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from utils.core.boxes import xywhn_to_xyxy
 from utils.data import augment
-from utils.boxes import xywhn_to_xyxy
 from utils.data.dataset import YOLODataset
 
 # one distinct, saturated colour per class (BGR), far from the grey pad and the black background

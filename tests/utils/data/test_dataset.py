@@ -12,10 +12,10 @@ import torch.distributed as dist
 import ultralytics.utils.patches  # noqa: F401  # the worst case: it replaces PIL's Image.open (see _pil_open)
 from PIL import Image
 
+from deploy.errors import UserInputError
+from utils.core.log import LOGGER
 from utils.data.dataset import YOLODataset, check_dataset, create_dataloader, set_loader_epoch
 from utils.data.labels import cache_path_for, image_to_label_path, load_label_cache
-from utils.errors import UserInputError
-from utils.log import LOGGER
 
 GOOD_ROW = "1 0.5 0.5 0.5 0.5\n"
 RECT_BGR = (40, 200, 60)

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from deploy.errors import UserInputError
+from deploy.metadata import decode_metadata, encode_metadata
 from models.yolo import DetectionModel, load_model_yaml
 from utils.infer.backend_base import Backend
-from deploy.metadata import decode_metadata, encode_metadata
 from utils.infer.backends import load_backend
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
-from utils.errors import UserInputError
 
 NAMES = ["person", "car"]
 

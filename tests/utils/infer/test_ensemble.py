@@ -8,13 +8,13 @@ import torch
 
 import detect
 import val
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel, load_model_yaml
+from utils.core.log import LOGGER_NAME
 from utils.infer.backend_base import Backend
 from utils.infer.backends import ModelBackend, load_backend
-from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.infer.ensemble import Ensemble
-from utils.errors import UserInputError
-from utils.log import LOGGER_NAME
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from deploy.errors import UserInputError
 from models.fasternet import PConv
 from models.yolo import DetectionModel
+from utils.core.boxes import non_max_suppression
 from utils.infer.backends import load_backend
-from utils.boxes import non_max_suppression
-from utils.errors import UserInputError
 from utils.infer.exporters import (FixedSizeNMS, check_writable_dir, export_metadata, export_onnx,
                                    export_torchscript, in_batches, letterboxed_batch, pairwise_iou_xyxy,
                                    prepare_for_export)

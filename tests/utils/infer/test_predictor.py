@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel, load_model_yaml
 from utils.infer.backends import Backend
-from utils.weights.checkpoint import build_checkpoint, save_checkpoint
-from utils.errors import UserInputError
 from utils.infer.predictor import Detector
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
 

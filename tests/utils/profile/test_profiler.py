@@ -6,13 +6,13 @@ import torch
 import torch.nn as nn
 
 from flops import main, run
+from deploy.errors import UserInputError
 from models.fasternet import PConv, set_pconv_mode
 from models.yolo import DetectionModel
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
-from utils.errors import UserInputError
 from utils.profile.profiler import (BACKBONE_STAGES, PCONV_N_DIVS, layer_of, operator_benchmark, prepare_model,
                             profile_models, record_ops)
-from utils.torch_utils import model_flops
+from utils.core.torch_utils import model_flops
 
 CPU = torch.device("cpu")
 F32 = 4  # bytes per float32 element

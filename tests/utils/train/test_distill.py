@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
+from deploy.errors import UserInputError
 from models.yolo import DetectionModel
-from utils.weights.checkpoint import build_checkpoint, save_checkpoint
-from utils.errors import UserInputError
 from models.yolo import detection_head, load_model_yaml
+from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 from utils.train.distill import (Distiller, bernoulli_kl, cell_predictions, distribution_kl, head_input_channels,
                                  load_teacher, pearson_imitation, probability_kl)
 

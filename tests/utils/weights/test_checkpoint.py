@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from deploy.errors import UserInputError
 from utils.weights.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from utils.weights.checkpoint import load_model
-from utils.errors import UserInputError
 
 TINY_YAML = {
     "nc": 3,

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from deploy.errors import UserInputError
 import models.yolo
 from models.yolo import DetectionModel
 from utils.weights.checkpoint import trained_imgsz
 from utils.weights.checkpoint import load_model, model_from_checkpoint
-from utils.errors import UserInputError
 from utils.weights.foreign import (checkpoint_from_foreign, read_foreign_checkpoint, transfer_state,
                                    unpickle_restricted)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from ultralytics.utils.plotting import colors
 
-from utils.errors import UserInputError
-from utils.plots import plot_images, plot_labels, plot_results
+from deploy.errors import UserInputError
+from utils.core.plots import plot_images, plot_labels, plot_results
 
 
 def colour_fraction(strip: np.ndarray, bgr: tuple[int, int, int]) -> float:

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from deploy.errors import UserInputError
 from models.common import Conv
-from utils.errors import UserInputError
-from utils.torch_utils import (MULTI_SCALE_STREAM, ModelEMA, count_params, de_parallel, epoch_seed, fuse_conv_and_bn,
+from utils.core.torch_utils import (MULTI_SCALE_STREAM, ModelEMA, count_params, de_parallel, epoch_seed, fuse_conv_and_bn,
                                init_seeds, model_flops, model_info, select_device)
 
 
@@ -101,7 +101,7 @@ def test_flops_count_two_per_multiply_accumulate():
 def test_model_summary_never_reads_zero_gflops_at_a_small_size(caplog):
     """At 64 px a nano model costs ~0.03 GFLOPs: the summary shows the digits, not '0.0'."""
     from models.yolo import DetectionModel
-    from utils.torch_utils import gflops_text, model_info
+    from utils.core.torch_utils import gflops_text, model_info
     assert (gflops_text(4.23), gflops_text(0.0346), gflops_text(0.1)) == ("4.2", "0.035", "0.1")
     info = model_info(DetectionModel("models/yolov5n.yaml", nc=3), 64, verbose=False)
     assert 0.01 < info["gflops"] < 0.1 and gflops_text(info["gflops"]) != "0.0"

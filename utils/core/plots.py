@@ -18,8 +18,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from ultralytics.utils.plotting import Annotator, colors  # noqa: E402
 
-from utils.boxes import xywhn_to_xyxy  # noqa: E402
-from utils.errors import UserInputError  # noqa: E402
+from deploy.errors import UserInputError  # noqa: E402
+from utils.core.boxes import xywhn_to_xyxy  # noqa: E402
 
 MAX_CORRELOGRAM_ROWS = 10000  # seaborn's pairplot is slow beyond this; a sample shows the same shape
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils.errors import UserInputError
-from utils.log import LOGGER
+from deploy.errors import UserInputError
+from utils.core.log import LOGGER
 
 
 def select_device(device: str | int | torch.device = "", batch_size: int = 0) -> torch.device:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from utils.boxes import (box_iou, ciou_loss, clip_boxes, non_max_suppression, scale_boxes, top_kept, xywh_to_xyxy,
+from utils.core.boxes import (box_iou, ciou_loss, clip_boxes, non_max_suppression, scale_boxes, top_kept, xywh_to_xyxy,
                          xywhn_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from utils.errors import UserInputError
+from deploy.errors import UserInputError
 
 
 def read_yaml_mapping(path: Path, label: str, expected: str) -> dict:
