@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_gpu.py` puts only benc
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import peer_model, publish, zoo_model  # noqa: E402
+from benchmarks.common import command_line, peer_model, publish, zoo_model  # noqa: E402
 from deploy.engines import OnnxEngine  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.core.system import cpu_name  # noqa: E402
@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"model": name, "batch": batch, **ort_row(files[name], device, batch, opt.imgsz, opt)})
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"no GPU: {cpu_name()}"
     header = (f"Device: {gpu}; torch {torch.__version__}; {opt.imgsz}x{opt.imgsz}, random init, {opt.runs} runs after "
-              f"{opt.warmup} warm-up, median; wall {time.perf_counter() - t0:.0f} s\n"
-              f"Command: python benchmarks/bench_gpu.py {' '.join(sys.argv[1:])}")
+              f"{opt.warmup} warm-up, median; wall {time.perf_counter() - t0:.0f} s\n" + command_line("bench_gpu.py", sys.argv[1:]))
     publish(table(rows, header), opt.out)
 
 

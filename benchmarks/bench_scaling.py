@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_scaling.py` puts only benchmarks/ on the path
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_video_pipeline import command_line, machine, peer_export, save_report  # noqa: E402
+from benchmarks.bench_video_pipeline import peer_export, save_report  # noqa: E402
+from benchmarks.common import command_line, machine  # noqa: E402
 from deploy.errors import UserInputError  # noqa: E402
 from utils.core.cli import run_cli  # noqa: E402
 from utils.core.log import LOGGER  # noqa: E402

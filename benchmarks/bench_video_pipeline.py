@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import re
-import shlex
 import statistics
 import sys
 import time
@@ -43,13 +42,12 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_video_pipeline.py` put
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import publish, run_measured  # noqa: E402
+from benchmarks.common import command_line, machine, publish, run_measured  # noqa: E402
 from deploy.engines import default_threads  # noqa: E402
 from deploy.errors import UserInputError  # noqa: E402
 from deploy.preprocess import letterbox  # noqa: E402
 from utils.core.cli import run_cli  # noqa: E402
 from utils.core.log import LOGGER  # noqa: E402
-from utils.core.system import cpu_flags, cpu_name  # noqa: E402
 
 PIPELINES = ("deploy.run", "detect.py", "ultralytics")
 FORMATS = ("pt", "onnx", "onnx int8", "openvino", "openvino half", "openvino int8", "tflite", "tflite int8")
@@ -417,14 +415,6 @@ def command_of(row: dict, files: dict, video: str, opt: argparse.Namespace) -> s
                 + (" --half" if label == "openvino half" else ""))
     return (f"python -c \"from ultralytics import YOLO; [0 for r in YOLO('{file}', task='detect').predict("
             f"'{video}', stream=True, imgsz={opt.imgsz}, iou={opt.iou_thres}, max_det=1000)]\"")
-
-
-def machine() -> str:
-    return f"CPU: {cpu_name()} (flags: {' '.join(cpu_flags()) or 'none of interest'})"
-
-
-def command_line(script: str, argv: list[str]) -> str:
-    return f"Command: python benchmarks/{script} {shlex.join(argv)}"
 
 
 def goals(rows: list[dict]) -> list[str]:

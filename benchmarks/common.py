@@ -201,3 +201,17 @@ def publish(table: str, out: str | Path = "") -> None:
     print(table)
     if out:
         Path(out).write_text(table + "\n")
+
+
+def machine() -> str:
+    """The CPU and the flags that move ratios (AMX, VNNI, BF16), as every table names them."""
+    from utils.core.system import cpu_flags, cpu_name
+
+    return f"CPU: {cpu_name()} (flags: {' '.join(cpu_flags()) or 'none of interest'})"
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """The line that reproduces a table: `Command: python benchmarks/<script> <argv>`."""
+    import shlex
+
+    return f"Command: python benchmarks/{script} {shlex.join(argv)}"

@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import publish  # noqa: E402
+from benchmarks.common import command_line, machine, publish  # noqa: E402
 from deploy.engines import OpenVINOEngine, openvino_xml_in  # noqa: E402
-from utils.core.system import cpu_flags, cpu_name  # noqa: E402
 
 BRANCHES = ("cv2", "cv3", "box", "cls", "stem")  # head submodules that hold the per-level convs (ultralytics', ours)
 
@@ -129,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     files = json.loads(Path(opt.files).read_text())
     results = {(model, cell): profiled_in_child(Path(cells[cell]), cell, opt)
                for cell in opt.cells for model, cells in files.items() if cell in cells}
-    header = (f"CPU: {cpu_name()} (flags: {' '.join(cpu_flags()) or 'none of interest'}), {opt.threads} threads, batch 1, "
-              f"OpenVINO PERF_COUNT, {opt.runs} inferences; float precision hint: {opt.precision or 'default'}; "
-              f"wall {time.perf_counter() - t0:.0f} s\nCommand: python benchmarks/ov_counters.py {' '.join(sys.argv[1:])}")
+    header = (f"{machine()}, {opt.threads} threads, batch 1, OpenVINO PERF_COUNT, {opt.runs} inferences; float "
+              f"precision hint: {opt.precision or 'default'}; wall {time.perf_counter() - t0:.0f} s\n"
+              + command_line("ov_counters.py", sys.argv[1:]))
     publish(report(results, header), opt.out)
 
 

@@ -145,20 +145,21 @@ def test_device_strings_as_the_cli_spells_them(tiny, tmp_path, monkeypatch):
         load_backend(path, "0")
 
 
-def test_bad_weights(tmp_path, monkeypatch):
-    with pytest.raises(UserInputError, match=r"model.h5: unsupported model format '\.h5'"):
-        load_backend(tmp_path / "model.h5")
-    with pytest.raises(UserInputError, match="missing.onnx: file not found"):
-        load_backend(tmp_path / "missing.onnx")
-    (tmp_path / "junk.onnx").write_bytes(b"\x00not onnx")
-    with pytest.raises(UserInputError, match="junk.onnx: not a readable ONNX model"):
-        load_backend(tmp_path / "junk.onnx")
-    (tmp_path / "junk.torchscript").write_bytes(b"PK\x03\x04junk")
-    with pytest.raises(UserInputError, match="junk.torchscript: not a readable TorchScript file"):
-        load_backend(tmp_path / "junk.torchscript")
-    (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(UserInputError, match="junk.pt"):
-        load_backend(tmp_path / "junk.pt")
+@pytest.mark.parametrize("name, content, message", [
+    ("model.h5", None, r"model.h5: unsupported model format '\.h5'"),
+    ("missing.onnx", None, "missing.onnx: file not found"),
+    ("junk.onnx", b"\x00not onnx", "junk.onnx: not a readable ONNX model"),
+    ("junk.torchscript", b"PK\x03\x04junk", "junk.torchscript: not a readable TorchScript file"),
+    ("junk.pt", b"junk", "junk.pt"),
+])
+def test_bad_weights(tmp_path, name, content, message):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(UserInputError, match=message):
+        load_backend(tmp_path / name)
+
+
+def test_tflite_without_its_runtime_says_what_to_install(tmp_path, monkeypatch):
     (tmp_path / "m.tflite").write_bytes(b"junk")
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
