@@ -32,8 +32,8 @@ from deploy.errors import UserInputError  # noqa: E402
 from utils.core.assets import DEMO_WEIGHTS  # noqa: E402
 from utils.core.cli import run_cli  # noqa: E402
 from utils.data.dataset import check_dataset, create_dataloader  # noqa: E402
-from utils.infer.backends import Backend, checkpoint_imgsz, load_backend  # noqa: E402
-from utils.weights.checkpoint import DEFAULT_IMGSZ, load_checkpoint, model_from_checkpoint  # noqa: E402
+from utils.infer.backends import Backend, load_backend  # noqa: E402
+from utils.weights.checkpoint import DEFAULT_IMGSZ, checkpoint_imgsz, load_checkpoint, model_from_checkpoint  # noqa: E402
 from utils.infer.exporters import (ExportedFile, calibration_batches, check_writable_dir,  # noqa: E402
                                    export_metadata, prepare_for_export, written_files)
 from utils.infer.formats import (EXPORT_FORMATS, FORMATS, INT8_FORMATS, ExportFormat, ExportSettings,  # noqa: E402

@@ -24,13 +24,12 @@ from deploy.engines import OPENVINO_DIR_SUFFIX, openvino_xml_in  # torch-free: o
 from deploy.errors import MODEL_FILE, UserInputError
 from deploy.metadata import decode_metadata
 from deploy.preprocess import batch_to_input
-from models.yolo import DetectionModel
 from utils.core.log import LOGGER
 from utils.core.torch_utils import select_device
 from utils.infer.backend_base import Backend
 from utils.infer.ensemble import Ensemble
 from utils.infer.formats import EXPORT_FORMATS, export_format
-from utils.weights.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.weights.checkpoint import checkpoint_imgsz, load_checkpoint, model_from_checkpoint
 
 SUFFIXES = {".pt": "pytorch", **{fmt.suffix: fmt.name for fmt in EXPORT_FORMATS}}  # suffix -> backend kind
 
@@ -82,14 +81,6 @@ class ModelBackend(Backend):
     def _forward(self, im: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(im)
-
-
-def checkpoint_imgsz(ckpt: dict[str, Any]) -> int | None:
-    """The imgsz the checkpoint's run trained at (its boxes are best there); None when it does not say."""
-    size = (ckpt.get("opt") or {}).get("imgsz")
-    if size is None:
-        return None
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
 class PyTorchBackend(ModelBackend):

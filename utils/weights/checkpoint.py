@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from deploy.errors import UserInputError
 from models.yolo import DetectionModel
-from utils.weights.foreign import checkpoint_from_foreign, is_foreign_checkpoint, read_foreign_checkpoint
+from utils.weights.foreign import checkpoint_from_foreign, is_foreign_checkpoint
 
 CHECKPOINT_VERSION = "1"
 DEFAULT_IMGSZ = 640  # the inference size when neither --imgsz nor the checkpoint says otherwise (yolov5's)
@@ -193,20 +193,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def trained_imgsz(path: str | Path, fallback: int = DEFAULT_IMGSZ) -> int:
-    """The --imgsz a .pt checkpoint was trained at, the size its boxes are best at; `fallback` for any other
-    file (exported files carry their own size) or a checkpoint without options. Problems with the file
-    itself are left to the real load, which reports them."""
-    path = Path(path)
-    if path.suffix.lower() != ".pt" or not path.is_file():
-        return fallback
-    try:
-        if is_foreign_checkpoint(path):  # its size without building and mapping the whole model
-            size = read_foreign_checkpoint(path).imgsz or fallback
-        else:
-            size = (load_checkpoint(path).get("opt") or {}).get("imgsz", fallback)
-    except UserInputError:
-        return fallback
+def checkpoint_imgsz(ckpt: dict[str, Any]) -> int | None:
+    """The imgsz the checkpoint's run trained at (its boxes are best there); None when it does not say."""
+    size = (ckpt.get("opt") or {}).get("imgsz")
+    if size is None:
+        return None
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 

@@ -13,8 +13,7 @@ import torch.nn as nn
 from deploy.errors import UserInputError
 import models.yolo
 from models.yolo import DetectionModel
-from utils.weights.checkpoint import trained_imgsz
-from utils.weights.checkpoint import load_model, model_from_checkpoint
+from utils.weights.checkpoint import checkpoint_imgsz, load_checkpoint, load_model, model_from_checkpoint
 from utils.weights.foreign import (checkpoint_from_foreign, read_foreign_checkpoint, transfer_state,
                                    unpickle_restricted)
 
@@ -234,12 +233,12 @@ def test_reader_imports_nothing_the_file_names(yolov5nu):
     assert out.stdout.strip() == "[]"
 
 
-def test_load_model_and_trained_imgsz_read_a_yolov5nu_file(yolov5nu, log_lines):
+def test_load_model_and_its_trained_imgsz_read_a_yolov5nu_file(yolov5nu, log_lines):
     """val, detect, export and hub load through utils.weights.checkpoint: a foreign file becomes our model there."""
     reference, path = yolov5nu
     model = load_model(path)
     assert f"transferred 426/426 tensors from {path}" in log_lines()
-    assert trained_imgsz(path) == 320 and model.anchor_free and len(model.names) == 80
+    assert checkpoint_imgsz(load_checkpoint(path)) == 320 and model.anchor_free and len(model.names) == 80
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
     for a, b in zip(our_outputs(model, x), ultralytics_outputs(reference, x)):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
