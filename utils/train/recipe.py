@@ -102,12 +102,15 @@ def teacher_for_data(opt: argparse.Namespace, hyp: dict, ctx: DistContext, run: 
     names = single_cls_names(data["names"]) if opt.single_cls else list(data["names"])
     if known == names:
         return
-    if known_class_indices(known, names) is not None and not ctx.distributed:
+    knows_them = known_class_indices(known, names) is not None
+    if ctx.distributed:  # a stage writes files before the process group exists: one process makes the teacher
+        first = "cut it down once without torchrun (it writes RUN/teacher/weights/best.pt)" if knows_them else \
+            f"fine-tune it first (python train.py --weights {opt.teacher} --data {opt.data})"
+        raise UserInputError(f"--teacher {opt.teacher}: its classes are not --data's; under torchrun {first} and pass "
+                             f"that best.pt")
+    if knows_them:
         opt.teacher = str(teacher_of_known_classes(opt, ckpt, known, names))
         return
-    if ctx.distributed:
-        raise UserInputError(f"--teacher {opt.teacher}: it does not know --data's classes; under torchrun fine-tune it "
-                             f"first (python train.py --weights {opt.teacher} --data {opt.data}) and pass its best.pt")
     teacher_hyp = opt.teacher_hyp or (default_hyp_af if model_from_checkpoint(ckpt, opt.teacher).anchor_free
                                       else default_hyp)
     weights = run_stage(opt, hyp, TEACHER_RUN, {
