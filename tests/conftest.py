@@ -42,6 +42,16 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def two_torch_threads():
+    """CI's two intra-op threads, whatever earlier modules set: a training trajectory depends on float summation
+    order, so a test that asserts where training ends must not depend on the thread count it inherits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def log_text(caplog):
     """caplog that also sees the project logger (which does not propagate to root outside tests)."""
     logger = logging.getLogger(LOGGER_NAME)

@@ -570,7 +570,7 @@ def test_pretraining_on_unlabeled_images_learns_the_teacher_alone_then_seeds_the
 
 
 @pytest.mark.slow
-def test_distilled_student_overfits_coco8(tmp_path):
+def test_distilled_student_overfits_coco8(tmp_path, two_torch_threads):
     """A teacher overfit on coco8's 4 train images teaches a lite2 student on the same images: the student's own
     final validation of best.pt scores mAP50 > 0.4 on them (measured: teacher 0.46, student 0.55)."""
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.small-data-af.yaml").read_text())
