@@ -6,8 +6,8 @@ fast models, with peak GPU memory — the one prepared script to run when a GPU 
 
 Every model is random-init (throughput does not depend on the weights), fused, eval; timed interleaved, one
 round of each per pass, after --warmup runs, with torch.cuda.synchronize around each timed call. img/s = batch /
-median seconds. ONNX Runtime runs our exporter's fp32 file with a dynamic batch (ultralytics' peers through the
-same exporter, their head in export form); without onnxruntime-gpu its rows say so instead of timing the CPU.
+median seconds. ONNX Runtime runs our exporter's fp32 file with a dynamic batch (benchmarks.common.export_onnx;
+ultralytics' peers through the same exporter, their head in export form); without onnxruntime-gpu its rows say so instead of timing the CPU.
 """
 from __future__ import annotations
 
@@ -26,9 +26,8 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_gpu.py` puts only benc
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import command_line, peer_model, publish, zoo_model  # noqa: E402
+from benchmarks.common import command_line, export_onnx, peer_model, publish, zoo_model  # noqa: E402
 from deploy.engines import OnnxEngine  # noqa: E402
-from models.yolo import DetectionModel  # noqa: E402
 from utils.core.system import cpu_name  # noqa: E402
 from utils.core.torch_utils import select_device  # noqa: E402
 
@@ -48,17 +47,6 @@ def timed(run: Callable[[], Any], runs: int, warmup: int, sync: Callable[[], Non
         sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def onnx_file(model: Any, imgsz: int, folder: Path, name: str) -> Path:
-    """A dynamic-batch fp32 ONNX of `model` written by the library's exporter."""
-    from utils.infer.exporters import export_metadata, export_onnx, prepare_for_export
-
-    prepared = prepare_for_export(model) if isinstance(model, DetectionModel) else model
-    meta = export_metadata(prepared, (imgsz, imgsz), 1, "fp32", nms=False) if isinstance(model, DetectionModel) else {}
-    with torch.no_grad():
-        return export_onnx(prepared.float().cpu(), torch.zeros(1, 3, imgsz, imgsz), folder / f"{name}.onnx", meta,
-                           opset=17, dynamic=True, simplify=True)
 
 
 def torch_row(model: Any, device: torch.device, batch: int, imgsz: int, opt: argparse.Namespace) -> dict:
@@ -118,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     models = {name: zoo_model(name) for name in opt.models} | {name: peer_model(name) for name in opt.peers}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        files = {name: onnx_file(m, opt.imgsz, Path(tmp), name) for name, m in models.items()}
+        files = {name: export_onnx(m, opt.imgsz, Path(tmp) / f"{name}.onnx", dynamic=True) for name, m in models.items()}
         for batch in opt.batches:
             for name, model in models.items():  # interleaved: drift hits every model alike
                 rows.append({"model": name, "batch": batch, **torch_row(model, device, batch, opt.imgsz, opt)})

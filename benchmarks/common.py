@@ -87,9 +87,10 @@ def peer_model(name: str) -> Any:
     return model
 
 
-def export_onnx(model: Any, imgsz: int, path: Path) -> Path:
+def export_onnx(model: Any, imgsz: int, path: Path, dynamic: bool = False) -> Path:
     """`model` as a batch-1 ONNX file written by the library's exporter (utils.infer.exporters.export_onnx, what
-    export.py writes): ours in exporter form first (prepare_for_export), a peer as peer_model left it."""
+    export.py writes): ours in exporter form first (prepare_for_export), a peer as peer_model left it. `dynamic`:
+    any batch and size (the GPU script's batch 32)."""
     import torch
 
     from models.yolo import DetectionModel
@@ -100,7 +101,7 @@ def export_onnx(model: Any, imgsz: int, path: Path) -> Path:
         model = prepare_for_export(model)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is the library's choice, and it warns
-        return write_onnx(model, torch.rand(1, 3, imgsz, imgsz), path, metadata={})
+        return write_onnx(model.float().cpu(), torch.rand(1, 3, imgsz, imgsz), path, metadata={}, dynamic=dynamic)
 
 
 def onnx_max_diff(model: Any, engine: OnnxEngine, imgsz: int) -> float:

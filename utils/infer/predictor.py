@@ -24,11 +24,11 @@ import yaml
 from deploy.detector import Detections as RunnerDetections
 from deploy.errors import UserInputError
 from deploy.imgsz import round_imgsz, warn_far_from_trained
+from deploy.preprocess import letterbox
 from deploy.sources import Frame, is_live_source, open_source
 from utils.core.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.core.log import LOGGER
 from utils.core.torch_utils import select_device
-from utils.data.augment import letterbox
 from utils.infer.backends import Backend, check_class_ids, load_backend
 from utils.infer.tta import predict_augmented
 from utils.weights.checkpoint import DEFAULT_IMGSZ
@@ -220,11 +220,11 @@ class Detector:
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple]:
         """BGR image → (1, 3, H, W) float RGB [0, 1] letterboxed tensor, and ((ry, rx), (padw, padh))."""
-        boxed, (rx, ry), pad = letterbox(image, self.imgsz, auto=False)  # the whole imgsz, as exported files take it (deploy.preprocess)
+        boxed, box = letterbox(image, self.imgsz)  # deploy's one rule: the whole imgsz, as exported files take it
         chw = np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))
         im = torch.from_numpy(chw).to(self.device)
         im = (im.half() if self.backend.fp16 else im.float()) / 255
-        return im[None], ((ry, rx), pad)
+        return im[None], ((box.ratio_y, box.ratio_x), (box.pad_left, box.pad_top))
 
     def infer(self, im: torch.Tensor) -> torch.Tensor:
         """(B, N, 5+nc) raw predictions; with --augment, those of the scaled/flipped copies are appended."""
