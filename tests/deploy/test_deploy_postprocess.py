@@ -12,7 +12,7 @@ from deploy.engines import TensorSpec
 from deploy.errors import UserInputError
 from deploy.metadata import parse_metadata
 from deploy.postprocess import as_rows, end_to_end_detections, nms_xyxy, raw_candidates, scale_boxes_to_image
-from deploy.preprocess import Letterbox, letterbox, quantize, to_input
+from deploy.preprocess import Letterbox, as_spec, letterbox, quantize, to_input
 from utils.core.boxes import non_max_suppression, scale_boxes
 from utils.data.augment import letterbox as project_letterbox
 
@@ -85,6 +85,19 @@ def test_letterbox_is_detect_pys(shape, new_shape):
     expected = torch.from_numpy(np.ascontiguousarray(ref[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
     assert np.array_equal(x, expected.numpy())  # bit for bit what detect.py feeds the model
     assert np.array_equal(to_input(ours, "NHWC", TensorSpec(np.float32)), x.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("spec", [TensorSpec(np.float32), TensorSpec(np.float16), TensorSpec(np.int8, 1 / 255, -128),
+                                  TensorSpec(np.uint8, 0.0078, 3)], ids=["f32", "f16", "int8", "uint8-odd-scale"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_pixel_lookup_equals_converting_the_whole_frame(spec, layout):
+    image = np.random.default_rng(3).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    image[0, :3] = (0, 128, 255)
+    frame = image[:, :, ::-1].astype(np.float32) / np.float32(255)  # RGB in [0, 1], then the file's layout and dtype
+    expected = as_spec(np.ascontiguousarray((frame.transpose(2, 0, 1) if layout == "NCHW" else frame)[None]), spec)
+    x = to_input(image, layout, spec)
+    assert x.dtype == expected.dtype and x.shape == expected.shape and x.flags.c_contiguous
+    assert np.array_equal(x, expected)
 
 
 def test_boxes_scale_back_like_detect_py():
