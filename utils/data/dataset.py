@@ -171,8 +171,8 @@ class YOLODataset(Dataset):
             self._sort_for_rect(batch_size, pad)
 
         self.ims: list[np.ndarray | None] = [None] * len(self.im_files)
-        # recently decoded images per worker: mosaic partners come from here, so a mosaic decodes about
-        # one new image instead of four (the ultralytics package's "buffer"); bounded like theirs
+        # recently decoded images per worker, a decode cache only: an image drawn again soon (a mosaic partner,
+        # the next epoch on a small set) is not decoded again; bounded like the ultralytics package's buffer
         self.recent_size = min(len(self), batch_size * 8, 1000) if self.mosaic else 0
         self.npy_files = [str(Path(f).with_suffix(".npy")) for f in self.im_files]
         self.cache = cache
@@ -267,9 +267,8 @@ class YOLODataset(Dataset):
     def rng(self) -> np.random.Generator:
         """This epoch's augmentation stream in this loader process, seeded by (seed, epoch, rank, worker).
 
-        So an epoch augments the same whether the run got there uninterrupted or by --resume. A new stream
-        also empties the mosaic buffer (the previous epoch's images would carry history in) and, in a worker,
-        reseeds the global RNGs by the same rule in case anything draws from them.
+        So an epoch augments the same whether the run got there uninterrupted or by --resume. In a worker a
+        new stream also reseeds the global RNGs by the same rule, in case anything draws from them.
         """
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
@@ -277,7 +276,6 @@ class YOLODataset(Dataset):
         if key != self._rng_key:
             seed = epoch_seed(self.seed, key[1], self.rank, LOADER_STREAM + worker)
             self._rng_key, self._rng = key, np.random.default_rng(seed)
-            self._recent = OrderedDict()
             if info is not None:
                 init_seeds(seed)
         return self._rng
@@ -319,9 +317,14 @@ class YOLODataset(Dataset):
         return {k: self.hyp.get(k, 0.0) for k in keys}
 
     def _load_mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Mosaic of this image + 3 random ones, then the random affine that crops it to imgsz."""
-        pool = list(self._recent) if self._recent else range(len(self))
-        indices = [index] + [int(pool[j]) for j in rng.integers(len(pool), size=3)]
+        """Mosaic of this image + 3 others drawn from the whole set (YOLOv5's rule), then the random affine that
+        crops it to imgsz.
+
+        Not from the images decoded lately: that pool depends on what came before, so it cannot be replayed by
+        --resume unless emptied each epoch — and emptied, it held a handful of images at each epoch's start, so
+        the first mosaics of every epoch repeated the same few pictures.
+        """
+        indices = [index, *(int(i) for i in rng.integers(len(self), size=3))]
         ims, lbs = [], []
         for i in indices:
             im, _, (h, w) = self.load_image(i)

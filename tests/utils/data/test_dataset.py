@@ -377,6 +377,26 @@ def test_an_epoch_loads_the_same_however_many_epochs_came_before(small_tree, wor
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(unbroken[0], unbroken[1]))
 
 
+def test_mosaic_partners_come_from_the_whole_set_from_an_epochs_start(tmp_path, monkeypatch):
+    """Partners drawn only from images decoded lately would repeat a handful of pictures at each epoch's start."""
+    for i in range(40):
+        write_image(tmp_path / "images" / f"im{i}.jpg", 32, 32)
+        write_label(tmp_path, f"im{i}", GOOD_ROW)
+    ds = YOLODataset(str(tmp_path / "images"), 32, batch_size=16, augment=True, hyp=dict(mosaic=1.0), nc=2, seed=0)
+    loaded: list[int] = []
+    original = ds.load_image
+    monkeypatch.setattr(ds, "load_image", lambda i: (loaded.append(i), original(i))[1])
+    ds.set_epoch(0)
+    fresh = 0
+    for index in range(12):  # each mosaic loads its own image, then its three partners
+        start = len(loaded)
+        ds[index]
+        seen_before = set(loaded[:start]) | {index}
+        fresh += sum(i not in seen_before for i in loaded[start + 1:start + 4])
+    assert loaded[::4] == list(range(12))
+    assert fresh >= 15  # of 36 partners; drawn from the images already loaded this epoch, at most the first 3
+
+
 def test_negative_workers_is_a_clear_error(small_tree):
     with pytest.raises(UserInputError, match=r"^--workers -1: must be 0 \(load in the main process\) or more$"):
         create_dataloader(str(small_tree / "ds" / "images" / "train"), 64, 2, 32, workers=-1, nc=2)
