@@ -5,6 +5,7 @@ runner feeds a model bit-for-bit the input detect.py feeds it and the boxes matc
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -64,10 +65,14 @@ def to_input(boxed_bgr: np.ndarray, layout: str, spec: TensorSpec) -> np.ndarray
     return _lookup(cv2.cvtColor(boxed_bgr, cv2.COLOR_BGR2RGB), table)[None]
 
 
+@functools.lru_cache(maxsize=16)
 def pixel_table(spec: TensorSpec) -> np.ndarray:
     """What each 8-bit pixel value becomes in the model input: value / 255 (a true division, as detect.py does;
-    multiplying by 1/255 differs in the last bit), in the input's dtype and quantisation."""
-    return as_spec(np.arange(256, dtype=np.float32) / np.float32(255), spec)
+    multiplying by 1/255 differs in the last bit), in the input's dtype and quantisation. Built once per input
+    spec (read-only: every frame shares it)."""
+    table = as_spec(np.arange(256, dtype=np.float32) / np.float32(255), spec)
+    table.flags.writeable = False
+    return table
 
 
 def _lookup(pixels: np.ndarray, table: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
