@@ -11,8 +11,8 @@ from .draw import draw_detections
 from .engines import Engine, load_engine
 from .errors import MODEL_FILE, UserInputError
 from .imgsz import round_imgsz, warn_far_from_trained
-from .postprocess import (as_rows, end_to_end_detections, nms_xyxy, raw_candidates, scale_boxes_to_image,
-                          xyxy_to_xywhn)
+from .postprocess import (as_rows, check_class_ids, end_to_end_detections, nms_xyxy, raw_candidates,
+                          scale_boxes_to_image, xyxy_to_xywhn)
 from .preprocess import letterbox, to_input
 
 
@@ -94,20 +94,6 @@ def network_input_hw(imgsz: list[int] | None, engine: Engine) -> tuple[int, int]
     return engine.input_hw
 
 
-def check_classes(classes: list[int] | None, nc: int, model: Path) -> list[int] | None:
-    """The --classes filter, each id a class of `model` (its metadata's `nc` names).
-
-    An id the model does not have would only filter every box away, which looks like 'nothing detected'.
-    """
-    if classes is None:
-        return None
-    bad = [i for i in classes if not 0 <= i < nc]
-    if bad:
-        raise UserInputError(f"no such class id; {model.name} has {nc} class{'es' * (nc != 1)} "
-                             f"({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})", "classes", " ".join(map(str, bad)))
-    return list(classes)
-
-
 class Detector:
     """An exported .onnx/.tflite/OpenVINO file plus the pre/post-processing detect.py applies around it."""
 
@@ -117,7 +103,7 @@ class Detector:
         self.engine = load_engine(model, self.opt.threads, self.opt.half)
         self.info = self.engine.info
         self.imgsz = network_input_hw(self.opt.imgsz, self.engine)
-        self.opt.classes = check_classes(self.opt.classes, len(self.info.names), self.engine.path)
+        self.opt.classes = check_class_ids(self.opt.classes, len(self.info.names), self.engine.path)
 
     def warmup(self) -> None:
         """One throw-away run: runtimes allocate and pick kernels on the first call."""

@@ -8,12 +8,33 @@ class suppressing IoU > iou_thres, at most max_det boxes by descending score.
 """
 from __future__ import annotations
 
+import numbers
+from pathlib import Path
+
 import numpy as np
 
+from .errors import UserInputError
 from .preprocess import Letterbox
 
 MAX_NMS_CANDIDATES = 30000  # boxes fed into NMS per image; beyond that NMS time explodes for no gain
 NMS_CHUNK = 64  # boxes of one class decided per step of greedy NMS (IoU memory: chunk x (kept + chunk) floats)
+
+
+def check_class_ids(ids: int | list[int] | tuple[int, ...] | None, nc: int | None,
+                    model: str | Path) -> list[int] | None:
+    """A --classes filter as a list of ids, each one a class of `model` (when its class count `nc` is known).
+
+    An id the model does not have would only filter every box away, which looks like 'nothing detected'.
+    """
+    if ids is None:
+        return None
+    ids = [ids] if isinstance(ids, numbers.Integral) else list(ids)
+    bad = [i for i in ids if not isinstance(i, numbers.Integral) or i < 0 or (nc is not None and i >= nc)]
+    if bad:
+        known = "" if nc is None else f"; {Path(model).name} has {nc} class{'es' * (nc != 1)} " \
+                                        f"({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})"
+        raise UserInputError(f"no such class id{known}", "classes", " ".join(map(str, bad)))
+    return [int(i) for i in ids]
 
 
 def as_rows(output: np.ndarray, nc: int, end_to_end: bool) -> np.ndarray:

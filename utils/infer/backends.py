@@ -14,7 +14,6 @@ backend's device. Box outputs of every format are in input pixels, never normali
 from __future__ import annotations
 
 import json
-import numbers
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +31,6 @@ from utils.infer.formats import EXPORT_FORMATS, export_format
 from utils.weights.checkpoint import checkpoint_imgsz, load_checkpoint, model_from_checkpoint
 
 SUFFIXES = {".pt": "pytorch", **{fmt.suffix: fmt.name for fmt in EXPORT_FORMATS}}  # suffix -> backend kind
-
-
-def check_class_ids(ids: int | list[int] | tuple[int, ...] | None, nc: int | None,
-                    model: str | Path) -> list[int] | None:
-    """A classes filter as a list of ids, each one a class of `model` (when its class count `nc` is known).
-
-    An id the model does not have would only filter every box away, which looks like 'nothing detected'.
-    """
-    if ids is None:
-        return None
-    ids = [ids] if isinstance(ids, numbers.Integral) else list(ids)
-    bad = [i for i in ids if not isinstance(i, numbers.Integral) or i < 0 or (nc is not None and i >= nc)]
-    if bad:
-        known = "" if nc is None else f"; {Path(model).name} has {nc} class{'es' * (nc != 1)} " \
-                                        f"({'id 0' if nc == 1 else f'ids 0-{nc - 1}'})"
-        raise UserInputError(f"no such class id{known}", "classes", " ".join(map(str, bad)))
-    return [int(i) for i in ids]
 
 
 class ExportedBackend(Backend):

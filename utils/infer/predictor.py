@@ -24,12 +24,13 @@ import yaml
 from deploy.detector import Detections as RunnerDetections
 from deploy.errors import UserInputError
 from deploy.imgsz import round_imgsz, warn_far_from_trained
+from deploy.postprocess import check_class_ids
 from deploy.preprocess import letterbox
 from deploy.sources import Frame, is_live_source, open_source
 from utils.core.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.core.log import LOGGER
 from utils.core.torch_utils import select_device
-from utils.infer.backends import Backend, check_class_ids, load_backend
+from utils.infer.backends import Backend, load_backend
 from utils.infer.tta import predict_augmented
 from utils.weights.checkpoint import DEFAULT_IMGSZ
 
