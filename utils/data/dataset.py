@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from deploy.errors import UserInputError
 from utils.core.boxes import xywhn_to_xyxy, xyxy_to_xywhn
+from utils.core.files import atomic_file
 from utils.core.log import LOGGER
 from utils.core.torch_utils import LOADER_STREAM, epoch_seed, init_seeds
 from utils.core.yaml_io import read_yaml_mapping
@@ -222,7 +223,8 @@ class YOLODataset(Dataset):
         f = Path(self.npy_files[i])
         if not self._npy_is_current(i):
             try:
-                np.save(f, self._read(self.im_files[i]), allow_pickle=False)
+                with atomic_file(f) as out:  # an interrupted --cache disk leaves no partial .npy to trust
+                    np.save(out, self._read(self.im_files[i]), allow_pickle=False)
             except OSError as e:
                 LOGGER.warning(f"WARNING: {f}: image cache not written ({short_error(e)})")
 

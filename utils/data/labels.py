@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from deploy.errors import UserInputError
+from utils.core.files import atomic_file
 from utils.core.log import LOGGER
 
 CACHE_VERSION = "pconv-yolo-labels-1"
@@ -177,15 +178,12 @@ def load_label_cache(path: Path, expected_hash: str) -> dict | None:
 
 
 def save_label_cache(path: Path, hash_: str, data: dict) -> None:
-    """Write atomically; an unwritable label folder only costs a rescan next time."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    """Write whole or not at all; an unwritable label folder only costs a rescan next time."""
     try:
-        with open(tmp, "wb") as f:  # a file object, so numpy does not append .npz
+        with atomic_file(path) as f:  # a file object, so numpy does not append .npz
             np.savez(f, version=np.array(CACHE_VERSION), hash=np.array(hash_), **data)
-        os.replace(tmp, path)
     except OSError as e:
         LOGGER.warning(f"WARNING: label cache not written, {path.parent} is not writable ({short_error(e)})")
-        tmp.unlink(missing_ok=True)
 
 
 def scan_labels(im_files: list[str], label_files: list[str], nc: int | None, prefix: str = "",

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from deploy.errors import UserInputError
+from utils.core.files import atomic_file
 from models.yolo import DetectionModel
 from utils.weights.foreign import checkpoint_from_foreign, is_foreign_checkpoint
 
@@ -97,27 +96,11 @@ def build_checkpoint(
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
-    """Write `ckpt` to `path` atomically: temp file in the same folder, fsync, then os.replace."""
+    """Write `ckpt` to `path` whole or not at all, synced to disk (utils.core.files.atomic_file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left behind by a process killed mid-save
-        stale.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY) if hasattr(os, "O_DIRECTORY") else None
-    if dir_fd is not None:  # make the rename itself durable (POSIX)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    with atomic_file(path, durable=True) as f:
+        torch.save(ckpt, f)
     return path
 
 

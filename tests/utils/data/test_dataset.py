@@ -1,6 +1,7 @@
 """Data YAML checks, label verification on real broken files, the label cache and the dataloader."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -427,6 +428,26 @@ def test_ram_and_disk_caches_give_same_pixels(small_tree):
     assert torch.equal(plain[1][0], on_disk[1][0])
     with pytest.raises(UserInputError, match="--cache"):
         create_dataloader(src, 64, 2, 32, workers=0, nc=2, cache="gpu")
+
+
+def test_disk_cache_interrupted_mid_write_leaves_no_npy_to_trust(small_tree, monkeypatch):
+    """A --cache disk run stopped while writing a .npy must not leave a partial file the next run loads."""
+    src = str(small_tree / "ds" / "images" / "train")
+    real_save = np.save
+
+    def save_half_then_fail(f, arr, **kw):
+        with open(f, "wb") if isinstance(f, (str, Path)) else contextlib.nullcontext(f) as out:
+            out.write(b"\x93NUMPY half a file")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "save", save_half_then_fail)
+    _, ds = create_dataloader(src, 64, 2, 32, workers=0, nc=2, cache="disk")
+    assert not any(Path(f).exists() for f in ds.npy_files)
+    assert not list(Path(ds.npy_files[0]).parent.glob("*.tmp"))
+    monkeypatch.setattr(np, "save", real_save)
+    _, plain = create_dataloader(src, 64, 2, 32, workers=0, nc=2)
+    _, again = create_dataloader(src, 64, 2, 32, workers=0, nc=2, cache="disk")
+    assert torch.equal(plain[1][0], again[1][0]) and all(Path(f).is_file() for f in again.npy_files)
 
 
 def test_single_cls_collapses_classes(small_tree):
