@@ -22,9 +22,9 @@ COCO_NAMES_YAML = REPO / "data/coco8.yaml"  # the 80 COCO names, for untrained 8
 
 
 def _check_no_foreign_packages() -> None:
-    """torch.hub imports this repo's top-level `models` / `utils`; another project's, already imported, would
-    shadow them and fail later with a confusing ImportError. Say so now."""
-    for name in ("models", "utils"):
+    """torch.hub imports this repo's top-level `deploy` / `models` / `utils`; another project's, already imported,
+    would shadow them and fail later with a confusing ImportError. Say so now."""
+    for name in ("deploy", "models", "utils"):
         module = sys.modules.get(name)
         origin = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
         if module is not None and origin and REPO not in pathlib.Path(origin).resolve().parents:

@@ -77,11 +77,12 @@ def test_every_zoo_yaml_has_a_constructor():
         hubconf.yolov5n(classes=3, names=["a"])
 
 
-def test_a_foreign_utils_package_is_named(monkeypatch, tmp_path):
-    foreign = types.ModuleType("utils")
-    foreign.__file__ = str(tmp_path / "other_project/utils/__init__.py")
-    monkeypatch.setitem(sys.modules, "utils", foreign)
-    with pytest.raises(ImportError, match="a different 'utils' package is already imported .*other_project"):
+@pytest.mark.parametrize("name", ["deploy", "models", "utils"])
+def test_a_foreign_top_level_package_is_named(monkeypatch, tmp_path, name):
+    foreign = types.ModuleType(name)
+    foreign.__file__ = str(tmp_path / f"other_project/{name}/__init__.py")
+    monkeypatch.setitem(sys.modules, name, foreign)
+    with pytest.raises(ImportError, match=f"a different '{name}' package is already imported .*other_project"):
         hubconf._check_no_foreign_packages()
 
 
