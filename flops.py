@@ -30,7 +30,7 @@ from utils.profile.profiler import (RUNTIMES, TIMERS, ModelProfile, iter_backend
 from deploy.cli import add_run_folder_flags
 from deploy.outputs import increment_path
 from utils.core.system import cpu_name, peak_rss_mb
-from utils.core.torch_utils import select_device
+from utils.core.torch_utils import select_device, torch_threads
 
 ROOT = Path(__file__).resolve().parent
 LAYER_COLUMNS = ["layer", "from", "module", "n", "params", "GFLOPs", "MB", "FLOP/B", "ms", "GFLOPS"]
@@ -150,17 +150,13 @@ def run(**kwargs) -> Path:
     if opt.timer == "cpu" and device.type != "cpu":
         raise UserInputError(f"--timer cpu: only for --device cpu (got {device})")
     models = {} if opt.ops_only else load_models(opt, device)  # bad files fail before a run folder exists
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(opt.threads)
-    try:
+    with torch_threads(opt.threads):
         save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
         md = [f"# Benchmark at {opt.imgsz}x{opt.imgsz}, batch {opt.batch_size}\n",
               f"Device: {device_line(device, opt.threads)}  \nOptions: {options_line(opt)}\n"]
         md += benchmark_sections(opt, models, device, save_dir)
         md.append(f"\nWall time {time.perf_counter() - t_start:.1f} s; process peak RSS {peak_rss_mb():.0f} MB.\n")
         (save_dir / "results.md").write_text("\n".join(md), encoding="utf-8")
-    finally:
-        torch.set_num_threads(threads_before)
     LOGGER.info("\n".join(md))
     LOGGER.info(f"Results saved to {save_dir}")
     return save_dir

@@ -5,6 +5,8 @@ import copy
 import math
 import os
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -42,6 +44,17 @@ def select_device(device: str | int | torch.device = "", batch_size: int = 0) ->
     if len(ids) > 1 and batch_size and batch_size % len(ids):
         raise UserInputError(f"--batch-size {batch_size}: must be a multiple of the GPU count {len(ids)}")
     return torch.device(f"cuda:{ids[0]}")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` inside the block and restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def init_seeds(seed: int = 0, deterministic: bool = False) -> None:

@@ -17,6 +17,9 @@ class Backend:
     `dynamic` is True when any input size that is a multiple of `stride` works (the .pt model); exported
     files have a fixed `imgsz` and, when `fixed_batch` is set, take that many images per call.
     `end_to_end` is True for files exported with NMS inside: their rows are already x1 y1 x2 y2 conf cls.
+    `cpu_runtime` is True when another runtime's threads compute the model on the CPU cores: torch work around
+    it should then run on one thread, since torch's OpenMP workers keep spinning after each op and take the
+    cores that runtime needs (detect.py's inference on an .onnx measured 1.3-1.8x slower than the runtime alone).
     """
 
     kind = "base"
@@ -31,6 +34,7 @@ class Backend:
         self.dynamic = False
         self.fixed_batch: int | None = None
         self.end_to_end = False
+        self.cpu_runtime = False
 
     def _forward(self, im: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

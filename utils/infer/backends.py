@@ -116,6 +116,7 @@ class EngineBackend(ExportedBackend):
         self.engine = engine.open(path, torch.get_num_threads(), fp16, device.type == "cuda")
         self.kind, self.precision = self.engine.runtime, self.engine.compute
         self._place(device)
+        self.cpu_runtime = self.device.type == "cpu"
         self._apply_metadata(self.engine.metadata)
         if "names" not in self.engine.metadata:
             LOGGER.warning(f"WARNING: {path}: no class names in {self.engine.metadata_source}; class names come "

@@ -34,6 +34,7 @@ class Ensemble(Backend):
         self.trained_imgsz = first.trained_imgsz
         self.fixed_batch = None  # each member splits the batch into its own exported batch size
         self.end_to_end = False
+        self.cpu_runtime = all(m.cpu_runtime for m in self.members)  # a .pt member needs torch's threads
         LOGGER.info(f"Ensemble of {len(self.members)} models ({', '.join(m.path.name for m in self.members)}): "
                     f"predictions concatenated before NMS")
 

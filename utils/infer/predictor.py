@@ -11,6 +11,7 @@ never see the network's input size.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from deploy.preprocess import letterbox
 from deploy.sources import Frame, is_live_source, open_source
 from utils.core.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.core.log import LOGGER
-from utils.core.torch_utils import select_device
+from utils.core.torch_utils import select_device, torch_threads
 from utils.infer.backends import Backend, load_backend
 from utils.infer.tta import predict_augmented
 from utils.weights.checkpoint import DEFAULT_IMGSZ
@@ -262,14 +263,18 @@ class Detector:
         return det[det[:, 4].argsort(descending=True)][: self.max_det]
 
     def predict(self, image: np.ndarray, path: str = "") -> Detections:
-        """Detect objects in one BGR image; `speed` holds the ms spent in each stage."""
-        t0 = self._sync()
-        im, ratio_pad = self.preprocess(image)
-        t1 = self._sync()
-        pred = self.infer(im)
-        t2 = self._sync()
-        result = self.postprocess(pred, tuple(im.shape[2:]), image, ratio_pad, path)
-        t3 = self._sync()
+        """Detect objects in one BGR image; `speed` holds the ms spent in each stage.
+
+        torch runs on one thread around a model another runtime computes on the CPU (Backend.cpu_runtime).
+        """
+        with torch_threads(1) if self.backend.cpu_runtime else contextlib.nullcontext():
+            t0 = self._sync()
+            im, ratio_pad = self.preprocess(image)
+            t1 = self._sync()
+            pred = self.infer(im)
+            t2 = self._sync()
+            result = self.postprocess(pred, tuple(im.shape[2:]), image, ratio_pad, path)
+            t3 = self._sync()
         result.speed = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
         result.input_shape = tuple(im.shape)
         return result

@@ -69,6 +69,7 @@ def test_onnx_fixed_shape_matches_torch(tiny, tmp_path):
     backend = load_backend(path)
     assert (backend.kind, backend.names, backend.stride, backend.imgsz) == ("onnx", NAMES, 8, (32, 48))
     assert not backend.dynamic and backend.fixed_batch == 1
+    assert backend.cpu_runtime  # ONNX Runtime computes on the cores torch would spin on
     x = torch.rand(2, 3, 32, 48)
     out = backend(x)  # batch of 2 through a batch-1 model: split and concatenated
     assert out.shape == (2, 24, 7) and out.dtype == torch.float32

@@ -55,6 +55,11 @@ def test_outputs_are_concatenated_in_member_order():
     pa, pb = a(im), b(im)
     assert out.shape == (2, pa.shape[1] + pb.shape[1], 6)
     assert torch.equal(out[:, :pa.shape[1]], pa) and torch.equal(out[:, pa.shape[1]:], pb)
+    assert not ensemble.cpu_runtime  # torch computes these members: it keeps its threads
+    b.cpu_runtime = True  # one member in another runtime: the .pt member still needs torch's threads
+    assert not load_backend([a, b]).cpu_runtime
+    a.cpu_runtime = True
+    assert load_backend([a, b]).cpu_runtime
 
 
 def test_members_must_agree_on_classes_stride_and_raw_output():

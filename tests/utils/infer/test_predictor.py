@@ -125,6 +125,28 @@ def test_every_input_kind_gives_the_same_boxes(scripted, tmp_path):
     assert len(detector(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))[0]) == 1  # grey frames are accepted
 
 
+@pytest.mark.parametrize("cpu_runtime", [True, False])
+def test_torch_runs_on_one_thread_around_a_cpu_runtime(scripted, cpu_runtime):
+    """Around a model another runtime computes on the CPU, torch's spinning workers would take its cores."""
+    seen = []
+
+    class Recording(ScriptedBackend):
+        def _forward(self, im):
+            seen.append(torch.get_num_threads())
+            return super()._forward(im)
+
+    backend = Recording()
+    backend.cpu_runtime = cpu_runtime
+    detector = scripted(backend, warmup=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert detector.predict(bright_spot_image()).summary() == "1 bright"
+        assert seen == [1 if cpu_runtime else 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_inputs(scripted):
     detector = scripted(ScriptedBackend(), imgsz=64)
     with pytest.raises(UserInputError, match="expected a path, numpy array or PIL image, got int"):
