@@ -99,7 +99,7 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """Write `ckpt` to `path` whole or not at all, synced to disk (utils.core.files.atomic_file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, durable=True) as f:
+    with atomic_file(path, durable=True, single_writer=True) as f:
         torch.save(ckpt, f)
     return path
 
