@@ -11,6 +11,7 @@ dataloader=val_loader, compute_loss=loss, save_dir=..., plots=...)`, which retur
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -238,6 +239,11 @@ class _Target:
     save_dir: Path = Path()
     dataloader: Any = None
 
+    def torch_work(self) -> contextlib.AbstractContextManager:
+        """The context val's torch work runs in: the backend's (one thread beside a runtime computing on the CPU);
+        train.py's live model is torch's own work and keeps every thread."""
+        return contextlib.nullcontext() if self.training else self.model.torch_work()
+
 
 def _live_target(model: torch.nn.Module, data: dict, single_cls: bool, half: bool, dataloader: Any,
                  save_dir: Path) -> _Target:
@@ -304,28 +310,29 @@ def _score_batches(t: _Target, scorer: _Scorer, nms: tuple[float, float, int], a
     loss = torch.zeros(3, device=t.device)
     pbar = tqdm(t.dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}",
                 disable=t.training and not verbose)
-    for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
-        with timers[0]:
-            im = im.to(t.device, non_blocking=True)
-            im = (im.half() if t.half and not t.training else im.float()) / 255
-            targets = targets.to(t.device)
-            height, width = im.shape[2:]
-        with timers[1]:
-            preds = _predict(t, im, targets, augment, compute_loss, loss)
-        targets[:, 2:] *= torch.tensor((width, height, width, height), device=t.device)
-        if t.single_cls:  # also when the caller's loader kept the classes
-            targets[:, 1] = 0
-        with timers[2]:
-            preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True,
-                                        agnostic=t.single_cls, max_det=max_det)
-        for si, pred in enumerate(preds):
-            if t.single_cls:
-                pred[:, 5] = 0
-            scorer.add(pred, targets[targets[:, 0] == si, 1:], (height, width), Path(paths[si]), *shapes[si])
-        if plots and batch_i < PLOTTED_BATCHES:
-            _plot_batch(im, targets, paths, t.save_dir / f"val_batch{batch_i}_labels.jpg", t.names)
-            _plot_batch(im, _predictions_as_targets(preds), paths, t.save_dir / f"val_batch{batch_i}_pred.jpg",
-                        t.names)
+    with t.torch_work():
+        for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
+            with timers[0]:
+                im = im.to(t.device, non_blocking=True)
+                im = (im.half() if t.half and not t.training else im.float()) / 255
+                targets = targets.to(t.device)
+                height, width = im.shape[2:]
+            with timers[1]:
+                preds = _predict(t, im, targets, augment, compute_loss, loss)
+            targets[:, 2:] *= torch.tensor((width, height, width, height), device=t.device)
+            if t.single_cls:  # also when the caller's loader kept the classes
+                targets[:, 1] = 0
+            with timers[2]:
+                preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True,
+                                            agnostic=t.single_cls, max_det=max_det)
+            for si, pred in enumerate(preds):
+                if t.single_cls:
+                    pred[:, 5] = 0
+                scorer.add(pred, targets[targets[:, 0] == si, 1:], (height, width), Path(paths[si]), *shapes[si])
+            if plots and batch_i < PLOTTED_BATCHES:
+                _plot_batch(im, targets, paths, t.save_dir / f"val_batch{batch_i}_labels.jpg", t.names)
+                _plot_batch(im, _predictions_as_targets(preds), paths, t.save_dir / f"val_batch{batch_i}_pred.jpg",
+                            t.names)
     return timers, loss
 
 

@@ -38,6 +38,9 @@ coco128, which is the full 80-class set from yolov5's coco128.yaml, ../shared/ o
     python benchmarks/bench_accuracy.py --data ../shared/data/aquarium/data.yaml --epochs 30 --seed 0 1 2 \
         --models yolov5n-lite2-fasterneck-af --pretrained yolov5n.pt --teacher yolov5n.pt --inherit --no-scratch \
         --peer '' # from a pretrained file: it fine-tuned, and students distilled from (and inheriting) that run
+    python benchmarks/bench_accuracy.py --data ../shared/data/aquarium/data.yaml --epochs 30 --seed 1 2 \
+        --models yolov5n-fasterneck-af --pretrained yolov5n.pt --teacher yolov5n.pt --inherit only --no-scratch \
+        --peer '' --latency-runs 0  # the inherited + distilled rows alone
     python benchmarks/bench_accuracy.py --skip-train                                    # latency only
 """
 from __future__ import annotations
@@ -131,9 +134,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrained", default="",
                    help="a pretrained .pt users start from (e.g. yolov5n.pt): a row of it fine-tuned with the recipe "
                         "(train.py --weights FILE), per seed")
-    p.add_argument("--inherit", action="store_true",
+    p.add_argument("--inherit", nargs="?", const="also", default="", choices=["also", "only"],
                    help="with --teacher: each student also trains inheriting the teacher's matching blocks "
-                        "(--weights TEACHER --cfg STUDENT) while distilled from it")
+                        "(--weights TEACHER --cfg STUDENT) while distilled from it; 'only': that row alone, "
+                        "without the distilled-only one (a row measured before)")
     p.add_argument("--no-scratch", action="store_true",
                    help="with --teacher: train only the distilled rows (the scratch rows measured before)")
     p.add_argument("--teacher-epochs", type=int, default=0,
@@ -411,7 +415,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 if not opt.no_scratch:
                     rows[name] = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s)
                                                   for s in opt.seed])
-                for inherit in ([False, True] if opt.inherit else [False]) if teachers else []:
+                inherit_kinds = {"": [False], "also": [False, True], "only": [True]}[opt.inherit]
+                for inherit in inherit_kinds if teachers else []:
                     distilled = mean_over_seeds([
                         train_ours(name, data, opt, save_dir, n_train, s, teachers[s],
                                    str(teachers[s].path) if inherit else "") for s in opt.seed])

@@ -154,3 +154,24 @@ def test_pretrained_rows_fine_tune_the_file_and_its_runs_teach_and_seed_the_stud
     assert student.train_s == 200.0  # the student's 100 s and its teacher's
     with pytest.raises(bench.UserInputError, match="--inherit starts students from the teacher's weights"):
         bench.parse_opt(["--inherit", "--teacher", "yolov5n-af"])
+
+
+@pytest.mark.parametrize("inherit, rows", [
+    ([], ["m distilled"]),
+    (["--inherit"], ["m distilled", "m inherited + distilled"]),
+    (["--inherit", "only"], ["m inherited + distilled"])])
+def test_inherit_only_trains_the_inherited_row_alone(tmp_path, monkeypatch, inherit, rows):
+    """--inherit trains each student distilled and inherited + distilled; --inherit only skips the distilled-only
+    row, so a row measured before is not paid for again."""
+    def fake_train(name, data, opt, out, n_train, seed, teacher=None, weights=""):
+        kind = "inherited + distilled" if weights else "distilled"
+        return bench.Row(f"{name} {kind}", 0.5, 0.3, [0.3], 0.2, 10.0, 1.0, 100.0, notes=[f"--seed {seed}"])
+
+    teacher = bench.Teacher("t.pt", tmp_path / "t.pt", 0.0)
+    monkeypatch.setattr(bench, "staged_dataset", lambda src, dst: (dst / "images/train").mkdir(parents=True) or dst)
+    monkeypatch.setattr(bench, "fine_tune_pretrained",
+                        lambda data, opt, out, n: (bench.Row("t.pt fine-tuned"), {s: teacher for s in opt.seed}))
+    monkeypatch.setattr(bench, "train_ours", fake_train)
+    out = bench.main(["--models", "m", "--pretrained", "t.pt", "--teacher", "t.pt", "--no-scratch", "--peer", "",
+                      "--latency-runs", "0", "--project", str(tmp_path), *inherit])
+    assert [r.model for r in out] == ["t.pt fine-tuned", *rows]

@@ -288,6 +288,28 @@ def test_onnx_model_validates_at_its_export_size(checkpoint, tmp_path, log_text)
     assert "per image at shape (2, 3, 32, 32)" in log_text.text
 
 
+def test_torch_work_runs_on_one_thread_beside_a_cpu_runtime(checkpoint, tmp_path, monkeypatch):
+    """val's torch work (each batch's /255, NMS, matching) beside ONNX Runtime on the CPU runs on one thread: torch's
+    spinning workers would take the runtime's cores. Its own thread count comes back after the run."""
+    from utils.infer.backends import EngineBackend
+    from utils.infer.exporters import export_metadata, export_onnx, prepare_for_export
+    from utils.weights.checkpoint import load_model
+
+    model = prepare_for_export(load_model(checkpoint))
+    onnx_path = export_onnx(model, torch.zeros(1, 3, 32, 32), tmp_path / "v5n.onnx",
+                            export_metadata(model, (32, 32), 1, "fp32", nms=False))
+    seen, forward = [], EngineBackend._forward
+    monkeypatch.setattr(EngineBackend, "_forward", lambda self, im: seen.append(torch.get_num_threads())
+                        or forward(self, im))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        val.run(data=COCO8, weights=onnx_path, batch_size=2, workers=0, project=tmp_path, plots=False)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_no_classes_flag(capsys):
     """yolov5's val.py has no --classes: a filter is refused up front rather than scoring a subset silently."""
     with pytest.raises(SystemExit) as exc:

@@ -5,10 +5,13 @@ utils/infer/ensemble.py (a Backend made of Backends) both build on it without im
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from utils.core.torch_utils import torch_threads
 
 
 class Backend:
@@ -17,9 +20,7 @@ class Backend:
     `dynamic` is True when any input size that is a multiple of `stride` works (the .pt model); exported
     files have a fixed `imgsz` and, when `fixed_batch` is set, take that many images per call.
     `end_to_end` is True for files exported with NMS inside: their rows are already x1 y1 x2 y2 conf cls.
-    `cpu_runtime` is True when another runtime's threads compute the model on the CPU cores: torch work around
-    it should then run on one thread, since torch's OpenMP workers keep spinning after each op and take the
-    cores that runtime needs (detect.py's inference on an .onnx measured 1.3-1.8x slower than the runtime alone).
+    `cpu_runtime` is True when another runtime's threads compute the model on the CPU cores (see `torch_work`).
     """
 
     kind = "base"
@@ -38,6 +39,13 @@ class Backend:
 
     def _forward(self, im: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def torch_work(self) -> contextlib.AbstractContextManager:
+        """The context every loop around this model (detect, val) runs its torch work in: one torch thread when
+        another runtime computes the model on the CPU, since torch's OpenMP workers keep spinning after each op
+        and take the cores that runtime needs (detect.py's inference on an .onnx measured 1.3-1.8x slower than
+        the runtime alone); torch's own threads otherwise."""
+        return torch_threads(1) if self.cpu_runtime else contextlib.nullcontext()
 
     def __call__(self, im: torch.Tensor | np.ndarray) -> torch.Tensor:
         im = torch.as_tensor(im, device=self.device)

@@ -11,7 +11,6 @@ never see the network's input size.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from deploy.preprocess import letterbox
 from deploy.sources import Frame, is_live_source, open_source
 from utils.core.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.core.log import LOGGER
-from utils.core.torch_utils import select_device, torch_threads
+from utils.core.torch_utils import select_device
 from utils.infer.backends import Backend, load_backend
 from utils.infer.tta import predict_augmented
 from utils.weights.checkpoint import DEFAULT_IMGSZ
@@ -265,9 +264,10 @@ class Detector:
     def predict(self, image: np.ndarray, path: str = "") -> Detections:
         """Detect objects in one BGR image; `speed` holds the ms spent in each stage.
 
-        torch runs on one thread around a model another runtime computes on the CPU (Backend.cpu_runtime).
+        torch runs in the backend's `torch_work` context: one thread around a model another runtime computes on
+        the CPU.
         """
-        with torch_threads(1) if self.backend.cpu_runtime else contextlib.nullcontext():
+        with self.backend.torch_work():
             t0 = self._sync()
             im, ratio_pad = self.preprocess(image)
             t1 = self._sync()
