@@ -6,12 +6,22 @@ utils/infer/ensemble.py (a Backend made of Backends) both build on it without im
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from utils.core.torch_utils import torch_threads
+
+
+@dataclass(frozen=True)
+class EngineInput:
+    """A batch already in an exported file's own layout, dtype and quantisation (deploy's pixel lookup), which its
+    runtime takes as is; `shape` is the NCHW shape the network sees."""
+
+    array: np.ndarray
+    shape: tuple[int, int, int, int]
 
 
 class Backend:
@@ -47,7 +57,14 @@ class Backend:
         the runtime alone); torch's own threads otherwise."""
         return torch_threads(1) if self.cpu_runtime else contextlib.nullcontext()
 
-    def __call__(self, im: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def frame_input(self, boxed_bgr: np.ndarray) -> torch.Tensor | EngineInput:
+        """A letterboxed uint8 BGR frame as this model's batch-1 input: float RGB NCHW in [0, 1] on its device."""
+        chw = torch.from_numpy(np.ascontiguousarray(boxed_bgr[:, :, ::-1].transpose(2, 0, 1))).to(self.device)
+        return ((chw.half() if self.fp16 else chw.float()) / 255)[None]
+
+    def __call__(self, im: torch.Tensor | np.ndarray | EngineInput) -> torch.Tensor:
+        if isinstance(im, EngineInput):
+            return self._as_boxes(self._forward_engine_input(im))
         im = torch.as_tensor(im, device=self.device)
         im = im.half() if self.fp16 else im.float()
         if self.fixed_batch and im.shape[0] != self.fixed_batch:  # run in chunks of the exported batch size
@@ -60,7 +77,13 @@ class Backend:
                     chunk = torch.cat([chunk, chunk.new_zeros(pad, *chunk.shape[1:])], 0)
                 chunks.append(self(chunk)[:k - pad])
             return torch.cat(chunks, 0)
-        pred = self._forward(im)
+        return self._as_boxes(self._forward(im))
+
+    def _forward_engine_input(self, x: EngineInput) -> torch.Tensor:
+        raise NotImplementedError  # only backends whose frame_input returns an EngineInput take one
+
+    def _as_boxes(self, pred: torch.Tensor | list | tuple) -> torch.Tensor:
+        """The first output as float32 (B, N, 5 + nc) on the backend's device, whatever layout the file has."""
         pred = pred[0] if isinstance(pred, (list, tuple)) else pred
         pred = torch.as_tensor(pred, device=self.device).float()
         nc = len(self.names)

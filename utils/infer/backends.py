@@ -17,15 +17,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from deploy.engines import OPENVINO_DIR_SUFFIX, openvino_xml_in  # torch-free: one adapter per runtime
 from deploy.errors import MODEL_FILE, UserInputError
 from deploy.metadata import decode_metadata
-from deploy.preprocess import batch_to_input
+from deploy.preprocess import batch_to_input, to_input
 from utils.core.log import LOGGER
 from utils.core.torch_utils import select_device
-from utils.infer.backend_base import Backend
+from utils.infer.backend_base import Backend, EngineInput
 from utils.infer.ensemble import Ensemble
 from utils.infer.formats import EXPORT_FORMATS, export_format
 from utils.weights.checkpoint import checkpoint_imgsz, load_checkpoint, model_from_checkpoint
@@ -140,6 +141,18 @@ class EngineBackend(ExportedBackend):
     def _forward(self, im: torch.Tensor) -> torch.Tensor:
         x = batch_to_input(im.detach().cpu().float().numpy(), self.engine.layout, self.engine.input_spec)
         return torch.from_numpy(self.engine.run(x))
+
+    def frame_input(self, boxed_bgr: np.ndarray) -> torch.Tensor | EngineInput:
+        """The frame straight into the file's layout, dtype and quantisation through deploy's pixel lookup (the
+        same values bit for bit as the float path, without its float passes and per-frame quantising); a file
+        exported for larger batches takes the float path, which pads the batch."""
+        if (self.fixed_batch or 1) != 1:
+            return super().frame_input(boxed_bgr)
+        h, w = boxed_bgr.shape[:2]
+        return EngineInput(to_input(boxed_bgr, self.engine.layout, self.engine.input_spec), (1, 3, h, w))
+
+    def _forward_engine_input(self, x: EngineInput) -> torch.Tensor:
+        return torch.from_numpy(self.engine.run(x.array))
 
 
 # The formats torch runs itself; every other one runs in the deploy/ engine of its row in utils.infer.formats.

@@ -30,6 +30,7 @@ from deploy.sources import Frame, is_live_source, open_source
 from utils.core.boxes import clip_boxes, non_max_suppression, scale_boxes, xywh_to_xyxy, xyxy_to_xywh, xyxy_to_xywhn
 from utils.core.log import LOGGER
 from utils.core.torch_utils import select_device
+from utils.infer.backend_base import EngineInput
 from utils.infer.backends import Backend, load_backend
 from utils.infer.tta import predict_augmented
 from utils.weights.checkpoint import DEFAULT_IMGSZ
@@ -219,15 +220,16 @@ class Detector:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple]:
-        """BGR image → (1, 3, H, W) float RGB [0, 1] letterboxed tensor, and ((ry, rx), (padw, padh))."""
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor | EngineInput, tuple]:
+        """BGR image → the letterboxed batch-1 input (a (1, 3, H, W) float RGB [0, 1] tensor, or for an exported
+        file its own input array, see Backend.frame_input), and ((ry, rx), (padw, padh))."""
         boxed, box = letterbox(image, self.imgsz)  # deploy's one rule: the whole imgsz, as exported files take it
-        chw = np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))
-        im = torch.from_numpy(chw).to(self.device)
-        im = (im.half() if self.backend.fp16 else im.float()) / 255
-        return im[None], ((box.ratio_y, box.ratio_x), (box.pad_left, box.pad_top))
+        ratio_pad = ((box.ratio_y, box.ratio_x), (box.pad_left, box.pad_top))
+        if self.augment:  # TTA rescales and flips a float tensor
+            return Backend.frame_input(self.backend, boxed), ratio_pad
+        return self.backend.frame_input(boxed), ratio_pad
 
-    def infer(self, im: torch.Tensor) -> torch.Tensor:
+    def infer(self, im: torch.Tensor | EngineInput) -> torch.Tensor:
         """(B, N, 5+nc) raw predictions; with --augment, those of the scaled/flipped copies are appended."""
         if not self.augment:
             return self.backend(im)

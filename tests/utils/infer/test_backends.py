@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -13,7 +14,7 @@ import torch.nn as nn
 from deploy.errors import UserInputError
 from deploy.metadata import decode_metadata, encode_metadata
 from models.yolo import DetectionModel, load_model_yaml
-from utils.infer.backend_base import Backend
+from utils.infer.backend_base import Backend, EngineInput
 from utils.infer.backends import load_backend
 from utils.weights.checkpoint import build_checkpoint, save_checkpoint
 
@@ -75,6 +76,20 @@ def test_onnx_fixed_shape_matches_torch(tiny, tmp_path):
     assert out.shape == (2, 24, 7) and out.dtype == torch.float32
     torch.testing.assert_close(out, tiny(x), atol=1e-5, rtol=1e-4)
     backend.warmup()
+
+
+def test_frames_go_straight_into_an_exported_files_input(tiny, tmp_path):
+    """A letterboxed frame becomes the file's own input through deploy's pixel lookup: the same values as the float
+    path, so the same predictions; a file exported for larger batches keeps the float path, which pads."""
+    frame = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    backend = load_backend(export_onnx(tiny, tmp_path / "tiny.onnx", metadata=encode_metadata(NAMES, 8, (32, 48))))
+    x = backend.frame_input(frame)
+    float_path = Backend.frame_input(backend, frame)
+    assert isinstance(x, EngineInput) and x.shape == (1, 3, 32, 48) and x.array.dtype == np.float32
+    assert torch.equal(torch.from_numpy(x.array), float_path)  # RGB planes of value / 255
+    assert torch.equal(backend(x), backend(float_path)) and backend(x).shape == (1, 24, 7)
+    backend.fixed_batch = 2
+    assert isinstance(backend.frame_input(frame), torch.Tensor)
 
 
 def test_onnx_dynamic_axes_take_any_size(tiny, tmp_path):
@@ -197,6 +212,10 @@ def test_tflite_with_sidecar_metadata(tmp_path):
     backend = load_backend(path)
     assert backend.engine.layout == "NHWC" and backend.imgsz == (32, 32) and backend.names == NAMES
     torch.testing.assert_close(backend(x), model(x), atol=1e-4, rtol=1e-3)  # NCHW in, transposed inside
+    frame = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    direct = backend.frame_input(frame)  # the frame looked up straight into NHWC
+    assert direct.array.shape == (1, 32, 32, 3) and direct.shape == (1, 3, 32, 32)
+    assert torch.equal(backend(direct), backend(Backend.frame_input(backend, frame)))
 
 
 def test_nms_metadata_marks_end_to_end_models(tiny, tmp_path):
