@@ -57,10 +57,15 @@ class Backend:
         the runtime alone); torch's own threads otherwise."""
         return torch_threads(1) if self.cpu_runtime else contextlib.nullcontext()
 
-    def frame_input(self, boxed_bgr: np.ndarray) -> torch.Tensor | EngineInput:
-        """A letterboxed uint8 BGR frame as this model's batch-1 input: float RGB NCHW in [0, 1] on its device."""
+    def frame_tensor(self, boxed_bgr: np.ndarray) -> torch.Tensor:
+        """A letterboxed uint8 BGR frame as a batch-1 float RGB NCHW tensor in [0, 1] on the model's device."""
         chw = torch.from_numpy(np.ascontiguousarray(boxed_bgr[:, :, ::-1].transpose(2, 0, 1))).to(self.device)
         return ((chw.half() if self.fp16 else chw.float()) / 255)[None]
+
+    def frame_input(self, boxed_bgr: np.ndarray) -> torch.Tensor | EngineInput:
+        """A letterboxed uint8 BGR frame as this model's batch-1 input: `frame_tensor`, unless the model takes a
+        cheaper form of it."""
+        return self.frame_tensor(boxed_bgr)
 
     def __call__(self, im: torch.Tensor | np.ndarray | EngineInput) -> torch.Tensor:
         if isinstance(im, EngineInput):

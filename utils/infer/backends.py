@@ -147,7 +147,7 @@ class EngineBackend(ExportedBackend):
         same values bit for bit as the float path, without its float passes and per-frame quantising); a file
         exported for larger batches takes the float path, which pads the batch."""
         if (self.fixed_batch or 1) != 1:
-            return super().frame_input(boxed_bgr)
+            return self.frame_tensor(boxed_bgr)
         h, w = boxed_bgr.shape[:2]
         return EngineInput(to_input(boxed_bgr, self.engine.layout, self.engine.input_spec), (1, 3, h, w))
 

@@ -225,9 +225,8 @@ class Detector:
         file its own input array, see Backend.frame_input), and ((ry, rx), (padw, padh))."""
         boxed, box = letterbox(image, self.imgsz)  # deploy's one rule: the whole imgsz, as exported files take it
         ratio_pad = ((box.ratio_y, box.ratio_x), (box.pad_left, box.pad_top))
-        if self.augment:  # TTA rescales and flips a float tensor
-            return Backend.frame_input(self.backend, boxed), ratio_pad
-        return self.backend.frame_input(boxed), ratio_pad
+        frame = self.backend.frame_tensor if self.augment else self.backend.frame_input  # TTA scales a tensor
+        return frame(boxed), ratio_pad
 
     def infer(self, im: torch.Tensor | EngineInput) -> torch.Tensor:
         """(B, N, 5+nc) raw predictions; with --augment, those of the scaled/flipped copies are appended."""

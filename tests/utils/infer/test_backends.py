@@ -84,7 +84,7 @@ def test_frames_go_straight_into_an_exported_files_input(tiny, tmp_path):
     frame = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     backend = load_backend(export_onnx(tiny, tmp_path / "tiny.onnx", metadata=encode_metadata(NAMES, 8, (32, 48))))
     x = backend.frame_input(frame)
-    float_path = Backend.frame_input(backend, frame)
+    float_path = backend.frame_tensor(frame)
     assert isinstance(x, EngineInput) and x.shape == (1, 3, 32, 48) and x.array.dtype == np.float32
     assert torch.equal(torch.from_numpy(x.array), float_path)  # RGB planes of value / 255
     assert torch.equal(backend(x), backend(float_path)) and backend(x).shape == (1, 24, 7)
@@ -215,7 +215,7 @@ def test_tflite_with_sidecar_metadata(tmp_path):
     frame = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     direct = backend.frame_input(frame)  # the frame looked up straight into NHWC
     assert direct.array.shape == (1, 32, 32, 3) and direct.shape == (1, 3, 32, 32)
-    assert torch.equal(backend(direct), backend(Backend.frame_input(backend, frame)))
+    assert torch.equal(backend(direct), backend(backend.frame_tensor(frame)))
 
 
 def test_nms_metadata_marks_end_to_end_models(tiny, tmp_path):
