@@ -1,7 +1,8 @@
 """One inference interface over every model format we ship: .pt, .torchscript, .onnx, .tflite and OpenVINO IR.
 
 detect, val and the Python API call `backend(im)` the same way whatever the file is:
-`im` is float NCHW RGB in [0, 1] (torch tensor or numpy array) and the result is a float32 torch tensor
+`im` is float NCHW RGB in [0, 1] (torch tensor or numpy array), or one frame as `backend.frame_input` made it
+(an exported file's own input array: no float pass, no per-frame quantising), and the result is a float32 torch tensor
 (B, N, 5 + nc) on the backend's device: cx, cy, w, h in input pixels, objectness, class probabilities —
 exactly what `DetectionModel` returns in eval mode, so NMS does not care where it came from.
 
