@@ -184,10 +184,13 @@ def pt_detect_rows(checkpoint, tmp_path_factory) -> np.ndarray:
 @pytest.mark.parametrize("label, tol", [("onnx", 1e-4), ("tflite", 1e-4), ("torchscript", 1e-4),
                                         ("tflite fp16", 2e-2), ("openvino", 1e-4)])
 def test_detect_gives_the_pt_boxes(exported, pt_detect_rows, tmp_path, label, tol):
-    out = _detect_rows(_files(exported)[label], tmp_path)
-    assert len(pt_detect_rows) > 3
-    assert out.shape == pt_detect_rows.shape
-    assert np.abs(out - pt_detect_rows).max() < tol  # class ids equal; boxes (normalised) and confidences within tol
+    """Boxes clipped to zero width or height lie outside the image; which of a cluster of them NMS keeps turns on
+    1e-6 score differences between runtimes (seen on an AMX Xeon with TFLite), so only boxes with area compare."""
+    visible = lambda rows: rows[(rows[:, 3] > 0) & (rows[:, 4] > 0)]  # noqa: E731
+    out, ref = visible(_detect_rows(_files(exported)[label], tmp_path)), visible(pt_detect_rows)
+    assert len(ref) > 3
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() < tol  # class ids equal; boxes (normalised) and confidences within tol
 
 
 @pytest.mark.parametrize("label", ["tflite int8", "onnx int8", "openvino int8"])
