@@ -410,12 +410,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 teachers = {s: teacher for s in opt.seed}
                 if teacher_row is not None:
                     rows[teacher_row.model] = teacher_row
+            inherit_kinds = {"": [False], "also": [False, True], "only": [True]}[opt.inherit]
             for name in opt.models:
                 LOGGER.info(f"bench_accuracy: training {name} ({opt.epochs} epochs at {opt.imgsz}, seeds {opt.seed})")
                 if not opt.no_scratch:
                     rows[name] = mean_over_seeds([train_ours(name, data, opt, save_dir, n_train, s)
                                                   for s in opt.seed])
-                inherit_kinds = {"": [False], "also": [False, True], "only": [True]}[opt.inherit]
                 for inherit in inherit_kinds if teachers else []:
                     distilled = mean_over_seeds([
                         train_ours(name, data, opt, save_dir, n_train, s, teachers[s],

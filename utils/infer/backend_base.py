@@ -67,9 +67,7 @@ class Backend:
         cheaper form of it."""
         return self.frame_tensor(boxed_bgr)
 
-    def __call__(self, im: torch.Tensor | np.ndarray | EngineInput) -> torch.Tensor:
-        if isinstance(im, EngineInput):
-            return self._as_boxes(self._forward_engine_input(im))
+    def __call__(self, im: torch.Tensor | np.ndarray) -> torch.Tensor:
         im = torch.as_tensor(im, device=self.device)
         im = im.half() if self.fp16 else im.float()
         if self.fixed_batch and im.shape[0] != self.fixed_batch:  # run in chunks of the exported batch size
@@ -83,9 +81,6 @@ class Backend:
                 chunks.append(self(chunk)[:k - pad])
             return torch.cat(chunks, 0)
         return self._as_boxes(self._forward(im))
-
-    def _forward_engine_input(self, x: EngineInput) -> torch.Tensor:
-        raise NotImplementedError  # only backends whose frame_input returns an EngineInput take one
 
     def _as_boxes(self, pred: torch.Tensor | list | tuple) -> torch.Tensor:
         """The first output as float32 (B, N, 5 + nc) on the backend's device, whatever layout the file has."""

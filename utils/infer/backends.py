@@ -152,8 +152,10 @@ class EngineBackend(ExportedBackend):
         h, w = boxed_bgr.shape[:2]
         return EngineInput(to_input(boxed_bgr, self.engine.layout, self.engine.input_spec), (1, 3, h, w))
 
-    def _forward_engine_input(self, x: EngineInput) -> torch.Tensor:
-        return torch.from_numpy(self.engine.run(x.array))
+    def __call__(self, im: torch.Tensor | np.ndarray | EngineInput) -> torch.Tensor:
+        if isinstance(im, EngineInput):  # frame_input's array: the runtime takes it as is
+            return self._as_boxes(torch.from_numpy(self.engine.run(im.array)))
+        return super().__call__(im)
 
 
 # The formats torch runs itself; every other one runs in the deploy/ engine of its row in utils.infer.formats.
