@@ -570,16 +570,22 @@ def test_pretraining_on_unlabeled_images_learns_the_teacher_alone_then_seeds_the
 
 
 @pytest.mark.slow
-def test_distilled_student_overfits_coco8(tmp_path, two_torch_threads):
-    """A teacher overfit on coco8's 4 train images teaches a lite2 student on the same images: the student's own
-    final validation of best.pt scores mAP50 > 0.4 on them (measured: teacher 0.46, student 0.55)."""
+def test_anchor_free_teacher_and_distilled_student_overfit_coco8(tmp_path, two_torch_threads):
+    """From random init yolov5n-af learns coco8's 4 train images, then teaches a lite2 student on them: each
+    run's own final validation of best.pt scores mAP50 > 0.5 (teacher) and > 0.4 (student) on them.
+
+    One optimizer step per epoch, so BatchNorm's running statistics (momentum 0.03, ~33 steps to catch up) must
+    settle in the last epochs: 80 epochs decaying linearly left the eval-mode teacher anywhere from 0.08 to 0.64
+    by seed (re-estimating the statistics gave 0.79 every time); 120 epochs on a cosine schedule measured
+    teacher 0.64-0.89 over seeds 0-5 and student 0.64-0.66 over seeds 0-3.
+    """
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.small-data-af.yaml").read_text())
     hyp.update(lr0=0.01, lrf=0.01, warmup_epochs=0, hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0,
                mosaic=0, mixup=0)
-    recipe = dict(data=str(coco8_train_as_val(tmp_path)), hyp=hyp, imgsz=128, batch_size=64, epochs=80,
-                  optimizer="AdamW", workers=0, cache="ram", noval=True, noplots=True)
+    recipe = dict(data=str(coco8_train_as_val(tmp_path)), hyp=hyp, imgsz=128, batch_size=64, epochs=120,
+                  cos_lr=True, optimizer="AdamW", workers=0, cache="ram", noval=True, noplots=True)
     teacher = train.run(**recipe, cfg="models/yolov5n-af.yaml", project=str(tmp_path / "teacher"))
     student = train.run(**recipe, cfg="models/yolov5n-pconv-lite2-af.yaml", teacher=str(teacher.best),
                         project=str(tmp_path / "student"))
-    assert teacher.results.map50 > 0.3 and student.results.map50 > 0.4, (teacher.results.csv_row(),
+    assert teacher.results.map50 > 0.5 and student.results.map50 > 0.4, (teacher.results.csv_row(),
                                                                           student.results.csv_row())
