@@ -121,15 +121,27 @@ def test_onnx_export_matches_pytorch_with_dynamic_shapes_and_metadata(model, tmp
     assert backend.names == ["a", "b", "c"] and backend.stride == 32 and backend.dynamic
 
 
+def anchor_free_onnx(kind: str, path: Path, **export_options) -> tuple[Path, nn.Module]:
+    """A 64-px fp32 ONNX of our anchor-free model (DFL bin conv the head's own op; `export_options` go to
+    export_onnx) or of ultralytics' yolov5nu (DFL a `dfl` submodule), and the module exported."""
+    torch.manual_seed(0)
+    if kind == "ours":
+        model = prepare_for_export(DetectionModel("yolov5n-pconv-lite2-shared-af.yaml", nc=3).eval())
+        model.names = ["a", "b", "c"]
+        meta = export_metadata(model, (64, 64), 1, "fp32", nms=False)
+        return export_onnx(model, torch.zeros(1, 3, 64, 64), path, meta, opset=17, **export_options), model
+    from ultralytics.nn.tasks import DetectionModel as UltralyticsModel
+
+    model = UltralyticsModel("yolov5nu.yaml", nc=3, verbose=False).eval()
+    model.model[-1].export, model.model[-1].format = True, "onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17,
+                      input_names=["images"])
+    return path, model
+
+
 def test_anchor_free_onnx_with_dynamic_shapes_decodes_other_sizes_like_pytorch(tmp_path):
     """DetectAF caches anchor points per input size: a dynamic export must not freeze the traced size's."""
-    torch.manual_seed(0)
-    m = DetectionModel("yolov5n-pconv-lite2-shared-af.yaml", nc=3)
-    m.names = ["a", "b", "c"]
-    prepared = prepare_for_export(m.eval())
-    meta = export_metadata(prepared, (64, 64), 1, "fp32", nms=False)
-    path = export_onnx(prepared, torch.zeros(1, 3, 64, 64), tmp_path / "af.onnx", meta, opset=17, dynamic=True,
-                       simplify=True)
+    path, prepared = anchor_free_onnx("ours", tmp_path / "af.onnx", dynamic=True, simplify=True)
     x = torch.rand(2, 3, 96, 128)
     with torch.inference_mode():
         ref = prepared(x).numpy()
@@ -176,24 +188,6 @@ def test_output_folder_that_cannot_be_created_is_a_user_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserInputError, match="not writable"):
         check_writable_dir(blocker / "exp")
-
-
-def anchor_free_onnx(kind: str, path: Path) -> tuple[Path, nn.Module]:
-    """A 64-px fp32 ONNX of our anchor-free model (DFL bin conv the head's own op) or of ultralytics' yolov5nu
-    (DFL a `dfl` submodule), and the module exported."""
-    torch.manual_seed(0)
-    if kind == "ours":
-        model = prepare_for_export(DetectionModel("yolov5n-pconv-lite2-shared-af.yaml", nc=3).eval())
-        model.names = ["a", "b", "c"]
-        return export_onnx(model, torch.zeros(1, 3, 64, 64), path, export_metadata(model, (64, 64), 1, "fp32",
-                                                                                  nms=False)), model
-    from ultralytics.nn.tasks import DetectionModel as UltralyticsModel
-
-    model = UltralyticsModel("yolov5nu.yaml", nc=3, verbose=False).eval()
-    model.model[-1].export, model.model[-1].format = True, "onnx"
-    torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17,
-                      input_names=["images"])
-    return path, model
 
 
 @pytest.mark.parametrize("kind, dfl_conv", [("ours", "Conv"), ("ultralytics", "dfl/conv/Conv")])
