@@ -203,7 +203,7 @@ def head_float_ops(model: nn.Module) -> tuple[str, bool]:
     Exporters name an op after the module path that ran it: the head's own ops (sigmoid, DFL softmax and
     its fixed bin conv, grid and anchor arithmetic, the final concat) sit directly under `model.<i>/`, its convs deeper.
     One int8 scale over a tensor that holds both pixel boxes and 0-1 scores would round every score to zero,
-    so these stay float while every conv, the head's included, runs int8.
+    so these stay float while every other conv, the head's branch convs included, runs int8.
     """
     detection = model.model if isinstance(model, FixedSizeNMS) else model
     return f"model.{len(detection.model) - 1}/", isinstance(model, FixedSizeNMS)
